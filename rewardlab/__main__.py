@@ -1,0 +1,3 @@
+from rewardlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""Command line: a thin shell over the library.
+
+    rewardlab train --config cfg.yaml [--set train.epochs=2 ...] [--resume]
+    rewardlab eval  --model DIR --data FILE [--out DIR] [--group-by FIELD ...]
+    rewardlab score --model DIR --data FILE --out FILE [--normalize zscore]
+    rewardlab calibrate --model DIR --data FILE
+    rewardlab compare EVAL_DIR EVAL_DIR ...
+    rewardlab demo  [--out runs/demo]
+
+User mistakes (bad config, bad data) print one line naming what and where, and
+exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rewardlab.config import describe, load_config
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="File or hf:NAME to read (same forms as data.train).")
+    p.add_argument("--format", default="auto", help="Row format (auto, pairs, implicit_prompt, chat, rankings, ratings).")
+    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+                   help="Stop at the first invalid row, or skip and report invalid rows.")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="Override a data option, e.g. --set data.min_rating_diff=2.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rewardlab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log more.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="Train a reward model.")
+    p.add_argument("--config", help="YAML config (see `rewardlab options`).")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="Override a config value; repeatable.")
+    p.add_argument("--resume", action="store_true", help="Continue the run in train.output_dir from its last state.")
+    p.add_argument("--on-bad-row", choices=("error", "skip"), help="Shortcut for --set data.on_bad_row=...")
+
+    p = sub.add_parser("eval", help="Evaluate a reward model on preference data.")
+    p.add_argument("--model", required=True, help="rewardlab checkpoint, HF folder or hub id.")
+    _add_data_options(p)
+    p.add_argument("--out", help="Output folder (default: <model>/../eval).")
+    p.add_argument("--group-by", nargs="*", default=[], help="Fields to break metrics down by.")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-plots", action="store_true", help="Skip plots and the HTML report.")
+
+    p = sub.add_parser("score", help="Score (prompt, response) rows and write them with their rewards.")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="JSONL/JSON/CSV/Parquet rows with prompt and response "
+                   "(or chosen/rejected) columns.")
+    p.add_argument("--out", required=True, help="JSONL file to write.")
+    p.add_argument("--normalize", choices=("none", "zscore", "sigmoid"), default="none")
+    p.add_argument("--batch-size", type=int, default=32)
+
+    p = sub.add_parser("calibrate", help="Fit a temperature on validation data and store it with the model.")
+    p.add_argument("--model", required=True, help="Local model folder (the temperature is written into it).")
+    _add_data_options(p)
+    p.add_argument("--holdout", type=float, default=0.5,
+                   help="Fraction of prompts held out to report ECE after fitting (0 = report on the fit data).")
+
+    p = sub.add_parser("compare", help="Put several evaluation folders side by side.")
+    p.add_argument("runs", nargs="+", help="Folders written by `rewardlab eval`.")
+    p.add_argument("--out", default="runs/compare", help="Where compare.md and the reliability overlay go.")
+
+    p = sub.add_parser("demo", help="Train on the embedded data with the embedded backbone, evaluate, report.")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+
+    sub.add_parser("options", help="List every config option with its default and help.")
+    sub.add_parser("backbones", help="List registered backbones.")
+    sub.add_parser("losses", help="List registered losses.")
+    return parser
+
+
+def _cmd_train(args) -> int:
+    from rewardlab.train.run import train
+
+    overrides = list(args.overrides) + ([f"data.on_bad_row={args.on_bad_row}"] if args.on_bad_row else [])
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=args.resume)
+    _print_metrics(result.metrics)
+    print(f"model: {result.model_dir}\nmetrics: {Path(cfg.train.output_dir) / 'metrics.json'}")
+    return 0
+
+
+def _print_metrics(metrics: dict) -> None:
+    for split in ("train", "eval"):
+        if split in metrics:
+            m = metrics[split]
+            print(f"{split:>5}: accuracy {m['accuracy']:.3f}  log-loss {m['log_loss']:.3f}  "
+                  f"mean margin {m['mean_margin']:.3f}  ({m['pairs']} pairs)")
+
+
+def _data_config(args):
+    overrides = [f"data.format={args.format}", f"data.on_bad_row={args.on_bad_row}"] + list(args.overrides)
+    return load_config(None, overrides).data
+
+
+def _cmd_eval(args) -> int:
+    from rewardlab.evaluation.run import evaluate
+
+    out = Path(args.out) if args.out else Path(args.model).resolve().parent / "eval"
+    result = evaluate(args.model, args.data, out, data_cfg=_data_config(args), group_by=args.group_by,
+                      batch_size=args.batch_size, plots=not args.no_plots)
+    print(result.summary())
+    return 0
+
+
+def _cmd_score(args) -> int:
+    from rewardlab.data.sources import read_rows
+    from rewardlab.evaluation.score_file import score_rows
+
+    from rewardlab.scoring import RewardModel
+
+    model = RewardModel.from_pretrained(args.model)
+    n = score_rows(model, read_rows(args.data), Path(args.out), normalize=args.normalize,
+                   batch_size=args.batch_size)
+    print(f"scored {n} rows -> {args.out}")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from rewardlab.evaluation.run import calibrate
+
+    info = calibrate(args.model, args.data, data_cfg=_data_config(args), holdout=args.holdout)
+    print(f"temperature {info['temperature']:.4f} (fitted on {info['fit_pairs']} pairs); ECE on "
+          f"{info['check_pairs']} pairs: {info['ece_before']:.4f} before -> {info['ece_after']:.4f} after; "
+          f"stored in {args.model}/config.json")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from rewardlab.evaluation.compare import compare
+
+    print(compare(args.runs, Path(args.out)))
+    print(f"written to {args.out}/compare.md and {args.out}/compare_reliability.png")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from rewardlab.demo import run_demo
+
+    run_demo(Path(args.out), args.overrides)
+    return 0
+
+
+def _cmd_options(args) -> int:
+    for name, default, help_text in describe():
+        print(f"{name} = {default!r}\n    {help_text}")
+    return 0
+
+
+def _cmd_backbones(args) -> int:
+    from rewardlab.models.backbones import list_backbones
+
+    print("\n".join(list_backbones()))
+    return 0
+
+
+def _cmd_losses(args) -> int:
+    from rewardlab.losses import LOSSES
+
+    for name, fn in sorted(LOSSES.items()):
+        print(f"{name}: {(fn.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "score": _cmd_score, "demo": _cmd_demo,
+            "calibrate": _cmd_calibrate, "compare": _cmd_compare,
+            "options": _cmd_options, "backbones": _cmd_backbones, "losses": _cmd_losses}
+
+
+def _quiet_transformers() -> None:
+    """Hide load reports and weight-loading bars: the demo's output should be ours."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        _quiet_transformers()
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as err:
+        if args.verbose:
+            raise
+        print(f"rewardlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""(prompt, response) → token ids, truncating long texts at token boundaries and counting it.
+
+Encoders (tokenizers with a separator token, e.g. BERT) see the two texts as a
+text pair: ``[CLS] prompt [SEP] response [SEP]``, exactly what
+``tokenizer(prompt, response)`` gives a plain transformers user. Decoders see
+``prompt + response`` as one text. Long inputs are cut *before* encoding, so
+the ids are those of the truncated texts: by default the prompt keeps its end
+and the response keeps its start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from rewardlab.config import DataConfig
+
+
+@dataclass(frozen=True)
+class EncodingSpec:
+    """How texts become ids; saved in the checkpoint's config so scoring matches training."""
+
+    max_length: int = 256
+    max_prompt_tokens: int = 128
+    prompt_truncation: str = "left"
+    response_truncation: str = "right"
+    pair_encoding: str = "auto"  # text_pair | concat | auto (text_pair when the tokenizer has a sep token)
+
+    @classmethod
+    def from_data_config(cls, cfg: DataConfig) -> "EncodingSpec":
+        return cls(max_length=cfg.max_length, max_prompt_tokens=cfg.max_prompt_tokens,
+                   prompt_truncation=cfg.prompt_truncation, response_truncation=cfg.response_truncation)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class TextEncoder:
+    """Tokenise (prompt, response) pairs under an :class:`EncodingSpec`.
+
+    Example:
+        >>> enc = TextEncoder(tokenizer, EncodingSpec(max_length=8))   # doctest: +SKIP
+        >>> ids, truncated = enc.encode(["why?"], ["because " * 20])   # doctest: +SKIP
+        >>> len(ids[0]["input_ids"]), truncated                         # doctest: +SKIP
+        (8, 1)
+    """
+
+    def __init__(self, tokenizer, spec: EncodingSpec):
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("rewardlab needs a fast (Rust) tokenizer for offset-exact truncation; "
+                             f"{type(tokenizer).__name__} is not one")
+        self.tokenizer = tokenizer
+        mode = spec.pair_encoding
+        if mode == "auto":
+            mode = "text_pair" if tokenizer.sep_token is not None else "concat"
+            spec = EncodingSpec(**{**spec.to_dict(), "pair_encoding": mode})
+        if mode not in ("text_pair", "concat"):
+            raise ValueError(f"pair_encoding={mode!r}; choose text_pair, concat or auto")
+        self.spec = spec
+        self.n_special = tokenizer.num_special_tokens_to_add(pair=mode == "text_pair")
+
+    def _cut(self, text: str, offsets: list, keep: int, side: str) -> str:
+        """Keep ``keep`` tokens of ``text``; ``side`` is the side that is cut off."""
+        if keep >= len(offsets):
+            return text
+        if keep <= 0:
+            return ""
+        if side == "left":
+            return text[offsets[len(offsets) - keep][0]:]
+        return text[: offsets[keep - 1][1]]
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[dict], int]:
+        """Encode aligned prompts and responses; returns (features per text, number truncated)."""
+        spec, tok = self.spec, self.tokenizer
+        budget = spec.max_length - self.n_special
+        kw = dict(add_special_tokens=False, return_offsets_mapping=True)
+        p_off = tok(list(prompts), **kw)["offset_mapping"]
+        r_off = tok(list(responses), **kw)["offset_mapping"]
+        cut_p, cut_r, truncated = [], [], 0
+        for prompt, response, po, ro in zip(prompts, responses, p_off, r_off):
+            lp, lr = len(po), len(ro)
+            if lp + lr > budget:
+                truncated += 1
+                p_keep = min(lp, max(spec.max_prompt_tokens, budget - lr), budget - 1)
+                r_keep = budget - p_keep
+                prompt = self._cut(prompt, po, p_keep, spec.prompt_truncation)
+                response = self._cut(response, ro, r_keep, spec.response_truncation)
+            cut_p.append(prompt)
+            cut_r.append(response)
+        if spec.pair_encoding == "text_pair":
+            enc = tok(cut_p, cut_r, truncation="longest_first", max_length=spec.max_length)
+        else:
+            enc = tok([p + r for p, r in zip(cut_p, cut_r)], truncation=True, max_length=spec.max_length)
+        names = [k for k in ("input_ids", "token_type_ids") if k in enc]
+        features = [{k: enc[k][i] for k in names} for i in range(len(cut_p))]
+        return features, truncated

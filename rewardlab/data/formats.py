@@ -1,0 +1,231 @@
+"""Row formats: each turns one raw row into a :class:`Comparison`, in a registry.
+
+A converter validates as it goes and raises :class:`DataError` naming the row
+and field. It returns ``None`` for a valid row that implies no preference (all
+ratings within ``min_rating_diff``); the loader counts those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from rewardlab.data.schema import Comparison, DataError
+
+CARRIED = ("labeler", "attribute", "group")
+Renderer = Callable[[Sequence[dict], bool], str]
+
+
+def render_plain(messages: Sequence[dict], add_generation_prompt: bool) -> str:
+    """Chat messages as ``role: content`` lines, for tokenizers without a chat template."""
+    text = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+    return text + ("\nassistant:" if add_generation_prompt else "")
+
+
+@dataclass(frozen=True)
+class FormatContext:
+    min_rating_diff: float = 1.0
+    assistant_marker: str = "\n\nAssistant:"
+    render_chat: Renderer = render_plain
+
+
+# ----------------------------------------------------------------------------- field checks
+
+
+def text_field(row: dict, name: str, where: str) -> str:
+    if name not in row:
+        raise DataError(where, name, f"missing column; the row has {', '.join(map(str, row)) or 'no columns'}"
+                        " (map yours with data.columns)")
+    value = row[name]
+    if not isinstance(value, str):
+        raise DataError(where, name, f"expected text, got {type(value).__name__} {value!r:.60}")
+    if not value.strip():
+        raise DataError(where, name, "empty text")
+    return value
+
+
+def number(value: object, where: str, name: str) -> float:
+    if isinstance(value, bool) or value is None:
+        raise DataError(where, name, f"expected a number, got {value!r}")
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DataError(where, name, f"expected a number, got {value!r:.60}") from None
+    if not math.isfinite(x):
+        raise DataError(where, name, f"must be a finite number, got {x}")
+    return x
+
+
+def list_field(row: dict, name: str, where: str) -> list:
+    if name not in row:
+        raise DataError(where, name, "missing column (map yours with data.columns)")
+    value = row[name]
+    if not isinstance(value, (list, tuple)):
+        raise DataError(where, name, f"expected a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _carried(row: dict, used: set[str]) -> dict:
+    out = {}
+    for name in CARRIED:
+        value = row.get(name)
+        out[name] = None if value is None or value == "" else str(value)
+    out["meta"] = {k: v for k, v in row.items() if k not in used and k not in CARRIED}
+    return out
+
+
+def _pair(prompt: str, chosen: str, rejected: str, margin: float, where: str, row: dict, used: set) -> Comparison:
+    if chosen == rejected:
+        raise DataError(where, "rejected", "identical to 'chosen': a pair needs two different responses")
+    return Comparison(prompt=prompt, responses=(chosen, rejected), pairs=((0, 1, margin),), source=where,
+                      **_carried(row, used))
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def from_pairs(row: dict, where: str, ctx: FormatContext) -> Comparison:
+    """``prompt, chosen, rejected`` (optional ``margin``)."""
+    prompt = text_field(row, "prompt", where)
+    chosen, rejected = text_field(row, "chosen", where), text_field(row, "rejected", where)
+    margin = number(row["margin"], where, "margin") if row.get("margin") not in (None, "") else 0.0
+    return _pair(prompt, chosen, rejected, margin, where, row, {"prompt", "chosen", "rejected", "margin"})
+
+
+def split_implicit_prompt(chosen: str, rejected: str, marker: str) -> tuple[str, str, str]:
+    """Split two dialogues sharing a prefix into (prompt, chosen response, rejected response).
+
+    The prompt ends with the last ``marker`` (e.g. ``"\\n\\nAssistant:"``) that both
+    dialogues share; without one, at the last whitespace of their common prefix.
+    """
+    common = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        common += 1
+    cut = chosen.rfind(marker, 0, common) if marker else -1
+    if cut >= 0:
+        cut += len(marker)
+    else:
+        cut = max(chosen.rfind(" ", 0, common), chosen.rfind("\n", 0, common)) + 1
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def from_implicit_prompt(row: dict, where: str, ctx: FormatContext) -> Comparison:
+    """Whole dialogues ``chosen, rejected`` whose shared prefix is the prompt (HH-RLHF)."""
+    chosen, rejected = text_field(row, "chosen", where), text_field(row, "rejected", where)
+    if chosen == rejected:
+        raise DataError(where, "rejected", "identical to 'chosen': a pair needs two different responses")
+    prompt, c, r = split_implicit_prompt(chosen, rejected, ctx.assistant_marker)
+    if not c.strip() or not r.strip():
+        side = "chosen" if not c.strip() else "rejected"
+        raise DataError(where, side, "empty response once the shared prompt is removed")
+    return _pair(prompt, c, r, 0.0, where, row, {"chosen", "rejected"})
+
+
+def _messages(value: object, where: str, name: str) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise DataError(where, name, "expected a non-empty list of {role, content} messages")
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(where, f"{name}[{i}]", "expected a message {role: str, content: str}")
+    return value
+
+
+def from_chat(row: dict, where: str, ctx: FormatContext) -> Comparison:
+    """Message lists ``chosen, rejected`` (optional ``prompt`` list), as in TRL's conversational format."""
+    chosen = _messages(row.get("chosen"), where, "chosen")
+    rejected = _messages(row.get("rejected"), where, "rejected")
+    if row.get("prompt") is not None:
+        history = _messages(row["prompt"], where, "prompt")
+    else:
+        if chosen[:-1] != rejected[:-1]:
+            raise DataError(where, "rejected", "without a 'prompt' column both conversations must share all "
+                            "messages but the last")
+        history, chosen, rejected = chosen[:-1], chosen[-1:], rejected[-1:]
+    prompt = ctx.render_chat(history, True)
+    responses = []
+    for name, msgs in (("chosen", chosen), ("rejected", rejected)):
+        full = ctx.render_chat(history + msgs, False)
+        text = full[len(prompt):] if full.startswith(prompt) else "\n".join(m["content"] for m in msgs)
+        if not text.strip():
+            raise DataError(where, name, "empty response")
+        responses.append(text)
+    return _pair(prompt, responses[0], responses[1], 0.0, where, row, {"prompt", "chosen", "rejected"})
+
+
+def _scored(row: dict, where: str, scores: list[float], score_name: str, min_diff: float) -> Comparison | None:
+    prompt = text_field(row, "prompt", where)
+    responses = list_field(row, "responses", where)
+    if len(responses) < 2:
+        raise DataError(where, "responses", f"needs at least 2 responses, got {len(responses)}")
+    if len(scores) != len(responses):
+        raise DataError(where, score_name, f"has {len(scores)} values for {len(responses)} responses")
+    for i, r in enumerate(responses):
+        if not isinstance(r, str) or not r.strip():
+            raise DataError(where, f"responses[{i}]", "expected non-empty text")
+    if len(set(responses)) != len(responses):
+        raise DataError(where, "responses", "contains the same response twice")
+    pairs = tuple(
+        (i, j, scores[i] - scores[j])
+        for i in range(len(scores)) for j in range(len(scores))
+        if scores[i] - scores[j] >= max(min_diff, 1e-12)
+    )
+    if not pairs:
+        return None
+    used = {"prompt", "responses", score_name}
+    return Comparison(prompt=prompt, responses=tuple(responses), pairs=pairs, scores=tuple(scores), source=where,
+                      **_carried(row, used))
+
+
+def from_rankings(row: dict, where: str, ctx: FormatContext) -> Comparison | None:
+    """``prompt, responses`` with ``ranks`` (1 = best; equal ranks are ties) or, without ranks, best first."""
+    n = len(list_field(row, "responses", where))
+    if row.get("ranks") is None:
+        ranks = list(range(1, n + 1))
+    else:
+        ranks = [number(v, where, f"ranks[{i}]") for i, v in enumerate(list_field(row, "ranks", where))]
+    comparison = _scored(dict(row, ranks=ranks), where, [-r for r in ranks], "ranks", 1e-12)
+    # Margins of rankings are rank gaps; they carry no rating scale, so BT uses none.
+    if comparison is None:
+        return None
+    return dataclasses.replace(comparison, pairs=tuple((w, l, 0.0) for w, l, _ in comparison.pairs))
+
+
+def from_ratings(row: dict, where: str, ctx: FormatContext) -> Comparison | None:
+    """``prompt, responses, ratings``: pairs where ratings differ by at least ``min_rating_diff``."""
+    name = "ratings" if "ratings" in row or "scores" not in row else "scores"
+    scores = [number(v, where, f"{name}[{i}]") for i, v in enumerate(list_field(row, name, where))]
+    return _scored(row, where, scores, name, ctx.min_rating_diff)
+
+
+FORMATS: dict[str, Callable[[dict, str, FormatContext], Comparison | None]] = {
+    "pairs": from_pairs,
+    "implicit_prompt": from_implicit_prompt,
+    "chat": from_chat,
+    "rankings": from_rankings,
+    "ratings": from_ratings,
+}
+
+
+def detect_format(row: dict, where: str) -> str:
+    """Guess the format from a row's columns."""
+    keys = set(row)
+    if "responses" in keys:
+        return "ratings" if keys & {"ratings", "scores"} else "rankings"
+    if keys & {"chosen", "rejected"}:
+        if isinstance(row.get("chosen", row.get("rejected")), list):
+            return "chat"
+        return "pairs" if "prompt" in keys else "implicit_prompt"
+    raise DataError(where, None, f"cannot tell the format from columns {sorted(keys)}; expected prompt/chosen/"
+                    "rejected, chosen/rejected dialogues, or prompt/responses with ranks or ratings "
+                    "(set data.format and data.columns)")
+
+
+def get_format(name: str) -> Callable[[dict, str, FormatContext], Comparison | None]:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown data format {name!r}; valid formats: auto, {', '.join(FORMATS)}") from None

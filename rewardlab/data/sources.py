@@ -1,0 +1,130 @@
+"""Read raw rows from files or the Hugging Face hub.
+
+Each source yields ``(location, row)`` where ``location`` is ``"file:row"``
+(1-based line for JSONL, data row for CSV, index for JSON/Parquet/hub) so that
+every later error can say exactly where the bad record is.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from rewardlab.data.schema import DataError
+
+Row = dict
+DEFAULT_DATA = "default"
+_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def default_data_path() -> Path:
+    """The embedded default data set (written for this project; ships with the package)."""
+    return Path(str(resources.files("rewardlab.data") / "default_pairs.jsonl"))
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    raise DataError(str(path), None, f"unknown file type; use one of {', '.join(_SUFFIXES)} (optionally .gz)")
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
+    with _open_text(path) as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(where, None, f"not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(where, None, f"expected a JSON object, got {type(row).__name__}")
+            yield where, row
+
+
+def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
+    with _open_text(path) as fh:
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{err.lineno}", None, f"not valid JSON ({err.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(str(path), None, "expected a JSON list of objects (or {\"data\": [...]})")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{i}", None, f"expected a JSON object, got {type(row).__name__}")
+        yield f"{path}:{i}", row
+
+
+def _read_csv(path: Path) -> Iterator[tuple[str, Row]]:
+    with _open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            return
+        for i, row in enumerate(reader, start=2):  # line 1 is the header
+            if None in row:
+                raise DataError(f"{path}:{i}", None, "more values than header columns")
+            yield f"{path}:{i}", {k: _json_cell(v) for k, v in row.items()}
+
+
+def _json_cell(value: str | None) -> object:
+    """CSV cells holding JSON lists (rankings, ratings) are decoded; other text stays text."""
+    if value is not None and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    return value
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, Row]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    for i, row in enumerate(table.to_pylist()):
+        yield f"{path}:{i}", row
+
+
+def _read_hub(name: str, split: str) -> Iterator[tuple[str, Row]]:
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError("reading 'hf:' sources needs the datasets package: pip install 'rewardlab[hub]'") from None
+    dataset_name, _, config_name = name.partition(":")
+    ds = datasets.load_dataset(dataset_name, config_name or None, split=split)
+    for i, row in enumerate(ds):
+        yield f"hf:{name}[{split}]:{i}", dict(row)
+
+
+_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def read_rows(source: str, *, hf_split: str = "train", limit: int | None = None) -> Iterator[tuple[str, Row]]:
+    """Yield ``(location, row)`` from a file path, ``hf:NAME[:CONFIG]`` or ``default``."""
+    if source.startswith("hf:"):
+        rows = _read_hub(source[3:], hf_split)
+    else:
+        path = default_data_path() if source == DEFAULT_DATA else Path(source)
+        if not path.is_file():
+            raise DataError(str(path), None, "file does not exist")
+        rows = _READERS[_kind(path)](path)
+    for n, item in enumerate(rows):
+        if limit is not None and n >= limit:
+            return
+        yield item

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with intervals, calibration, invariance checks, plots and an HTML report."""

@@ -1,0 +1,119 @@
+"""One self-contained ``report.html``: headline numbers, plots (embedded), worst errors, config.
+
+Every piece of user text is HTML-escaped; images are inlined as base64 so the
+page can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Sequence
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+.sub{color:#666;margin-top:0} .cards{display:flex;flex-wrap:wrap;gap:.8rem}
+.card{border:1px solid #ddd;border-radius:8px;padding:.6rem 1rem;min-width:130px}
+.card .v{font-size:1.5rem;font-weight:600} .card .l{color:#666;font-size:.85rem} .card .ci{color:#888;font-size:.75rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.3rem .5rem;vertical-align:top}
+th{background:#f6f6f6;text-align:left} .pass{color:#1a7f37;font-weight:600} .fail{color:#cf222e;font-weight:600}
+img{max-width:100%;margin:.5rem 0} pre{background:#f6f6f6;padding:.8rem;overflow:auto;font-size:.8rem}
+.txt{max-width:360px;white-space:pre-wrap;word-break:break-word}
+"""
+
+HEADLINE = [("accuracy", "pairwise accuracy"), ("roc_auc", "ROC-AUC"), ("log_loss", "log-loss"),
+            ("brier", "Brier"), ("ece", "ECE (equal width)"), ("f1", "F1"),
+            ("accuracy_top10", "accuracy, top 10 % |margin|")]
+
+
+def _fmt(x) -> str:
+    return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else html.escape(str(x))
+
+
+def _img(path: Path | None, alt: str) -> str:
+    if path is None or not Path(path).is_file():
+        return ""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _cards(overall: dict) -> str:
+    cards = []
+    for key, label in HEADLINE:
+        m = overall.get(key)
+        if not m:
+            continue
+        lo, hi = m["ci95"]
+        ci = f"95% CI {_fmt(lo)}–{_fmt(hi)}" if lo is not None else ""
+        cards.append(f'<div class="card" id="m-{key}"><div class="v">{_fmt(m["value"])}</div>'
+                     f'<div class="l">{label}</div><div class="ci">{ci}</div></div>')
+    return '<div class="cards">' + "".join(cards) + "</div>"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _acc_rows(groups: dict) -> list[list]:
+    return [[name, g["pairs"], g["accuracy"]["value"], g["accuracy"]["ci95"][0], g["accuracy"]["ci95"][1],
+             g["log_loss"]["value"]] for name, g in groups.items()]
+
+
+def render_report(path: Path, *, metrics: dict, plots: dict[str, Path | None], worst: list[dict],
+                  config_text: str | None, title: str) -> Path:
+    """Write the report page to ``path``."""
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f'<p class="sub">{metrics["pairs"]} pairs from {html.escape(str(metrics.get("data", "")))}; '
+             f'model {html.escape(str(metrics.get("model", "")))}; temperature {_fmt(metrics["temperature"])}</p>',
+             _cards(metrics["overall"])]
+    hc = metrics["high_confidence"]
+    parts.append("<h2>Confidence</h2>" + _table(["subset", "pairs", "coverage", "accuracy"], [
+        [k, v["pairs"], v["coverage"], v["accuracy"]] for k, v in hc.items()]))
+    parts.append(_img(plots.get("reliability"), "reliability diagram") + _img(plots.get("rewards"), "rewards"))
+    if "ranking" in metrics:
+        r = metrics["ranking"]
+        parts.append("<h2>Ranking agreement</h2>" + _table(["metric", "value", "CI low", "CI high"], [
+            [k, r[k]["value"], *r[k]["ci95"]] for k in ("spearman", "kendall")]))
+    lb = metrics["length_bias"]
+    parts.append("<h2>Length bias</h2><p>Accuracy when the longer response is preferred vs. when the shorter "
+                 f"one is; the model prefers the longer response in {_fmt(lb.get('model_prefers_longer_rate'))} "
+                 "of pairs.</p>" + _table(["case", "pairs", "accuracy", "CI low", "CI high", "log-loss"],
+                                          _acc_rows({k: v for k, v in lb.items() if isinstance(v, dict)})))
+    if metrics["ties"]["pairs"]:
+        parts.append(f"<p>{metrics['ties']['pairs']} pairs are ties in the data (excluded from accuracy); mean "
+                     f"|margin| on them {_fmt(metrics['ties']['mean_abs_margin'])}.</p>")
+    for name, groups in metrics["groups"].items():
+        parts.append(f"<h2>By {html.escape(name)}</h2>" + _img(plots.get(f"group_{name}"), f"accuracy by {name}")
+                     + _table([name, "pairs", "accuracy", "CI low", "CI high", "log-loss"], _acc_rows(groups)))
+    if "sections" in metrics:
+        s = metrics["sections"]
+        parts.append(f"<h2>Sections ({html.escape(s['field'])})</h2><p>Aggregate (mean over sections): "
+                     f"<b>{_fmt(s['aggregate'])}</b></p>" + _table(
+                         ["section", "pairs", "accuracy"], [[k, v["pairs"], v["accuracy"]]
+                                                            for k, v in s["per_section"].items()]))
+    if metrics.get("invariance"):
+        parts.append("<h2>Invariance checks</h2>" + "<table><tr><th>check</th><th>result</th><th>max deviation"
+                     "</th><th>what</th></tr>" + "".join(
+                         f'<tr><td>{c["check"]}</td><td class="{"pass" if c["passed"] else "fail"}">'
+                         f'{"pass" if c["passed"] else "FAIL"}</td><td>{c["max_deviation"]:.2e}</td>'
+                         f'<td>{html.escape(c["what"])}</td></tr>' for c in metrics["invariance"]) + "</table>")
+    if plots.get("training"):
+        parts.append("<h2>Training</h2>" + _img(plots["training"], "training curves"))
+    parts.append("<h2>Most confident errors</h2>" + (_table(
+        ["P(chosen)", "prompt", "chosen (human)", "rejected", "source"],
+        [[w["probability"], _clip(w["prompt"]), _clip(w["chosen"]), _clip(w["rejected"]), w["source"]]
+         for w in worst]).replace("<td>", '<td class="txt">') if worst else "<p>No errors.</p>"))
+    if config_text:
+        parts.append("<h2>Training config</h2><pre>" + html.escape(config_text) + "</pre>")
+    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _clip(text: str, n: int = 600) -> str:
+    return text if len(text) <= n else text[:n] + " …"

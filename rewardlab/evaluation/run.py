@@ -1,0 +1,122 @@
+"""``evaluate(model, data, out)``: stream, score, summarise, check, plot and report."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rewardlab.config import DataConfig
+from rewardlab.data.load import LoadReport, iter_comparisons
+from rewardlab.data.splits import split_by_group
+from rewardlab.evaluation import plots as P
+from rewardlab.evaluation.calibration import fit_temperature, store_temperature
+from rewardlab.evaluation.invariance import run_invariance_checks
+from rewardlab.evaluation.predict import score_stream
+from rewardlab.evaluation.report import render_report
+from rewardlab.evaluation.summary import summarize
+from rewardlab.metrics import expected_calibration_error
+from rewardlab.scoring import RewardModel
+from rewardlab.train.run import chat_renderer
+
+INVARIANCE_SAMPLE = 16
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    metrics: dict
+
+    def summary(self) -> str:
+        o = self.metrics["overall"]
+
+        def f(key: str) -> str:
+            m = o[key]
+            return "–" if m["value"] is None else f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+
+        lines = [f"pairs: {self.metrics['pairs']}", f"accuracy: {f('accuracy')}", f"roc_auc: {f('roc_auc')}",
+                 f"log_loss: {f('log_loss')}", f"ece: {f('ece')}", f"brier: {f('brier')}"]
+        if "ranking" in self.metrics:
+            lines.append(f"spearman: {self.metrics['ranking']['spearman']['value']}")
+        failed = [c["check"] for c in self.metrics.get("invariance", []) if not c["passed"]]
+        lines.append("invariance: " + ("FAILED " + ", ".join(failed) if failed else "all passed"))
+        lines.append(f"written to: {self.out_dir} (metrics.json, predictions.jsonl"
+                     + (", report.html)" if (self.out_dir / "report.html").exists() else ")"))
+        return "\n".join(lines)
+
+
+def _config_text(model_path: str) -> str | None:
+    for candidate in (Path(model_path) / "rewardlab.yaml", Path(model_path).parent / "config.yaml"):
+        if candidate.is_file():
+            return candidate.read_text()
+    return None
+
+
+def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig | None = None,
+             group_by: Sequence[str] = (), batch_size: int = 32, plots: bool = True, n_boot: int = 1000,
+             progress: bool = True, model: RewardModel | None = None) -> EvalResult:
+    """Evaluate a reward model on preference data and write metrics, predictions, plots and a report."""
+    data_cfg = data_cfg or DataConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = model or RewardModel.from_pretrained(model_path)
+    report = LoadReport(source=data)
+    stream = iter_comparisons(data, data_cfg, report, render_chat=chat_renderer(model.encoder.tokenizer))
+    first = list(itertools.islice(stream, INVARIANCE_SAMPLE))
+    scored = score_stream(model, itertools.chain(first, stream), out_dir / "predictions.jsonl", group_by=group_by,
+                          batch_size=batch_size, min_rating_diff=data_cfg.min_rating_diff, progress=progress)
+    metrics = {"model": str(model_path), "data": data, **summarize(scored, temperature=model.temperature,
+                                                                   group_by=group_by, n_boot=n_boot)}
+    triples = [(c.prompt, c.responses[w], c.responses[l]) for c in first for w, l, _ in c.pairs[:1]]
+    metrics["invariance"] = run_invariance_checks(model, *zip(*triples)) if triples else []
+    metrics["data_report"] = report.__dict__
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if plots:
+        figures = {
+            "reliability": P.reliability_diagram({"model": metrics["calibration"]["bins_uniform"]},
+                                                 out_dir / "reliability.png"),
+            "rewards": P.reward_distributions(scored.chosen, scored.rejected, out_dir / "rewards.png"),
+            "training": P.training_curves(P.read_history(Path(model_path).parent / "history.jsonl"),
+                                          out_dir / "training_curves.png"),
+        }
+        for name, groups in metrics["groups"].items():
+            figures[f"group_{name}"] = P.group_accuracy(name, groups, out_dir / f"accuracy_by_{name}.png")
+        render_report(out_dir / "report.html", metrics=metrics, plots=figures, worst=scored.worst,
+                      config_text=_config_text(model_path), title=f"Reward model evaluation: {Path(model_path).name}")
+    return EvalResult(out_dir=out_dir, metrics=metrics)
+
+
+def calibrate(model_path: str, data: str, *, data_cfg: DataConfig | None = None, holdout: float = 0.5,
+              seed: int = 0) -> dict:
+    """Fit a temperature on (part of) ``data``, store it in the model, report ECE before and after.
+
+    With ``holdout`` > 0 the data is split by prompt: T is fitted on one part and the
+    ECE is reported on the other, so the "after" number is not measured on the data it was fitted to.
+    """
+    data_cfg = data_cfg or DataConfig()
+    model = RewardModel.from_pretrained(model_path)
+    comps = list(iter_comparisons(data, data_cfg, LoadReport(source=data),
+                                  render_chat=chat_renderer(model.encoder.tokenizer)))
+    fit_part, check_part = split_by_group(comps, holdout, split_by=data_cfg.split_by, seed=seed) if holdout else (
+        comps, comps)
+    if not fit_part or not check_part:
+        raise ValueError(f"too little data to hold out {holdout:.0%} for checking; use --holdout 0")
+
+    def margins(part):
+        keys = list(dict.fromkeys((c.prompt, r) for c in part for r in c.responses))
+        s = dict(zip(keys, model.score_batch([k[0] for k in keys], [k[1] for k in keys])))
+        return np.array([s[(c.prompt, c.responses[w])] - s[(c.prompt, c.responses[l])]
+                         for c in part for w, l, _ in c.pairs])
+
+    fit_m, check_m = margins(fit_part), margins(check_part)
+    temperature = fit_temperature(fit_m)
+    info = {"fitted_on": data, "fit_pairs": int(len(fit_m)), "check_pairs": int(len(check_m)),
+            "ece_before": expected_calibration_error(check_m, temperature=model.temperature)[0],
+            "ece_after": expected_calibration_error(check_m, temperature=temperature)[0],
+            "previous_temperature": model.temperature}
+    store_temperature(model_path, temperature, info)
+    return {"temperature": temperature, **info}

@@ -1,0 +1,137 @@
+"""Scored pairs → the numbers in ``metrics.json``, each with a bootstrap 95 % interval."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from rewardlab.evaluation.predict import SECTION_FIELDS, ScoredPairs
+from rewardlab import metrics as M
+
+HIGH_CONFIDENCE = {"top10": 0.10, "top25": 0.25}
+
+
+def headline_metrics(margins: np.ndarray, temperature: float = 1.0) -> dict[str, float]:
+    """Every pair-level metric of one set of margins (one bootstrap resample, or the real data)."""
+    out = {
+        "accuracy": M.pairwise_accuracy(margins),
+        "log_loss": M.pairwise_log_loss(margins, temperature),
+        "ece": M.expected_calibration_error(margins, strategy="uniform", temperature=temperature)[0],
+        "ece_equal_mass": M.expected_calibration_error(margins, strategy="quantile", temperature=temperature)[0],
+        "mean_margin": float(np.mean(margins)),
+        "std_margin": float(np.std(margins)),
+    }
+    out.update(M.classification_metrics(margins, temperature))
+    for name, fraction in HIGH_CONFIDENCE.items():
+        out[f"accuracy_{name}"] = M.high_confidence_accuracy(margins, fraction)["accuracy"]
+    return out
+
+
+def with_intervals(fn: Callable[[np.ndarray], dict[str, float]], margins: np.ndarray, n_boot: int,
+                   seed: int = 0) -> dict[str, dict]:
+    """``fn(margins)`` with a percentile bootstrap interval for each of its values (pairs resampled)."""
+    point = fn(margins)
+    rng = np.random.default_rng(seed)
+    draws = [fn(margins[rng.integers(0, len(margins), len(margins))]) for _ in range(n_boot)]
+    out = {}
+    for key, value in point.items():
+        values = np.array([d[key] for d in draws], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        ci = [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))] if len(values) else [None, None]
+        out[key] = {"value": _finite(value), "ci95": ci}
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _small(margins: np.ndarray, temperature: float) -> dict[str, float]:
+    return {"accuracy": M.pairwise_accuracy(margins), "log_loss": M.pairwise_log_loss(margins, temperature)}
+
+
+def grouped(margins: np.ndarray, values: Sequence, temperature: float, n_boot: int) -> dict[str, dict]:
+    """Accuracy and log-loss (with intervals) for each distinct value of a field."""
+    values = np.array(["(none)" if v is None else str(v) for v in values], dtype=object)
+    out = {}
+    for value in sorted(set(values)):
+        m = margins[values == value]
+        out[value] = {"pairs": int(len(m)), **with_intervals(lambda x: _small(x, temperature), m, n_boot)}
+    return out
+
+
+def length_bias(scored: ScoredPairs, temperature: float, n_boot: int) -> dict:
+    """Accuracy when the longer response is the preferred one vs when the shorter one is.
+
+    A model that has learnt "longer is better" scores well on the first and badly
+    on the second; a large gap is a warning sign.
+    """
+    margins = scored.margins
+    diff = np.asarray(scored.chosen_len) - np.asarray(scored.rejected_len)
+    out = {}
+    for name, mask in (("longer_preferred", diff > 0), ("shorter_preferred", diff < 0), ("equal_length", diff == 0)):
+        if mask.any():
+            out[name] = {"pairs": int(mask.sum()), **with_intervals(lambda x: _small(x, temperature), margins[mask],
+                                                                    n_boot)}
+    model_prefers_longer = np.sign(margins) == np.sign(diff)
+    out["model_prefers_longer_rate"] = float(model_prefers_longer[diff != 0].mean()) if (diff != 0).any() else None
+    return out
+
+
+def sections(margins: np.ndarray, values: Sequence) -> dict | None:
+    """RewardBench-style: example-weighted accuracy within each section, plain mean across sections."""
+    if all(v is None for v in values):
+        return None
+    values = np.array(["(none)" if v is None else str(v) for v in values], dtype=object)
+    per = {v: {"pairs": int((values == v).sum()), "accuracy": M.pairwise_accuracy(margins[values == v])}
+           for v in sorted(set(values))}
+    return {"per_section": per, "aggregate": float(np.mean([s["accuracy"] for s in per.values()]))}
+
+
+def rank_metrics(scored: ScoredPairs, n_boot: int) -> dict | None:
+    if not any(len(s) >= 3 for s in scored.human_scores):
+        return None
+    point = M.rank_correlations(scored.model_scores, scored.human_scores)
+    n = len(scored.model_scores)
+    out = {"prompts": point["prompts"]}
+    for key in ("spearman", "kendall"):
+        ci = M.bootstrap_ci(lambda idx: M.rank_correlations([scored.model_scores[i] for i in idx],
+                                                            [scored.human_scores[i] for i in idx])[key],
+                            n, n_boot=n_boot)
+        out[key] = {"value": _finite(point[key]), "ci95": list(ci)}
+    return out
+
+
+def summarize(scored: ScoredPairs, *, temperature: float = 1.0, group_by: Sequence[str] = (),
+              n_boot: int = 1000) -> dict:
+    margins = scored.margins
+    chosen, rejected = np.asarray(scored.chosen), np.asarray(scored.rejected)
+    out = {
+        "pairs": int(len(margins)),
+        "temperature": temperature,
+        "overall": with_intervals(lambda m: headline_metrics(m, temperature), margins, n_boot),
+        "high_confidence": {k: M.high_confidence_accuracy(margins, f) for k, f in HIGH_CONFIDENCE.items()},
+        "calibration": {
+            "bins_uniform": M.expected_calibration_error(margins, strategy="uniform", temperature=temperature)[1],
+            "bins_equal_mass": M.expected_calibration_error(margins, strategy="quantile",
+                                                            temperature=temperature)[1],
+        },
+        "rewards": {"chosen": M.reward_stats(chosen), "rejected": M.reward_stats(rejected),
+                    "all": M.reward_stats(np.concatenate([chosen, rejected])), "margin": M.reward_stats(margins)},
+        "length_bias": length_bias(scored, temperature, n_boot),
+        "ties": {"pairs": len(scored.tie_margins),
+                 "note": "pairs the data calls a tie are excluded from accuracy; their mean |margin| is shown",
+                 "mean_abs_margin": float(np.mean(scored.tie_margins)) if scored.tie_margins else None},
+        "groups": {name: grouped(margins, scored.fields[name], temperature, n_boot) for name in group_by},
+    }
+    ranking = rank_metrics(scored, n_boot)
+    if ranking:
+        out["ranking"] = ranking
+    for name in SECTION_FIELDS:
+        section = sections(margins, scored.fields[name])
+        if section:
+            out["sections"] = {"field": name, **section}
+            break
+    return out

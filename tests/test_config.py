@@ -1,0 +1,55 @@
+import pytest
+
+from rewardlab.config import DataConfig, ExperimentConfig, TrainConfig, apply_overrides, describe, load_config
+
+
+def test_defaults_are_valid_and_documented():
+    cfg = ExperimentConfig()
+    assert cfg.data.train == "default" and cfg.model.backbone == "minilm"
+    rows = describe()
+    assert all(help_text for _, _, help_text in rows), [n for n, _, h in rows if not h]
+    assert "train.lr_head" in {name for name, _, _ in rows}
+
+
+def test_overrides_coerce_types():
+    cfg = load_config(None, ["train.lr_head=1e-3", "train.epochs=2", "train.group_by_length=false",
+                             "data.columns={prompt: question}", "train.log_with=tensorboard,wandb"])
+    assert cfg.train.lr_head == pytest.approx(1e-3) and isinstance(cfg.train.epochs, float)
+    assert cfg.train.group_by_length is False
+    assert cfg.data.columns == {"prompt": "question"}
+    assert cfg.train.log_with == ["tensorboard", "wandb"]
+
+
+def test_yaml_file_and_override_precedence(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("train:\n  epochs: 3\n  batch_size: 8\n")
+    cfg = load_config(path, ["train.epochs=5"])
+    assert (cfg.train.epochs, cfg.train.batch_size) == (5.0, 8)
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.lr_head=-1", r"train.lr_head=-1.* must be > 0"),
+    ("train.schedule=exp", r"train.schedule='exp' is not valid; choose one of cosine, linear, constant"),
+    ("train.loss=bt", r"train.loss='bt' is not valid; choose one of .*bradley_terry"),
+    ("data.on_bad_row=ignore", r"data.on_bad_row='ignore' is not valid"),
+    ("data.max_prompt_tokens=300", r"data.max_prompt_tokens=300 must be in \[0, max_length\)"),
+    ("train.epochs=many", r"train.epochs='many' should be of type float"),
+    ("train.nonsense=1", r"unknown config key train.nonsense; valid keys here: .*batch_size"),
+])
+def test_bad_values_name_the_field(override, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(None, [override])
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="must look like section.key=value"):
+        apply_overrides({}, ["train.epochs"])
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_configs_are_frozen():
+    with pytest.raises(Exception):
+        TrainConfig().epochs = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        DataConfig("default")  # keyword-only

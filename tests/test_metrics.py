@@ -1,0 +1,71 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from rewardlab import metrics as M
+
+
+def test_accuracy_counts_predicted_ties_as_half():
+    assert M.pairwise_accuracy(np.array([1.0, -1.0, 0.0, 2.0])) == pytest.approx(2.5 / 4)
+
+
+def test_log_loss_by_hand():
+    margins = np.array([0.0, 2.0])
+    expected = (math.log(2) + math.log(1 + math.exp(-2))) / 2
+    assert M.pairwise_log_loss(margins) == pytest.approx(expected)
+    assert M.pairwise_log_loss(margins, temperature=2.0) == pytest.approx((math.log(2) + math.log(1 + math.exp(-1))) / 2)
+
+
+def test_ece_by_hand():
+    # confidences sigma(m): 0.731 (right), 0.731 (wrong), 0.982 (right), 0.982 (right)
+    margins = np.array([1.0, -1.0, 4.0, 4.0])
+    ece, bins = M.expected_calibration_error(margins, n_bins=5, strategy="uniform")
+    c1, c2 = 1 / (1 + math.exp(-1)), 1 / (1 + math.exp(-4))
+    expected = 0.5 * abs(0.5 - c1) + 0.5 * abs(1.0 - c2)
+    assert ece == pytest.approx(expected)
+    assert [b["count"] for b in bins] == [2, 2]
+    ece_q, bins_q = M.expected_calibration_error(margins, n_bins=2, strategy="quantile")
+    assert sum(b["count"] for b in bins_q) == 4 and ece_q == pytest.approx(expected)
+
+
+def test_classification_metrics_match_sklearn():
+    rng = np.random.default_rng(1)
+    margins = rng.normal(0.5, 1.0, 200)
+    y, m = M.oriented(margins, seed=0)
+    assert 60 < y.sum() < 140  # both classes present
+    assert np.allclose(np.where(y == 1, m, -m), margins)  # orientation only flips signs
+    p = 1 / (1 + np.exp(-m))
+    out = M.classification_metrics(margins)
+    assert out["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
+    assert out["f1"] == pytest.approx(skm.f1_score(y, p > 0.5))
+    assert out["brier"] == pytest.approx(np.mean((p - y) ** 2))
+
+
+def test_high_confidence_accuracy():
+    margins = np.array([5.0, -4.0, 0.1, -0.1, 0.2, 3.0, 0.3, -0.2, 0.1, 2.0])
+    top = M.high_confidence_accuracy(margins, 0.3)
+    assert top == {"accuracy": pytest.approx(2 / 3), "coverage": pytest.approx(0.3), "pairs": 3}
+
+
+def test_rank_correlations_match_scipy():
+    model = [np.array([3.0, 1.0, 2.0, 0.0]), np.array([1.0, 2.0, 3.0])]
+    human = [np.array([4.0, 2.0, 3.0, 1.0]), np.array([3.0, 2.0, 1.0])]
+    out = M.rank_correlations(model, human)
+    assert out["spearman"] == pytest.approx(np.mean([stats.spearmanr(a, b).statistic for a, b in zip(model, human)]))
+    assert out["kendall"] == pytest.approx((1.0 + -1.0) / 2)
+    assert out["prompts"] == 2
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    x = np.random.default_rng(0).normal(1.0, 1.0, 400)
+    lo, hi = M.bootstrap_ci(lambda idx: float(x[idx].mean()), len(x), n_boot=300)
+    assert lo < x.mean() < hi
+    assert hi - lo == pytest.approx(2 * 1.96 / math.sqrt(400), rel=0.25)
+
+
+def test_improvement_direction():
+    assert M.is_improvement("accuracy", 0.8, 0.7) and not M.is_improvement("accuracy", 0.6, 0.7)
+    assert M.is_improvement("log_loss", 0.3, 0.5) and not M.is_improvement("ece", 0.2, 0.1)

@@ -66,7 +66,7 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 def save_state(folder: Path, *, trainable: dict[str, torch.Tensor], optimizer: dict, scheduler: dict,
-               ema: dict[str, torch.Tensor] | None, loop: dict) -> None:
+               ema: dict[str, torch.Tensor] | None, best: dict[str, torch.Tensor] | None, loop: dict) -> None:
     """Write the main process's part of a resume state into ``folder`` (created)."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, folder / "trainable.safetensors")
@@ -74,6 +74,8 @@ def save_state(folder: Path, *, trainable: dict[str, torch.Tensor], optimizer: d
     save_file(opt_tensors, folder / "optimizer.safetensors")
     if ema is not None:
         save_file({k: v.contiguous().cpu() for k, v in ema.items()}, folder / "ema.safetensors")
+    if best is not None:  # the best evaluation's weights, which the final model is made of
+        save_file({k: v.contiguous().cpu() for k, v in best.items()}, folder / "best.safetensors")
     (folder / "state.json").write_text(json.dumps(
         {"optimizer": opt_meta, "scheduler": scheduler, "loop": loop}, indent=1))
 
@@ -88,7 +90,7 @@ def save_rng(folder: Path, rank: int) -> None:
 def load_state(folder: Path, rank: int) -> dict:
     """Everything :func:`save_state` and :func:`save_rng` wrote, as tensors and plain values."""
     meta = json.loads((folder / "state.json").read_text())
-    ema_file = folder / "ema.safetensors"
+    ema_file, best_file = folder / "ema.safetensors", folder / "best.safetensors"
     rng_file = folder / f"rng-{rank}.safetensors"
     if not rng_file.exists():  # resumed on more processes than saved: reuse rank 0's stream
         rng_file = folder / "rng-0.safetensors"
@@ -97,6 +99,7 @@ def load_state(folder: Path, rank: int) -> dict:
         "optimizer": _unflatten_optimizer(load_file(folder / "optimizer.safetensors"), meta["optimizer"]),
         "scheduler": meta["scheduler"],
         "ema": load_file(ema_file) if ema_file.exists() else None,
+        "best": load_file(best_file) if best_file.exists() else None,
         "loop": meta["loop"],
         "rng": (load_file(rng_file), json.loads(rng_file.with_suffix(".json").read_text())),
     }

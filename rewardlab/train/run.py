@@ -90,7 +90,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
     if resume and resume_from is None:
         raise ValueError(f"--resume: no saved state under {out / 'states'}; nothing to resume")
     acc = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
-                      gradient_accumulation_steps=cfg.train.grad_accum, log_with=_trackers(cfg.train.log_with),
+                      gradient_accumulation_steps=cfg.train.grad_accum, log_with=_trackers(cfg.train.log_with) or None,
                       project_dir=str(out / "logs"))
     set_seed(cfg.train.seed)
     model, tokenizer = build_text_model(cfg.model)
@@ -122,21 +122,12 @@ def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
     optimizer = build_optimizer(named, cfg.train)
     metadata = {"encoding": encoder.spec.to_dict(), "backbone": cfg.model.backbone, "temperature": 1.0}
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    best: dict[str, torch.Tensor] = {}
-
-    def keep_best(trainer: Trainer) -> None:
-        """Snapshot the best weights in memory (EMA ones if enabled) and write them as the model."""
-        weights = trainer.ema.shadow if trainer.ema else trainer.trainable_state()
-        best.clear()
-        best.update({k: v.detach().clone() for k, v in weights.items()})
-
     loss_params = {"margin_scale": cfg.train.margin_scale, "label_smoothing": cfg.train.label_smoothing,
                    "focal_gamma": cfg.train.focal_gamma}
     trainer = Trainer(accelerator=acc, model=model, loss_fn=get_loss(cfg.train.loss), loss_params=loss_params,
                       optimizer=optimizer, scheduler_factory=lambda o, n: build_scheduler(o, cfg.train, n),
                       train_data=train_enc, eval_data=eval_enc,
-                      collator=PreferenceCollator(tokenizer.pad_token_id), cfg=cfg.train, output_dir=out,
-                      on_best=keep_best)
+                      collator=PreferenceCollator(tokenizer.pad_token_id), cfg=cfg.train, output_dir=out)
     acc.init_trackers("rewardlab", config=_flat(cfg))
     if acc.is_main_process and resume_from is None:
         (out / "history.jsonl").unlink(missing_ok=True)
@@ -147,8 +138,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
 
     # Final model: the best weights (or the last, without eval data), with train reward statistics.
     raw: TextRewardModel = trainer.raw_model
-    if not best:
-        keep_best(trainer)
+    best = trainer.best_weights or (trainer.ema.shadow if trainer.ema else {})
     with torch.no_grad():
         params = dict(raw.named_parameters())
         for name, value in best.items():

@@ -58,19 +58,22 @@ class Trainer:
     def __init__(self, *, accelerator: Accelerator, model: TextRewardModel, loss_fn: LossFn,
                  loss_params: dict, optimizer: torch.optim.Optimizer, scheduler_factory: Callable, train_data: Sequence[EncodedComparison],
                  eval_data: Sequence[EncodedComparison], collator: PreferenceCollator, cfg: TrainConfig,
-                 output_dir: Path, on_best: Callable[["Trainer"], None] | None = None):
+                 output_dir: Path):
         self.acc, self.cfg, self.output_dir = accelerator, cfg, Path(output_dir)
         self.loss_fn, self.loss_params = loss_fn, loss_params
         self.collator, self.eval_data, self.train_data = collator, list(eval_data), list(train_data)
-        self.on_best = on_best
         self.sampler = LengthGroupedBatchSampler([c.length for c in train_data], cfg.batch_size, seed=cfg.seed,
                                                  group_by_length=cfg.group_by_length)
+        # Its own generator: otherwise each new iterator draws a seed from the global RNG, shifting the
+        # dropout stream of a resumed run away from the uninterrupted one.
         loader = torch.utils.data.DataLoader(list(train_data), batch_sampler=self.sampler, collate_fn=collator,
-                                             num_workers=cfg.num_workers)
+                                             num_workers=cfg.num_workers,
+                                             generator=torch.Generator().manual_seed(cfg.seed))
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
         self.raw_model: TextRewardModel = accelerator.unwrap_model(self.model)
         self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.state = LoopState()
+        self.best_weights: dict[str, torch.Tensor] = {}  # snapshot at the best evaluation (EMA weights if on)
         self.steps_per_epoch = max(1, math.ceil(len(self.loader) / cfg.grad_accum))
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         # Built after prepare(): the per-process loader length fixes the schedule. Stepped once per
@@ -139,7 +142,7 @@ class Trainer:
         if self.acc.is_main_process:
             ckpt.save_state(tmp, trainable=self.trainable_state(), optimizer=self.optimizer.state_dict(),
                             scheduler=self.scheduler.state_dict(), ema=self.ema.shadow if self.ema else None,
-                            loop=self.state.__dict__)
+                            best=self.best_weights or None, loop=self.state.__dict__)
         self.acc.wait_for_everyone()
         ckpt.save_rng(tmp, self.acc.process_index)
         self.acc.wait_for_everyone()
@@ -159,6 +162,7 @@ class Trainer:
         if self.ema is not None and saved["ema"] is not None:
             self.ema.load_state_dict({"decay": self.cfg.ema_decay, "shadow": saved["ema"]})
         self.state = LoopState(**saved["loop"])
+        self.best_weights = saved["best"] or {}
         ckpt.set_rng_state(*saved["rng"])
 
     # ------------------------------------------------------------------ the loop
@@ -182,8 +186,8 @@ class Trainer:
         if is_improvement(self.cfg.metric_for_best, value, self.state.best_metric):
             self.state.best_metric, self.state.best_step = value, self.state.step
             self.state.evals_without_improvement = 0
-            if self.on_best is not None:
-                self.on_best(self)
+            weights = self.ema.shadow if self.ema is not None else self.trainable_state()
+            self.best_weights = {k: v.detach().clone() for k, v in weights.items()}
         else:
             self.state.evals_without_improvement += 1
         patience = self.cfg.early_stopping_patience
@@ -201,9 +205,12 @@ class Trainer:
         start, pairs_at_start, stop = time.perf_counter(), self.state.pairs_seen, False
         running: list[float] = []
         while self.state.step < self.total_steps and not stop:
-            self.sampler.set_epoch(self.state.epoch)
             loader = acc.skip_first_batches(self.loader, self.state.batches_in_epoch) \
                 if self.state.batches_in_epoch else self.loader
+            # Accelerate's loader re-seeds the sampler from its own pass counter, which restarts at 0
+            # after a resume; pin both to our epoch so shuffling depends on (seed, epoch) only.
+            loader.set_epoch(self.state.epoch)
+            self.sampler.set_epoch(self.state.epoch)
             for batch in loader:
                 with acc.accumulate(self.model):
                     with acc.autocast():

@@ -1,0 +1,89 @@
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator, \
+    encode_comparisons
+from rewardlab.data.encode import EncodingSpec, TextEncoder
+from rewardlab.data.schema import Comparison
+from rewardlab.models.backbones import prepare_tokenizer
+
+
+@pytest.fixture(scope="module")
+def bert_tok(tiny_bert):
+    return AutoTokenizer.from_pretrained(tiny_bert)
+
+
+def test_short_pairs_encode_like_plain_transformers(bert_tok):
+    enc = TextEncoder(bert_tok, EncodingSpec(max_length=64))
+    feats, truncated = enc.encode(["Why is the sky blue?"], ["Because of scattering."])
+    plain = bert_tok("Why is the sky blue?", "Because of scattering.")
+    assert feats[0]["input_ids"] == plain["input_ids"] and feats[0]["token_type_ids"] == plain["token_type_ids"]
+    assert truncated == 0 and enc.spec.pair_encoding == "text_pair"
+
+
+def test_truncation_keeps_prompt_end_and_response_start(bert_tok):
+    prompt = " ".join(f"p{i}" for i in range(40)) + " final question"
+    response = "first answer words " + " ".join(f"r{i}" for i in range(40))
+    enc = TextEncoder(bert_tok, EncodingSpec(max_length=32, max_prompt_tokens=10))
+    (feat,), truncated = enc.encode([prompt], [response])
+    assert truncated == 1 and len(feat["input_ids"]) <= 32
+    text = bert_tok.decode(feat["input_ids"])
+    first_sep = text.index("[SEP]")
+    assert "final question" in text[:first_sep] and "p0 " not in text[:first_sep]
+    assert text[first_sep:].startswith("[SEP] first answer words")
+    # the other sides, when asked
+    enc2 = TextEncoder(bert_tok, EncodingSpec(max_length=32, max_prompt_tokens=10, prompt_truncation="right",
+                                              response_truncation="left"))
+    text2 = bert_tok.decode(enc2.encode([prompt], [response])[0][0]["input_ids"])
+    assert text2.startswith("[CLS] p0") and text2.rstrip().endswith("r39 [SEP]")
+
+
+def test_short_prompt_gives_its_room_to_the_response(bert_tok):
+    enc = TextEncoder(bert_tok, EncodingSpec(max_length=32, max_prompt_tokens=16))
+    (feat,), _ = enc.encode(["hi"], [" ".join(["word"] * 100)])
+    assert len(feat["input_ids"]) == 32
+    assert bert_tok.decode(feat["input_ids"]).startswith("[CLS] hi [SEP] word word")
+
+
+def test_decoder_tokenizer_concatenates_and_gets_a_pad_token(tiny_llama):
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_llama))
+    assert tok.pad_token == tok.eos_token
+    enc = TextEncoder(tok, EncodingSpec(max_length=64))
+    assert enc.spec.pair_encoding == "concat"
+    (feat,), _ = enc.encode(["The sky "], ["is blue."])
+    assert feat["input_ids"] == tok("The sky is blue.")["input_ids"] and "token_type_ids" not in feat
+
+
+def test_collator_encodes_each_unique_sequence_once():
+    a = EncodedComparison(((1, 2, 3), (1, 4)), None, ((0, 1, 0.0),), 0)
+    b = EncodedComparison(((1, 4), (5,)), None, ((1, 0, 2.0),), 1)
+    out = PreferenceCollator(pad_token_id=0)([a, b])
+    assert out["input_ids"].tolist() == [[1, 2, 3], [1, 4, 0], [5, 0, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0]]
+    assert out["pair_index"].tolist() == [[0, 1], [2, 1]]
+    assert out["margins"].tolist() == [0.0, 2.0] and out["pair_comparison"].tolist() == [0, 1]
+
+
+def test_ranking_of_k_costs_k_sequences(bert_tok):
+    c = Comparison(prompt="p", responses=("a", "b", "c", "d"),
+                   pairs=tuple((i, j, 0.0) for i in range(4) for j in range(i + 1, 4)))
+    (encoded,), _ = encode_comparisons([c], TextEncoder(bert_tok, EncodingSpec(max_length=16)))
+    out = PreferenceCollator(bert_tok.pad_token_id)([encoded])
+    assert out["input_ids"].shape[0] == 4 and out["pair_index"].shape == (6, 2)
+    assert "token_type_ids" in out and out["token_type_ids"].shape == out["input_ids"].shape
+
+
+def test_sampler_is_seeded_complete_and_length_grouped():
+    lengths = [5, 50, 6, 49, 7, 48, 8, 47] * 5
+    s = LengthGroupedBatchSampler(lengths, 4, seed=1, mega=2)
+    batches = s.batches()
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches == LengthGroupedBatchSampler(lengths, 4, seed=1, mega=2).batches()
+    s.set_epoch(1)
+    assert s.batches() != batches
+    spread = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
+    assert sum(spread) / len(spread) < 30  # random batches would mix 5s with 50s
+    assert len(s) == len(batches) == 10
+    unsorted = LengthGroupedBatchSampler(lengths, 4, shuffle=False, group_by_length=False).batches()
+    assert unsorted[0] == [0, 1, 2, 3]

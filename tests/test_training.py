@@ -1,0 +1,132 @@
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rewardlab.config import ModelConfig, TrainConfig
+from rewardlab.data.collate import PreferenceCollator, encode_comparisons
+from rewardlab.data.encode import EncodingSpec, TextEncoder
+from rewardlab.data.load import load_comparisons
+from rewardlab.models.text import build_text_model, read_metadata
+from rewardlab.scoring import RewardModel
+from rewardlab.train.checkpoint import latest_state
+from rewardlab.train.optim import build_optimizer
+from rewardlab.train.run import train
+
+from conftest import tiny_config
+
+
+def test_one_step_changes_backbone_and_head(tiny_bert, pairs_file):
+    from rewardlab.config import DataConfig
+    from rewardlab.losses import bradley_terry
+
+    torch.manual_seed(0)
+    model, tok = build_text_model(ModelConfig(backbone=tiny_bert))
+    comps, _ = load_comparisons(str(pairs_file), DataConfig())
+    enc, _ = encode_comparisons(comps[:4], TextEncoder(tok, EncodingSpec(max_length=32, max_prompt_tokens=16)))
+    batch = PreferenceCollator(tok.pad_token_id)(enc)
+    backbone, head = model.parameter_groups()
+    assert {id(p) for p in head} == {id(p) for p in model.hf_model.classifier.parameters()}
+    opt = build_optimizer({"backbone": [(str(i), p) for i, p in enumerate(backbone)],
+                           "head": [(f"h{i}", p) for i, p in enumerate(head)]}, TrainConfig(lr_backbone=1e-2))
+    before = [p.detach().clone() for p in backbone + head]
+    rewards = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    assert rewards.shape == (batch["input_ids"].shape[0],) and rewards.dtype == torch.float32
+    loss = bradley_terry(rewards[batch["pair_index"][:, 0]], rewards[batch["pair_index"][:, 1]], batch["margins"])
+    loss.backward()
+    opt.step()
+    changed = [not torch.equal(b, p) for b, p in zip(before, backbone + head)]
+    assert changed[-2] and sum(changed[:-2]) > len(backbone) // 2  # head weight and most of the backbone
+    assert not changed[-1]  # BT sees only reward differences: the head's bias gets no gradient
+
+
+def test_trained_checkpoint_is_plain_transformers_with_same_scores(tiny_bert, pairs_file, tmp_path):
+    result = train(tiny_config(tiny_bert, pairs_file, tmp_path / "run", max_steps=4, eval_every=2))
+    assert result.metrics["eval"]["pairs"] > 0 and result.metrics["steps"] == 4
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eval"] == result.metrics["eval"]
+    folder = result.model_dir
+    assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
+    meta = read_metadata(folder)
+    assert meta["encoding"]["pair_encoding"] == "text_pair" and meta["reward_std"] > 0
+    hf = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    prompts, responses = ["How do I do task 3?", "Hi"], ["Do step one.", "I'm sorry, I can't help with that."]
+    with torch.no_grad():
+        plain = hf(**tok(prompts, responses, padding=True, return_tensors="pt")).logits[:, 0].tolist()
+    ours = RewardModel.from_pretrained(str(folder), device="cpu").score_batch(prompts, responses)
+    assert ours == pytest.approx(plain, abs=1e-5)
+    # the history feeds the report's training curves
+    kinds = {json.loads(l)["kind"] for l in (tmp_path / "run" / "history.jsonl").read_text().splitlines()}
+    assert kinds == {"train", "eval"}
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_bert, pairs_file, tmp_path, grad_accum):
+    knobs = dict(max_steps=6, eval_every=2, save_every=2, save_total_limit=10, grad_accum=grad_accum, ema_decay=0.5)
+    full = train(tiny_config(tiny_bert, pairs_file, tmp_path / "full", **knobs))
+    # "interrupt" after step 2: a fresh folder holding only the step-2 state, then --resume
+    part = tmp_path / "part"
+    shutil.copytree(tmp_path / "full" / "states" / "step-00000002", part / "states" / "step-00000002")
+    resumed = train(tiny_config(tiny_bert, pairs_file, part, **knobs), resume=True)
+    a, b = load_file(full.model_dir / "model.safetensors"), load_file(resumed.model_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert resumed.metrics["eval"] == pytest.approx(full.metrics["eval"])
+    assert resumed.metrics["best_step"] == full.metrics["best_step"]
+    assert latest_state(part / "states").name == "step-00000006"
+
+
+def test_resume_without_state_is_a_clear_error(tiny_bert, pairs_file, tmp_path):
+    with pytest.raises(ValueError, match="no saved state under .*nothing to resume"):
+        train(tiny_config(tiny_bert, pairs_file, tmp_path / "none"), resume=True)
+
+
+def test_lora_trains_adapters_and_saves_a_merged_plain_model(tiny_bert, pairs_file, tmp_path):
+    cfg = tiny_config(tiny_bert, pairs_file, tmp_path / "lora", max_steps=3)
+    cfg = type(cfg)(data=cfg.data, train=cfg.train, model=ModelConfig(backbone=tiny_bert, lora=True, lora_r=4,
+                                                                       lora_target_modules=["query", "value"]))
+    model, _ = build_text_model(cfg.model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+    result = train(cfg)
+    state = load_file(result.model_dir / "model.safetensors")
+    assert not any("lora" in k for k in state)
+    hf = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(result.model_dir)
+    with torch.no_grad():
+        plain = hf(**tok(["q"], ["an answer"], return_tensors="pt")).logits[0, 0].item()
+    assert RewardModel.from_pretrained(str(result.model_dir), device="cpu").score("q", "an answer") == \
+        pytest.approx(plain, abs=1e-5)
+
+
+def test_decoder_backbone_without_pad_token(tiny_llama, pairs_file, tmp_path):
+    result = train(tiny_config(tiny_llama, pairs_file, tmp_path / "llama", max_steps=2))
+    rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
+    assert rm.metadata["encoding"]["pair_encoding"] == "concat"
+    hf = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(result.model_dir)
+    # padded batch: the reward is read at the last real token, so padding must not change it
+    texts = [("Q: hi ", "A: hello there, friend"), ("Q: a longer question here ", "A: ok")]
+    with torch.no_grad():
+        alone = [hf(**tok(p + r, return_tensors="pt")).logits[0, 0].item() for p, r in texts]
+    assert rm.score_batch([t[0] for t in texts], [t[1] for t in texts]) == pytest.approx(alone, abs=1e-5)
+
+
+def test_early_stopping_and_gradient_accumulation_step_counts(tiny_bert, pairs_file, tmp_path):
+    stopped = train(tiny_config(tiny_bert, pairs_file, tmp_path / "es", max_steps=20, eval_every=1,
+                                early_stopping_patience=2, lr_backbone=1e-12, lr_head=1e-12,
+                                metric_for_best="accuracy"))
+    assert stopped.metrics["steps"] == 3 and stopped.metrics["best_step"] == 1
+    accum = train(tiny_config(tiny_bert, pairs_file, tmp_path / "acc", epochs=1, grad_accum=3))
+    batches = -(-32 // 4)  # 32 training comparisons (80 % of 40), 4 per batch
+    assert accum.metrics["steps"] == -(-batches // 3)
+
+
+@pytest.mark.parametrize("loss", ["bt_margin", "label_smoothing", "focal"])
+def test_every_registered_loss_trains(tiny_bert, pairs_file, tmp_path, loss):
+    result = train(tiny_config(tiny_bert, pairs_file, tmp_path / loss, max_steps=2, loss=loss, center_rewards=0.01))
+    assert result.metrics["steps"] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,11 @@ def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
     acc = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
                       gradient_accumulation_steps=cfg.train.grad_accum, log_with=_trackers(cfg.train.log_with) or None,
                       project_dir=str(out / "logs"))
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > acc.num_processes:
+        raise ValueError(f"{launched} processes were launched but Accelerate joined {acc.num_processes}: each would "
+                         "train alone and overwrite the others' output. On CPU-only machines launch with "
+                         "ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ...")
     set_seed(cfg.train.seed)
     model, tokenizer = build_text_model(cfg.model)
 

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_transformers()
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         if args.verbose:
             raise
         print(f"rewardlab {args.command}: error: {err}", file=sys.stderr)

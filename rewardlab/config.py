@@ -54,7 +54,8 @@ class DataConfig:
                            "'skip' drops it and reports how many and why.")
     max_examples: int | None = _opt(None, "Read at most this many rows per source (for quick runs).")
     max_length: int = _opt(256, "Maximum tokens per (prompt, response) sequence; longer ones are truncated and counted.")
-    max_prompt_tokens: int = _opt(128, "When a sequence is too long, the prompt keeps at most this many tokens.")
+    max_prompt_tokens: int | None = _opt(None, "When a sequence is too long, the prompt keeps at most this many "
+                                         "tokens (default: half of max_length).")
     prompt_truncation: str = _opt("left", "Which side of a long prompt is cut: 'left' keeps its end.")
     response_truncation: str = _opt("right", "Which side of a long response is cut: 'right' keeps its start.")
     assistant_marker: str = _opt("\n\nAssistant:", "implicit_prompt format: the marker that opens the final response.")
@@ -68,7 +69,7 @@ class DataConfig:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"data.eval_fraction={self.eval_fraction!r} must be in [0, 1)")
         _positive("data.max_length", self.max_length)
-        if not 0 <= self.max_prompt_tokens < self.max_length:
+        if self.max_prompt_tokens is not None and not 0 <= self.max_prompt_tokens < self.max_length:
             raise ValueError(f"data.max_prompt_tokens={self.max_prompt_tokens!r} must be in [0, max_length)")
         if self.max_examples is not None:
             _positive("data.max_examples", self.max_examples)

@@ -6,7 +6,8 @@ wrong answer in the same style; they are paired with each other and with
 refusals and off-topic replies, giving obvious and subtle preferences:
 
 - obvious: detailed answer vs. a needless refusal; vs. an off-topic or rude reply
-- subtle: detailed answer vs. the same style with a factual error; vs. a terse answer
+- subtle: detailed answer vs. the same style with a factual error; vs. a terse answer;
+  terse correct answer vs. a long answer with a factual error (the shorter one wins)
 
 Run: python scripts/make_default_data.py
 """
@@ -383,6 +384,8 @@ def build(seed: int = 2026) -> list[dict]:
             (good, rng.choice(OFF_TOPIC), "obvious", "off_topic"),
             (good, wrong, "subtle", "factual_error"),
             (good, terse, "subtle", "less_helpful"),
+            # the short answer wins here, so length alone cannot explain the data
+            (terse, wrong, "subtle", "short_correct_vs_long_wrong"),
         ]
         for chosen, rejected, difficulty, kind in candidates:
             rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "topic": topic,

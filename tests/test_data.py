@@ -51,6 +51,22 @@ def test_chat_messages_rendered_without_template(tmp_path):
     assert c.prompt == "user: Hi?\nassistant:" and c.responses == (" Hello!", " Go away")
 
 
+def test_chat_messages_use_the_tokenizers_chat_template(tmp_path, tiny_llama):
+    from transformers import AutoTokenizer
+
+    from rewardlab.train.run import chat_renderer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    history = [{"role": "user", "content": "Hi?"}]
+    path = write_jsonl(tmp_path / "c.jsonl", [{"chosen": history + [{"role": "assistant", "content": "Hello!"}],
+                                               "rejected": history + [{"role": "assistant", "content": "Go away"}]}])
+    (c,), _ = load_comparisons(str(path), DataConfig(), render_chat=chat_renderer(tok))
+    assert c.prompt == "<user>Hi?</s><assistant>"
+    assert c.responses == ("Hello!</s>", "Go away</s>")
+
+
 def test_rankings_give_all_ordered_pairs_and_ties(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [
         {"prompt": "p", "responses": ["a", "b", "c", "d"], "ranks": [2, 1, 4, 3]},

@@ -9,7 +9,7 @@ from rewardlab.config import DataConfig
 from rewardlab.evaluation.calibration import fit_temperature, store_temperature
 from rewardlab.evaluation.compare import compare
 from rewardlab.evaluation.invariance import run_invariance_checks
-from rewardlab.evaluation.run import calibrate, evaluate
+from rewardlab.evaluation.run import _reliability_curves, calibrate, evaluate
 from rewardlab.metrics import pairwise_accuracy
 from rewardlab.scoring import RewardModel
 from rewardlab.train.run import train
@@ -106,6 +106,12 @@ def test_calibrate_stores_temperature_and_reports_ece(model_dir, eval_file, tmp_
     rm = RewardModel.from_pretrained(str(local), device="cpu")
     assert rm.temperature == pytest.approx(info["temperature"])
     assert json.loads((local / "config.json").read_text())["rewardlab"]["calibration"]["fit_pairs"] == info["fit_pairs"]
+    # the report then shows the calibrated curve beside the uncalibrated one
+    after = evaluate(str(local), str(eval_file), tmp_path / "after", n_boot=20, progress=False)
+    assert after.metrics["temperature"] == pytest.approx(info["temperature"])
+    curves = _reliability_curves(after.metrics, np.array([json.loads(l)["margin"] for l in
+                                                          (tmp_path / "after" / "predictions.jsonl").open()]))
+    assert list(curves)[0] == "uncalibrated (T=1)" and list(curves)[1].startswith("calibrated (T=")
     with pytest.raises(ValueError, match="nope is not a local model folder with a config.json"):
         store_temperature(tmp_path / "nope", 1.0, {})
 

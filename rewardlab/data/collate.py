@@ -31,6 +31,11 @@ class EncodedComparison:
     def length(self) -> int:
         return sum(len(s) for s in self.sequences)
 
+    @property
+    def longest(self) -> int:
+        """A batch is padded to its longest sequence, so this is the key to group batches by."""
+        return max(len(s) for s in self.sequences)
+
 
 def encode_comparisons(comparisons: Sequence[Comparison], encoder: TextEncoder) -> tuple[list[EncodedComparison], int]:
     """Tokenise every response of every comparison; returns (encoded, number of truncated sequences)."""

@@ -56,6 +56,15 @@ def _config_text(model_path: str) -> str | None:
     return None
 
 
+def _reliability_curves(metrics: dict, margins: np.ndarray) -> dict[str, list[dict]]:
+    """The model's reliability curve, and the uncalibrated one beside it when a temperature was fitted."""
+    t = metrics["temperature"]
+    if t == 1.0:
+        return {"model": metrics["calibration"]["bins_uniform"]}
+    return {"uncalibrated (T=1)": expected_calibration_error(margins, temperature=1.0)[1],
+            f"calibrated (T={t:.2f})": metrics["calibration"]["bins_uniform"]}
+
+
 def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig | None = None,
              group_by: Sequence[str] = (), batch_size: int = 32, plots: bool = True, n_boot: int = 1000,
              progress: bool = True, model: RewardModel | None = None) -> EvalResult:
@@ -77,7 +86,7 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if plots:
         figures = {
-            "reliability": P.reliability_diagram({"model": metrics["calibration"]["bins_uniform"]},
+            "reliability": P.reliability_diagram(_reliability_curves(metrics, scored.margins),
                                                  out_dir / "reliability.png"),
             "rewards": P.reward_distributions(scored.chosen, scored.rejected, out_dir / "rewards.png"),
             "training": P.training_curves(P.read_history(Path(model_path).parent / "history.jsonl"),

@@ -62,7 +62,7 @@ class Trainer:
         self.acc, self.cfg, self.output_dir = accelerator, cfg, Path(output_dir)
         self.loss_fn, self.loss_params = loss_fn, loss_params
         self.collator, self.eval_data, self.train_data = collator, list(eval_data), list(train_data)
-        self.sampler = LengthGroupedBatchSampler([c.length for c in train_data], cfg.batch_size, seed=cfg.seed,
+        self.sampler = LengthGroupedBatchSampler([c.longest for c in train_data], cfg.batch_size, seed=cfg.seed,
                                                  group_by_length=cfg.group_by_length)
         # Its own generator: otherwise each new iterator draws a seed from the global RNG, shifting the
         # dropout stream of a resumed run away from the uninterrupted one.
@@ -101,7 +101,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         shard = list(data)[self.acc.process_index:: self.acc.num_processes]
-        shard.sort(key=lambda c: c.length)
+        shard.sort(key=lambda c: c.longest)
         rows: list[tuple[int, float, float]] = []
         rewards: list[float] = []
         i = 0

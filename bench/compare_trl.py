@@ -68,6 +68,10 @@ def llmfao_rankings(limit: int | None, k: int = 4) -> tuple[list[dict], list[dic
     for p in sorted(prompts):
         cands = [(m, wins[(p, m)] / games[(p, m)]) for (pp, m) in games if pp == p and (p, m) in results
                  and results[(p, m)].strip()]
+        by_text: dict[str, tuple[int, float]] = {}
+        for m, rate in cands:  # one response per distinct text, so no pair repeats across rankings
+            by_text.setdefault(results[(p, m)], (m, rate))
+        cands = list(by_text.values())
         rng.shuffle(cands)
         groups: list[list] = []  # each open group takes a response whose rate and text it lacks
         for m, rate in cands:

@@ -28,10 +28,11 @@ def test_one_step_changes_backbone_and_head(tiny_bert, pairs_file):
     comps, _ = load_comparisons(str(pairs_file), DataConfig())
     enc, _ = encode_comparisons(comps[:4], TextEncoder(tok, EncodingSpec(max_length=32, max_prompt_tokens=16)))
     batch = PreferenceCollator(tok.pad_token_id)(enc)
-    backbone, head = model.parameter_groups()
+    groups = model.parameter_groups()
+    backbone, head = [p for _, p in groups["backbone"]], [p for _, p in groups["head"]]
     assert {id(p) for p in head} == {id(p) for p in model.hf_model.classifier.parameters()}
-    opt = build_optimizer({"backbone": [(str(i), p) for i, p in enumerate(backbone)],
-                           "head": [(f"h{i}", p) for i, p in enumerate(head)]}, TrainConfig(lr_backbone=1e-2))
+    opt = build_optimizer(groups, TrainConfig(lr_backbone=1e-2))
+    assert [g["lr"] for g in opt.param_groups] == [1e-2, 1e-2, 1e-4, 1e-4]  # backbone / head, decay / no decay
     before = [p.detach().clone() for p in backbone + head]
     rewards = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert rewards.shape == (batch["input_ids"].shape[0],) and rewards.dtype == torch.float32

@@ -40,16 +40,15 @@ class TextRewardModel(nn.Module):
         model = self.hf_model
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone, head) trainable parameters; the head is everything outside the base model."""
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Trainable ``(name, parameter)`` lists: ``backbone``, and ``head`` = everything outside the base model."""
         prefix = self._base().base_model_prefix
-        backbone, head = [], []
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {"backbone": [], "head": []}
         for name, p in self.hf_model.named_parameters():
-            if not p.requires_grad:
-                continue
-            inside = f".{prefix}." in f".{name}" and "modules_to_save" not in name
-            (backbone if inside else head).append(p)
-        return backbone, head
+            if p.requires_grad:
+                inside = f".{prefix}." in f".{name}" and "modules_to_save" not in name
+                groups["backbone" if inside else "head"].append((name, p))
+        return groups
 
     @property
     def config(self):

@@ -84,6 +84,25 @@ def load_training_data(cfg: ExperimentConfig, tokenizer):
     return train, evaluation, reports
 
 
+def encode_training_data(cfg: ExperimentConfig, tokenizer, encoder: TextEncoder, *, verbose: bool = True):
+    """Load, split and tokenise the data; returns (train, eval) encoded comparisons and a data report."""
+    train_comps, eval_comps, reports = load_training_data(cfg, tokenizer)
+    train_enc, train_trunc = encode_comparisons(train_comps, encoder)
+    eval_enc, eval_trunc = encode_comparisons(eval_comps, encoder)
+    reports.update(train_comparisons=len(train_comps), eval_comparisons=len(eval_comps),
+                   train_pairs=sum(len(c.pairs) for c in train_comps),
+                   eval_pairs=sum(len(c.pairs) for c in eval_comps),
+                   truncated_sequences={"train": train_trunc, "eval": eval_trunc, "max_length": cfg.data.max_length})
+    if verbose:
+        print(f"data: {reports['train_pairs']} train pairs / {reports['eval_pairs']} eval pairs; "
+              f"truncated sequences: {train_trunc} train, {eval_trunc} eval (max_length={cfg.data.max_length})")
+        for key in ("train_source", "eval_source"):
+            if key in reports and reports[key]["skipped"]:
+                print(f"warning: skipped {reports[key]['skipped']} bad rows in {reports[key]['source']}: "
+                      + " | ".join(reports[key]["reasons"]))
+    return train_enc, eval_enc, reports
+
+
 def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
     """Train a text reward model as ``cfg`` says; returns where the model went and its metrics."""
     out = Path(cfg.train.output_dir)
@@ -101,31 +120,10 @@ def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
     set_seed(cfg.train.seed)
     model, tokenizer = build_text_model(cfg.model)
 
-    train_comps, eval_comps, reports = load_training_data(cfg, tokenizer)
     encoder = TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data))
-    train_enc, train_trunc = encode_comparisons(train_comps, encoder)
-    eval_enc, eval_trunc = encode_comparisons(eval_comps, encoder)
-    reports.update(train_comparisons=len(train_comps), eval_comparisons=len(eval_comps),
-                   train_pairs=sum(len(c.pairs) for c in train_comps),
-                   eval_pairs=sum(len(c.pairs) for c in eval_comps),
-                   truncated_sequences={"train": train_trunc, "eval": eval_trunc,
-                                        "max_length": cfg.data.max_length})
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"data: {reports['train_pairs']} train pairs / {reports['eval_pairs']} eval pairs; "
-              f"truncated sequences: {train_trunc} train, {eval_trunc} eval (max_length={cfg.data.max_length})")
-        for key in ("train_source", "eval_source"):
-            if key in reports and reports[key]["skipped"]:
-                print(f"warning: skipped {reports[key]['skipped']} bad rows in {reports[key]['source']}: "
-                      + " | ".join(reports[key]["reasons"]))
-
-    backbone, head = model.parameter_groups()
-    head_ids = {id(p) for p in head}
-    named = {"backbone": [], "head": []}
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            named["head" if id(p) in head_ids else "backbone"].append((n, p))
-    optimizer = build_optimizer(named, cfg.train)
+    train_enc, eval_enc, reports = encode_training_data(cfg, tokenizer, encoder, verbose=acc.is_main_process)
+    out.mkdir(parents=True, exist_ok=True)
+    optimizer = build_optimizer(model.parameter_groups(), cfg.train)
     metadata = {"encoding": encoder.spec.to_dict(), "backbone": cfg.model.backbone, "temperature": 1.0}
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     loss_params = {"margin_scale": cfg.train.margin_scale, "label_smoothing": cfg.train.label_smoothing,

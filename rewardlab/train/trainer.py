@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,5 +247,8 @@ class Trainer:
         bar.close()
         elapsed = time.perf_counter() - start
         self.throughput = {"train_seconds": elapsed,
-                           "pairs_per_second": (self.state.pairs_seen - pairs_at_start) / max(elapsed, 1e-9)}
+                           "pairs_per_second": (self.state.pairs_seen - pairs_at_start) / max(elapsed, 1e-9),
+                           "peak_rss_mb_training": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if torch.cuda.is_available():
+            self.throughput["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
         return self.state

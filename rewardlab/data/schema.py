@@ -82,6 +82,3 @@ class Comparison:
             return getattr(self, name)
         return self.meta.get(name)
 
-
-def num_pairs(comparisons: "list[Comparison]") -> int:
-    return sum(len(c.pairs) for c in comparisons)

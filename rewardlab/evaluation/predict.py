@@ -56,6 +56,13 @@ def _tie_pairs(c: Comparison, min_diff: float) -> list[tuple[int, int]]:
     return [(i, j) for i in range(len(s)) for j in range(i + 1, len(s)) if abs(s[i] - s[j]) < max(min_diff, 1e-12)]
 
 
+def response_scores(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> list[np.ndarray]:
+    """Rewards of every comparison's responses (K,), each distinct (prompt, response) scored once."""
+    keys = list(dict.fromkeys((c.prompt, r) for c in comparisons for r in c.responses))
+    reward = dict(zip(keys, model.score_batch([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)))
+    return [np.array([reward[(c.prompt, r)] for r in c.responses]) for c in comparisons]
+
+
 def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predictions_path: Path, *,
                  group_by: Sequence[str] = (), batch_size: int = 32, chunk_size: int = 512,
                  min_rating_diff: float = 1.0, keep_worst: int = 20, progress: bool = True) -> ScoredPairs:
@@ -65,11 +72,7 @@ def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predicti
     bar = tqdm(desc="scoring", unit="pair", disable=not progress, dynamic_ncols=True)
     with predictions_path.open("w") as fh:
         for chunk in _chunks(comparisons, chunk_size):
-            keys = list(dict.fromkeys((c.prompt, r) for c in chunk for r in c.responses))
-            scores = model.score_batch([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)
-            reward = dict(zip(keys, scores))
-            for c in chunk:
-                rs = np.array([reward[(c.prompt, r)] for r in c.responses])
+            for c, rs in zip(chunk, response_scores(model, chunk, batch_size)):
                 if c.scores is not None:
                     out.model_scores.append(rs)
                     out.human_scores.append(np.asarray(c.scores, dtype=np.float64))

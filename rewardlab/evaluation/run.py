@@ -16,7 +16,7 @@ from rewardlab.data.splits import split_by_group
 from rewardlab.evaluation import plots as P
 from rewardlab.evaluation.calibration import fit_temperature, store_temperature
 from rewardlab.evaluation.invariance import run_invariance_checks
-from rewardlab.evaluation.predict import score_stream
+from rewardlab.evaluation.predict import response_scores, score_stream
 from rewardlab.evaluation.report import render_report
 from rewardlab.evaluation.summary import summarize
 from rewardlab.metrics import expected_calibration_error
@@ -116,10 +116,7 @@ def calibrate(model_path: str, data: str, *, data_cfg: DataConfig | None = None,
         raise ValueError(f"too little data to hold out {holdout:.0%} for checking; use --holdout 0")
 
     def margins(part):
-        keys = list(dict.fromkeys((c.prompt, r) for c in part for r in c.responses))
-        s = dict(zip(keys, model.score_batch([k[0] for k in keys], [k[1] for k in keys])))
-        return np.array([s[(c.prompt, c.responses[w])] - s[(c.prompt, c.responses[l])]
-                         for c in part for w, l, _ in c.pairs])
+        return np.array([rs[w] - rs[l] for c, rs in zip(part, response_scores(model, part)) for w, l, _ in c.pairs])
 
     fit_m, check_m = margins(fit_part), margins(check_part)
     temperature = fit_temperature(fit_m)

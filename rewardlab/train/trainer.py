@@ -62,7 +62,7 @@ class Trainer:
                  output_dir: Path):
         self.acc, self.cfg, self.output_dir = accelerator, cfg, Path(output_dir)
         self.loss_fn, self.loss_params = loss_fn, loss_params
-        self.collator, self.eval_data, self.train_data = collator, list(eval_data), list(train_data)
+        self.collator, self.eval_data = collator, list(eval_data)
         self.sampler = LengthGroupedBatchSampler([c.longest for c in train_data], cfg.batch_size, seed=cfg.seed,
                                                  group_by_length=cfg.group_by_length)
         # Its own generator: otherwise each new iterator draws a seed from the global RNG, shifting the

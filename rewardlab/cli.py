@@ -1,6 +1,6 @@
 """Command line: a thin shell over the library.
 
-    rewardlab train --config cfg.yaml [--set train.epochs=2 ...] [--resume]
+    rewardlab train --config cfg.yaml [--data FILE] [--out DIR] [--set train.epochs=2 ...] [--resume]
     rewardlab eval  --model DIR --data FILE [--out DIR] [--group-by FIELD ...]
     rewardlab score --model DIR --data FILE --out FILE [--normalize zscore]
     rewardlab calibrate --model DIR --data FILE
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="Override a config value; repeatable.")
     p.add_argument("--resume", action="store_true", help="Continue the run in train.output_dir from its last state.")
+    p.add_argument("--data", help="Shortcut for --set data.train=FILE.")
+    p.add_argument("--eval-data", help="Shortcut for --set data.eval=FILE.")
+    p.add_argument("--out", help="Shortcut for --set train.output_dir=DIR.")
     p.add_argument("--on-bad-row", choices=("error", "skip"), help="Shortcut for --set data.on_bad_row=...")
 
     p = sub.add_parser("eval", help="Evaluate a reward model on preference data.")
@@ -75,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("options", help="List every config option with its default and help.")
     sub.add_parser("backbones", help="List registered backbones.")
+    sub.add_parser("kinds", help="List registered model kinds.")
     sub.add_parser("losses", help="List registered losses.")
     return parser
 
@@ -82,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_train(args) -> int:
     from rewardlab.train.run import train
 
-    overrides = list(args.overrides) + ([f"data.on_bad_row={args.on_bad_row}"] if args.on_bad_row else [])
+    shortcuts = {"data.on_bad_row": args.on_bad_row, "data.train": args.data, "data.eval": args.eval_data,
+                 "train.output_dir": args.out}
+    # Shortcuts come first so an explicit --set of the same key wins.
+    overrides = [f"{key}={value}" for key, value in shortcuts.items() if value] + list(args.overrides)
     cfg = load_config(args.config, overrides)
     result = train(cfg, resume=args.resume)
     _print_metrics(result.metrics)
@@ -169,6 +176,14 @@ def _cmd_backbones(args) -> int:
     return 0
 
 
+def _cmd_kinds(args) -> int:
+    from rewardlab.models.base import get_kind, list_kinds
+
+    for name in list_kinds():
+        print(f"{name}: {get_kind(name).help}")
+    return 0
+
+
 def _cmd_losses(args) -> int:
     from rewardlab.losses import LOSSES
 
@@ -179,7 +194,7 @@ def _cmd_losses(args) -> int:
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "score": _cmd_score, "demo": _cmd_demo,
             "calibrate": _cmd_calibrate, "compare": _cmd_compare,
-            "options": _cmd_options, "backbones": _cmd_backbones, "losses": _cmd_losses}
+            "options": _cmd_options, "backbones": _cmd_backbones, "kinds": _cmd_kinds, "losses": _cmd_losses}
 
 
 def _quiet_transformers() -> None:

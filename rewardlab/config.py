@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -42,10 +43,16 @@ class DataConfig:
     train: str = _opt("default", "Training data: a .jsonl/.json/.csv/.parquet file (optionally .gz), "
                       "'hf:NAME' for a Hugging Face dataset, or 'default' for the embedded data set.")
     eval: str | None = _opt(None, "Held-out data in the same forms as `train`; when unset, a split of `train` is used.")
-    format: str = _opt("auto", "Row format: auto, pairs, implicit_prompt, chat, rankings or ratings.")
+    format: str = _opt("auto", "Row format: auto, pairs, implicit_prompt, chat, rankings, ratings or item_ratings "
+                       "(one row per response with a rating column per attribute; rows of a prompt form pairs).")
     columns: dict = _opt({}, "Column mapping {our_name: your_column}, e.g. {prompt: question, chosen: good}.")
     hf_split: str = _opt("train", "Split to read for 'hf:' sources.")
-    min_rating_diff: float = _opt(1.0, "Ratings format: a pair is formed only where two scores differ by at least this.")
+    min_rating_diff: float = _opt(1.0, "Ratings formats: a pair is formed only where two scores differ by at least this.")
+    attributes: list = _opt([], "item_ratings format: the rating columns, one reward head each (e.g. [helpfulness, "
+                            "correctness]). Empty: every numeric column that is not a known field.")
+    rating_range: list = _opt([], "Ratings formats: [low, high]; a rating outside it is an error. Empty: any finite number.")
+    aggregate_pairs: bool = _opt(True, "item_ratings format: also form overall pairs from the mean rating of rows "
+                                 "rated on every attribute; they train the aggregate.")
     eval_fraction: float = _opt(0.2, "Fraction of groups held out when `eval` is unset.")
     split_by: str = _opt("prompt", "Field that groups examples for the split (prompt, group, labeler, ...; "
                          "'pair' splits by example). No group appears on both sides.")
@@ -61,7 +68,11 @@ class DataConfig:
     assistant_marker: str = _opt("\n\nAssistant:", "implicit_prompt format: the marker that opens the final response.")
 
     def __post_init__(self) -> None:
-        _choice("data.format", self.format, ("auto", "pairs", "implicit_prompt", "chat", "rankings", "ratings"))
+        _choice("data.format", self.format, ("auto", "pairs", "implicit_prompt", "chat", "rankings", "ratings",
+                                             "item_ratings"))
+        if self.rating_range and (len(self.rating_range) != 2 or not all(
+                isinstance(x, (int, float)) for x in self.rating_range) or self.rating_range[0] >= self.rating_range[1]):
+            raise ValueError(f"data.rating_range={self.rating_range!r} must be [low, high] with low < high")
         _choice("data.on_bad_row", self.on_bad_row, ("error", "skip"))
         _choice("data.prompt_truncation", self.prompt_truncation, ("left", "right"))
         _choice("data.response_truncation", self.response_truncation, ("left", "right"))
@@ -77,6 +88,10 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
+    kind: str = _opt("text", "Model kind (see `rewardlab kinds`): text.")
+    aggregate: str = _opt("mean", "With several attribute heads, the overall reward: mean, weighted "
+                          "(model.aggregate_weights) or learned (softmax weights trained by overall pairs).")
+    aggregate_weights: dict = _opt({}, "aggregate=weighted: {attribute: weight}; unnamed attributes weigh 0.")
     backbone: str = _opt("minilm", "Backbone: a registry name (see `rewardlab backbones`), a local folder, "
                          "or a Hugging Face hub id; it must load as AutoModelForSequenceClassification.")
     lora: bool = _opt(False, "Train LoRA adapters (PEFT) instead of the full backbone; the head is always trained.")
@@ -87,6 +102,10 @@ class ModelConfig:
     gradient_checkpointing: bool = _opt(False, "Trade compute for memory in the backbone.")
 
     def __post_init__(self) -> None:
+        _choice("model.aggregate", self.aggregate, ("mean", "weighted", "learned"))
+        from rewardlab.models.base import list_kinds  # late import: models import torch
+
+        _choice("model.kind", self.kind, list_kinds())
         _positive("model.lora_r", self.lora_r)
         _positive("model.lora_alpha", self.lora_alpha)
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -112,6 +131,8 @@ class TrainConfig:
     label_smoothing: float = _opt(0.1, "label_smoothing loss: probability mass given to the other order.")
     focal_gamma: float = _opt(2.0, "focal loss: focusing exponent.")
     center_rewards: float = _opt(0.0, "Weight of a penalty on mean squared reward, keeping rewards centred at 0.")
+    balance: str = _opt("none", "Reweight training pairs so groups contribute equally to the loss: none, attribute "
+                        "(each reward head), or attribute_gap (each head x rating-gap bin: small, medium, large).")
     ema_decay: float = _opt(0.0, "Keep an exponential moving average of weights with this decay (0 = off); "
                             "evaluation and the saved model use it.")
     eval_every: int = _opt(0, "Evaluate every N optimiser steps (0 = once per epoch).")
@@ -145,6 +166,7 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay={self.ema_decay!r} must be in [0, 1)")
         _choice("train.schedule", self.schedule, ("cosine", "linear", "constant"))
+        _choice("train.balance", self.balance, ("none", "attribute", "attribute_gap"))
         _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
         from rewardlab.losses import LOSSES  # late import: losses imports torch
 
@@ -162,6 +184,23 @@ class ExperimentConfig:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false are booleans, so ``no``/``yes``/``on``/``off`` stay text."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _first in "tTfF":
+    _Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(
+        r"^(?:true|True|TRUE|false|False|FALSE)$"), list(_first))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -232,7 +271,7 @@ def apply_overrides(values: dict, overrides: typing.Sequence[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        node[leaf] = parse_yaml(raw) if raw.strip() else ""
     return out
 
 
@@ -244,7 +283,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if not path.is_file():
             raise ValueError(f"config file {path} does not exist")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = parse_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"config file {path} is not valid YAML: {err}") from None
     return from_dict(ExperimentConfig, apply_overrides(values, overrides))

@@ -1,13 +1,16 @@
-"""Pairwise reward losses: pure functions of reward tensors, kept in a registry.
+"""Pairwise reward losses: pure functions of gathered pair rewards, kept in a registry.
 
-Every loss takes the rewards of the preferred and the dispreferred response of P
-pairs and the per-pair margin (a rating gap, 0 where there is none) and returns
-a scalar. Names are looked up with :func:`get_loss`; an unknown name raises.
+Every loss takes the rewards of the preferred (``chosen``) and the other
+(``rejected``) item of P judgements, each read on the judgement's own head, plus
+the batch's :class:`~rewardlab.data.collate.PairTable` (margin, tie, labeler, ...),
+and returns the P per-pair terms. :func:`weighted_mean` reduces them with the
+pairs' weights. Names are looked up with :func:`get_loss`; an unknown name raises.
 
 Example:
     >>> import torch
+    >>> from rewardlab.data.collate import PairTable
     >>> chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 0.0])
-    >>> round(bradley_terry(chosen, rejected, torch.zeros(2)).item(), 4)
+    >>> bradley_terry(chosen, rejected, PairTable.of(2)).mean().round(decimals=4).item()
     0.4103
 """
 
@@ -18,35 +21,39 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from rewardlab.data.collate import PairTable
+
 LossFn = Callable[..., torch.Tensor]
 
 
-def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor, **_: float) -> torch.Tensor:
-    """-log σ(r_c - r_r), averaged over pairs. Shapes: (P,), (P,), (P,) -> ()."""
-    return -F.logsigmoid(chosen - rejected).mean()
+def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor, pairs: PairTable, **_: float) -> torch.Tensor:
+    """-log σ(r_c - r_r) per pair. Shapes: (P,), (P,) -> (P,)."""
+    return -F.logsigmoid(chosen - rejected)
 
 
-def bt_margin(
-    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor, *, margin_scale: float = 1.0, **_: float
-) -> torch.Tensor:
+def bt_margin(chosen: torch.Tensor, rejected: torch.Tensor, pairs: PairTable, *, margin_scale: float = 1.0,
+              **_: float) -> torch.Tensor:
     """-log σ(r_c - r_r - s·m): the preferred response must win by the rating gap m (Llama-2 style)."""
-    return -F.logsigmoid(chosen - rejected - margin_scale * margin).mean()
+    return -F.logsigmoid(chosen - rejected - margin_scale * pairs.margin)
 
 
-def label_smoothing(
-    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor, *, label_smoothing: float = 0.1, **_: float
-) -> torch.Tensor:
+def label_smoothing(chosen: torch.Tensor, rejected: torch.Tensor, pairs: PairTable, *,
+                    label_smoothing: float = 0.1, **_: float) -> torch.Tensor:
     """BT against a soft target: -(1-ε) log σ(d) - ε log σ(-d), for noisy labels."""
     diff = chosen - rejected
-    return (-(1.0 - label_smoothing) * F.logsigmoid(diff) - label_smoothing * F.logsigmoid(-diff)).mean()
+    return -(1.0 - label_smoothing) * F.logsigmoid(diff) - label_smoothing * F.logsigmoid(-diff)
 
 
-def focal(
-    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor, *, focal_gamma: float = 2.0, **_: float
-) -> torch.Tensor:
+def focal(chosen: torch.Tensor, rejected: torch.Tensor, pairs: PairTable, *, focal_gamma: float = 2.0,
+          **_: float) -> torch.Tensor:
     """-(1-p)^γ log p with p = σ(r_c - r_r): down-weights pairs the model already gets right."""
     log_p = F.logsigmoid(chosen - rejected)
-    return (-((1.0 - log_p.exp()) ** focal_gamma) * log_p).mean()
+    return -((1.0 - log_p.exp()) ** focal_gamma) * log_p
+
+
+def weighted_mean(per_pair: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ w·ℓ / Σ w over the pairs: (P,), (P,) -> ()."""
+    return (per_pair * weight).sum() / weight.sum().clamp_min(1e-12)
 
 
 def reward_centering_penalty(rewards: torch.Tensor) -> torch.Tensor:

@@ -77,3 +77,24 @@ def test_listing_commands(capsys):
     assert main(["losses"]) == 0 and "bradley_terry:" in capsys.readouterr().out
     assert main(["backbones"]) == 0 and "minilm" in capsys.readouterr().out
     assert main(["options"]) == 0 and "train.lr_head = 0.0001" in capsys.readouterr().out
+
+
+def test_train_takes_data_and_out_shortcuts(tiny_bert, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": f"a helpful answer {i}",
+                                               "rejected": "no."} for i in range(10)])
+    assert main(["train", "--data", str(data), "--eval-data", str(data), "--out", str(tmp_path / "run"),
+                 "--set", f"model.backbone={tiny_bert}", "--set", "train.max_steps=1", "--set", "train.progress=false",
+                 "--set", "train.log_with=[]", "--set", "train.mixed_precision=no", "--set", "data.max_length=32"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["eval_source"]["source"] == str(data) and metrics["steps"] == 1
+
+
+def test_a_binary_data_file_names_the_file_and_byte_offset(tiny_bert, tmp_path, capsys):
+    path = tmp_path / "data.jsonl"
+    first = b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n'
+    path.write_bytes(first + b'{"prompt": "\xa7\x00\xff"}\n')
+    assert main(["train", "--data", str(path), "--set", f"model.backbone={tiny_bert}"]) == 2
+    err = capsys.readouterr().err
+    offset = len(first) + len(b'{"prompt": "')
+    assert f"{path}: not UTF-8 text: byte 0xa7 at byte offset {offset} cannot be decoded" in err
+    assert "Traceback" not in err

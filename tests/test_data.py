@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rewardlab.config import DataConfig
 from rewardlab.data.formats import FormatContext, from_ratings, split_implicit_prompt
 from rewardlab.data.load import load_comparisons
-from rewardlab.data.schema import DataError
+from rewardlab.data.schema import DataError, Pair
 from rewardlab.data.sources import default_data_path, read_rows
 from rewardlab.data.splits import split_by_group
 
@@ -27,7 +27,7 @@ def test_explicit_pairs_carry_optional_fields(tmp_path):
         {"prompt": "p", "chosen": "good", "rejected": "bad", "labeler": "u1", "attribute": "helpful",
          "group": "g1", "category": "chat"}])
     (c,), report = load(path)
-    assert (c.prompt, c.responses, c.pairs) == ("p", ("good", "bad"), ((0, 1, 0.0),))
+    assert (c.prompt, c.responses, c.pairs) == ("p", ("good", "bad"), (Pair(0, 1, 0.0, attribute="helpful"),))
     assert (c.labeler, c.attribute, c.group, c.meta) == ("u1", "helpful", "g1", {"category": "chat"})
     assert c.source == f"{path}:1" and report.pairs == 1
 
@@ -54,7 +54,7 @@ def test_chat_messages_rendered_without_template(tmp_path):
 def test_chat_messages_use_the_tokenizers_chat_template(tmp_path, tiny_llama):
     from transformers import AutoTokenizer
 
-    from rewardlab.train.run import chat_renderer
+    from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     tok.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}"
@@ -62,7 +62,7 @@ def test_chat_messages_use_the_tokenizers_chat_template(tmp_path, tiny_llama):
     history = [{"role": "user", "content": "Hi?"}]
     path = write_jsonl(tmp_path / "c.jsonl", [{"chosen": history + [{"role": "assistant", "content": "Hello!"}],
                                                "rejected": history + [{"role": "assistant", "content": "Go away"}]}])
-    (c,), _ = load_comparisons(str(path), DataConfig(), render_chat=chat_renderer(tok))
+    (c,), _ = load_comparisons(str(path), DataConfig(), render_chat=TextItems(TextEncoder(tok, EncodingSpec())).render_chat)
     assert c.prompt == "<user>Hi?</s><assistant>"
     assert c.responses == ("Hello!</s>", "Go away</s>")
 
@@ -72,7 +72,7 @@ def test_rankings_give_all_ordered_pairs_and_ties(tmp_path):
         {"prompt": "p", "responses": ["a", "b", "c", "d"], "ranks": [2, 1, 4, 3]},
         {"prompt": "q", "responses": ["x", "y", "z"], "ranks": [1, 1, 2]}])
     (c, d), report = load(path)
-    assert len(c.pairs) == 6 and set((w, l) for w, l, _ in c.pairs) >= {(1, 0), (0, 3), (3, 2)}
+    assert len(c.pairs) == 6 and set(p[:2] for p in c.pairs) >= {(1, 0), (0, 3), (3, 2)}
     assert len(d.pairs) == 2  # x and y tie: no pair between them
     assert report.pairs == 8
 
@@ -82,7 +82,7 @@ def test_ratings_respect_min_rating_diff(tmp_path):
         {"prompt": "p", "responses": ["a", "b", "c"], "ratings": [5, 4.5, 1]},
         {"prompt": "q", "responses": ["x", "y"], "ratings": [3, 3]}])
     (c,), report = load(path, min_rating_diff=1.0)
-    assert sorted(c.pairs) == [(0, 2, 4.0), (1, 2, 3.5)]
+    assert sorted(p[:3] for p in c.pairs) == [(0, 2, 4.0), (1, 2, 3.5)]
     assert report.no_preference == 1 and "no scores far enough apart" in report.summary()
 
 
@@ -186,10 +186,10 @@ def test_ratings_pairs_match_brute_force(scores, min_diff):
                      FormatContext(min_rating_diff=min_diff))
     expected = {(i, j) for i in range(len(scores)) for j in range(len(scores))
                 if scores[i] - scores[j] >= max(min_diff, 1e-12)}
-    got = set() if c is None else {(w, l) for w, l, _ in c.pairs}
+    got = set() if c is None else {p[:2] for p in c.pairs}
     assert got == expected
     if c is not None:
-        assert all(math.isclose(m, scores[w] - scores[l]) and m >= min_diff for w, l, m in c.pairs)
+        assert all(math.isclose(m, scores[w] - scores[l]) and m >= min_diff for w, l, m, *_ in c.pairs)
 
 
 @settings(max_examples=60, deadline=None)

@@ -24,7 +24,9 @@ def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     # `accelerate launch --cpu --num_processes 2` starts a single process (multi-CPU there means mpirun);
     # --multi_gpu with ACCELERATE_USE_CPU=true starts 2 ranks that Accelerate joins over gloo (MULTI_CPU).
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "true"}
+    # CUDA_VISIBLE_DEVICES="": on a GPU machine the ranks would otherwise take GPUs (and NCCL) despite USE_CPU.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "true",
+           "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            "-m", "rewardlab", "train", "--config", str(tmp_path / "cfg.yaml")]

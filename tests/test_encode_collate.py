@@ -4,8 +4,8 @@ from transformers import AutoTokenizer
 
 from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator, \
     encode_comparisons
-from rewardlab.data.encode import EncodingSpec, TextEncoder
-from rewardlab.data.schema import Comparison
+from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
+from rewardlab.data.schema import Comparison, Pair
 from rewardlab.models.backbones import prepare_tokenizer
 
 
@@ -55,23 +55,42 @@ def test_decoder_tokenizer_concatenates_and_gets_a_pad_token(tiny_llama):
     assert feat["input_ids"] == tok("The sky is blue.")["input_ids"] and "token_type_ids" not in feat
 
 
-def test_collator_encodes_each_unique_sequence_once():
-    a = EncodedComparison(((1, 2, 3), (1, 4)), None, ((0, 1, 0.0),), 0)
-    b = EncodedComparison(((1, 4), (5,)), None, ((1, 0, 2.0),), 1)
-    out = PreferenceCollator(pad_token_id=0)([a, b])
-    assert out["input_ids"].tolist() == [[1, 2, 3], [1, 4, 0], [5, 0, 0]]
-    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0]]
-    assert out["pair_index"].tolist() == [[0, 1], [2, 1]]
-    assert out["margins"].tolist() == [0.0, 2.0] and out["pair_comparison"].tolist() == [0, 1]
+def test_collator_encodes_each_unique_item_once():
+    a = EncodedComparison((((1, 2, 3), None), ((1, 4), None)), (3, 2), (Pair(0, 1),), 0)
+    b = EncodedComparison((((1, 4), None), ((5,), None)), (2, 1), (Pair(1, 0, 2.0),), 1)
+    out = PreferenceCollator(TextItems(pad_token_id=0))([a, b])
+    items, pairs = out["items"], out["pairs"]
+    assert items["input_ids"].tolist() == [[1, 2, 3], [1, 4, 0], [5, 0, 0]]
+    assert items["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0]]
+    assert (pairs.i.tolist(), pairs.j.tolist()) == ([0, 2], [1, 1])
+    assert pairs.margin.tolist() == [0.0, 2.0] and pairs.comparison.tolist() == [0, 1]
+    assert pairs.head.tolist() == [0, 0] and pairs.weight.tolist() == [1.0, 1.0] and not pairs.tie.any()
+    assert pairs.labeler.tolist() == [-1, -1]
+
+
+def test_pair_table_routes_attributes_to_heads_and_labelers_to_rows():
+    items = (((1,), None), ((2,), None), ((3,), None))
+    comp = EncodedComparison(items, (1, 1, 1), (Pair(0, 1, attribute="style"), Pair(1, 2, attribute="spatial"),
+                                                Pair(0, 2, 1.5, weight=2.0)), 7, labeler="u2")
+    heads = {"spatial": 0, "style": 1, "aggregate": 2, None: 2}
+    pairs = PreferenceCollator(TextItems(pad_token_id=0), heads, {"u1": 0, "u2": 1})([comp])["pairs"]
+    assert pairs.head.tolist() == [1, 0, 2]
+    assert pairs.labeler.tolist() == [1, 1, 1] and pairs.weight.tolist() == [1.0, 1.0, 2.0]
+    assert pairs.comparison.tolist() == [7, 7, 7]
+    unknown = PreferenceCollator(TextItems(pad_token_id=0), heads, {"u1": 0})([comp])["pairs"]
+    assert unknown.labeler.tolist() == [-1, -1, -1]  # never silently someone else
 
 
 def test_ranking_of_k_costs_k_sequences(bert_tok):
     c = Comparison(prompt="p", responses=("a", "b", "c", "d"),
                    pairs=tuple((i, j, 0.0) for i in range(4) for j in range(i + 1, 4)))
-    (encoded,), _ = encode_comparisons([c], TextEncoder(bert_tok, EncodingSpec(max_length=16)))
-    out = PreferenceCollator(bert_tok.pad_token_id)([encoded])
-    assert out["input_ids"].shape[0] == 4 and out["pair_index"].shape == (6, 2)
-    assert "token_type_ids" in out and out["token_type_ids"].shape == out["input_ids"].shape
+    processor = TextItems(TextEncoder(bert_tok, EncodingSpec(max_length=16)))
+    (encoded,), _ = encode_comparisons([c], processor)
+    out = PreferenceCollator(processor)([encoded])
+    items = out["items"]
+    assert items["input_ids"].shape[0] == 4 and len(out["pairs"]) == 6
+    assert "token_type_ids" in items and items["token_type_ids"].shape == items["input_ids"].shape
+    assert encoded.costs == tuple(len(ids) for ids, _ in encoded.items) and encoded.longest == max(encoded.costs)
 
 
 def test_sampler_is_seeded_complete_and_length_grouped():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from rewardlab.models.text import read_metadata
+from rewardlab.models.base import read_metadata
 from rewardlab.scoring import RewardModel
 from rewardlab.train.run import train
 
@@ -61,8 +61,10 @@ def test_input_errors(trained):
     rm = RewardModel.from_pretrained(trained, device="cpu")
     with pytest.raises(ValueError, match="got 2 prompts but 1 responses"):
         rm.score_batch(["a", "b"], ["c"])
-    with pytest.raises(TypeError, match="item 0: prompt and response must be strings"):
+    with pytest.raises(TypeError, match="item 0: the prompt must be a string, got NoneType"):
         rm.score_batch([None], ["c"])
+    with pytest.raises(TypeError, match="item 1: a text reward model scores text responses, got int"):
+        rm.score_batch(["a", "b"], ["c", 3])
     with pytest.raises(ValueError, match="best_of_n needs at least one response"):
         rm.best_of_n("q", [])
 

@@ -8,9 +8,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.config import ModelConfig, TrainConfig
 from rewardlab.data.collate import PreferenceCollator, encode_comparisons
-from rewardlab.data.encode import EncodingSpec, TextEncoder
+from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
 from rewardlab.data.load import load_comparisons
-from rewardlab.models.text import build_text_model, read_metadata
+from rewardlab.models.base import read_metadata
+from rewardlab.models.text import build_text_model
 from rewardlab.scoring import RewardModel
 from rewardlab.train.checkpoint import latest_state
 from rewardlab.train.optim import build_optimizer
@@ -26,17 +27,19 @@ def test_one_step_changes_backbone_and_head(tiny_bert, pairs_file):
     torch.manual_seed(0)
     model, tok = build_text_model(ModelConfig(backbone=tiny_bert))
     comps, _ = load_comparisons(str(pairs_file), DataConfig())
-    enc, _ = encode_comparisons(comps[:4], TextEncoder(tok, EncodingSpec(max_length=32, max_prompt_tokens=16)))
-    batch = PreferenceCollator(tok.pad_token_id)(enc)
+    processor = TextItems(TextEncoder(tok, EncodingSpec(max_length=32, max_prompt_tokens=16)))
+    enc, _ = encode_comparisons(comps[:4], processor)
+    batch = PreferenceCollator(processor, model.head_index())(enc)
+    items, pairs = batch["items"], batch["pairs"]
     groups = model.parameter_groups()
     backbone, head = [p for _, p in groups["backbone"]], [p for _, p in groups["head"]]
     assert {id(p) for p in head} == {id(p) for p in model.hf_model.classifier.parameters()}
     opt = build_optimizer(groups, TrainConfig(lr_backbone=1e-2))
     assert [g["lr"] for g in opt.param_groups] == [1e-2, 1e-2, 1e-4, 1e-4]  # backbone / head, decay / no decay
     before = [p.detach().clone() for p in backbone + head]
-    rewards = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    assert rewards.shape == (batch["input_ids"].shape[0],) and rewards.dtype == torch.float32
-    loss = bradley_terry(rewards[batch["pair_index"][:, 0]], rewards[batch["pair_index"][:, 1]], batch["margins"])
+    rewards = model(**items)
+    assert rewards.shape == (items["input_ids"].shape[0], 1) and rewards.dtype == torch.float32
+    loss = bradley_terry(rewards[pairs.i, pairs.head], rewards[pairs.j, pairs.head], pairs).mean()
     loss.backward()
     opt.step()
     changed = [not torch.equal(b, p) for b, p in zip(before, backbone + head)]

@@ -1,116 +1,164 @@
-"""Encoded comparisons → padded tensors, and length-grouped batch sampling.
+"""Encoded comparisons → a batch of unique items plus a pair table, and length-grouped sampling.
 
-A batch holds whole comparisons. Each unique (prompt, response) sequence in the
-batch is encoded once; ``pair_index`` says which rows of the reward vector form
-each preference pair, so a ranking of K responses costs K sequences, not the
-K(K-1) a pair-at-a-time trainer spends.
+The batch contract every model kind shares::
+
+    {"items": {...model inputs for N unique items...}, "pairs": PairTable (P rows)}
+
+A model maps ``items`` to rewards (N, H); the pair table says which two rows each
+judgement compares, on which head, with what outcome, margin and weight. What an
+item *is* (token ids, an image tensor, a cached embedding) is the business of the
+model kind's :class:`ItemProcessor`; the collator only de-duplicates items and
+indexes the pairs, so a ranking of K responses costs K items, not K(K-1).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Hashable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from rewardlab.data.encode import TextEncoder
-from rewardlab.data.schema import Comparison
+from rewardlab.data.schema import Comparison, Pair
+
+UNKNOWN_LABELER = -1
+
+
+class ItemProcessor(Protocol):
+    """Turns (prompt, response) items into model inputs; one per model kind.
+
+    ``encode_items`` returns hashable items (equal items are computed once per batch)
+    and the number truncated; ``cost`` is an item's padded size (tokens, for text),
+    which batches are grouped by; ``collate`` stacks items into the model's inputs.
+    """
+
+    def encode_items(self, prompts: Sequence[str], responses: Sequence[object]) -> tuple[list[Hashable], int]: ...
+
+    def cost(self, item: Hashable) -> int: ...
+
+    def collate(self, items: Sequence[Hashable]) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
 class EncodedComparison:
-    """Token ids of a comparison's K sequences and its pairs (winner, loser, margin)."""
+    """A comparison's K encoded items, their costs and its judgements."""
 
-    sequences: tuple[tuple[int, ...], ...]
-    token_types: tuple[tuple[int, ...], ...] | None
-    pairs: tuple[tuple[int, int, float], ...]
+    items: tuple[Hashable, ...]
+    costs: tuple[int, ...]
+    pairs: tuple[Pair, ...]
     index: int
+    labeler: str | None = None
 
     @property
     def length(self) -> int:
-        return sum(len(s) for s in self.sequences)
+        return sum(self.costs)
 
     @property
     def longest(self) -> int:
-        """A batch is padded to its longest sequence, so this is the key to group batches by."""
-        return max(len(s) for s in self.sequences)
+        """A batch is padded to its longest item, so this is the key to group batches by."""
+        return max(self.costs)
 
 
-def encode_comparisons(comparisons: Sequence[Comparison], encoder: TextEncoder) -> tuple[list[EncodedComparison], int]:
-    """Tokenise every response of every comparison; returns (encoded, number of truncated sequences)."""
+@dataclass(frozen=True)
+class PairTable:
+    """The judgements of a batch, one row per pair; every field is a (P,) tensor.
+
+    ``i`` / ``j``: rows of the reward matrix (``i`` preferred unless ``tie``);
+    ``head``: the reward column the judgement is about; ``labeler``: index into the
+    model's labeler table (-1: unknown / population); ``comparison``: dataset index
+    of the pair's comparison (for gathering predictions).
+    """
+
+    i: torch.Tensor
+    j: torch.Tensor
+    tie: torch.Tensor
+    margin: torch.Tensor
+    head: torch.Tensor
+    labeler: torch.Tensor
+    weight: torch.Tensor
+    comparison: torch.Tensor
+
+    def to(self, *args, **kwargs) -> "PairTable":
+        return PairTable(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+
+    def __len__(self) -> int:
+        return int(self.i.shape[0])
+
+    @classmethod
+    def of(cls, n: int, **columns) -> "PairTable":
+        """A table of ``n`` pairs with defaults (pair k compares rows 2k and 2k+1 on head 0, weight 1)
+        and any column given as a list or tensor; for tests and examples."""
+        default = {"i": torch.arange(0, 2 * n, 2), "j": torch.arange(1, 2 * n, 2), "tie": torch.zeros(n, dtype=torch.bool),
+                   "margin": torch.zeros(n), "head": torch.zeros(n, dtype=torch.long),
+                   "labeler": torch.full((n,), UNKNOWN_LABELER), "weight": torch.ones(n),
+                   "comparison": torch.arange(n)}
+        for name, value in columns.items():
+            default[name] = torch.as_tensor(value, dtype=default[name].dtype)
+        return cls(**default)
+
+
+def encode_comparisons(comparisons: Sequence[Comparison], processor: ItemProcessor
+                       ) -> tuple[list[EncodedComparison], int]:
+    """Encode every response of every comparison; returns (encoded, number of truncated items)."""
     prompts = [c.prompt for c in comparisons for _ in c.responses]
     responses = [r for c in comparisons for r in c.responses]
-    features, truncated = encoder.encode(prompts, responses) if prompts else ([], 0)
+    items, truncated = processor.encode_items(prompts, responses) if prompts else ([], 0)
     out, pos = [], 0
     for i, c in enumerate(comparisons):
-        feats = features[pos: pos + len(c.responses)]
+        own = tuple(items[pos: pos + len(c.responses)])
         pos += len(c.responses)
-        types = tuple(tuple(f["token_type_ids"]) for f in feats) if "token_type_ids" in feats[0] else None
-        out.append(EncodedComparison(tuple(tuple(f["input_ids"]) for f in feats), types, c.pairs, i))
+        out.append(EncodedComparison(own, tuple(processor.cost(x) for x in own), c.pairs, i, c.labeler))
     return out, truncated
 
 
 class PreferenceCollator:
-    """Stack the unique sequences of a batch of comparisons and index their pairs.
+    """Stack the unique items of a batch of comparisons and build its :class:`PairTable`.
 
-    Returns ``input_ids`` and ``attention_mask`` (N, L) (plus ``token_type_ids``
-    where the tokenizer makes them), ``pair_index`` (P, 2) rows of the reward
-    vector (winner, loser), ``margins`` (P,) and ``pair_comparison`` (P,) the
-    dataset index of each pair's comparison.
+    ``head_index`` maps a pair's attribute to its reward column (``None``, the
+    overall reward, maps to the aggregate column); ``labeler_index`` maps labeler ids
+    to rows of a personalised model's table (others get -1).
 
     Example:
-        >>> a = EncodedComparison(((1, 2, 3), (1, 4)), None, ((0, 1, 0.0),), 0)
-        >>> b = EncodedComparison(((1, 4), (5,)), None, ((1, 0, 2.0),), 1)
-        >>> out = PreferenceCollator(pad_token_id=0)([a, b])
-        >>> out["input_ids"].tolist()              # (1, 4) appears twice, encoded once
+        >>> from rewardlab.data.encode import TextItems
+        >>> a = EncodedComparison((((1, 2, 3), None), ((1, 4), None)), (3, 2), ((0, 1, 0.0),), 0)
+        >>> b = EncodedComparison((((1, 4), None), ((5,), None)), (2, 1), ((1, 0, 2.0),), 1)
+        >>> out = PreferenceCollator(TextItems(pad_token_id=0))([a, b])
+        >>> out["items"]["input_ids"].tolist()              # (1, 4) appears twice, encoded once
         [[1, 2, 3], [1, 4, 0], [5, 0, 0]]
-        >>> out["pair_index"].tolist(), out["margins"].tolist()
-        ([[0, 1], [2, 1]], [0.0, 2.0])
+        >>> out["pairs"].i.tolist(), out["pairs"].j.tolist(), out["pairs"].margin.tolist()
+        ([0, 2], [1, 1], [0.0, 2.0])
     """
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    def __init__(self, processor: ItemProcessor, head_index: Mapping[str | None, int] | None = None,
+                 labeler_index: Mapping[str, int] | None = None):
+        self.processor = processor
+        self.head_index = dict(head_index or {None: 0})
+        self.labeler_index = dict(labeler_index or {})
 
-    def __call__(self, batch: Sequence[EncodedComparison]) -> dict[str, torch.Tensor]:
-        rows: dict[tuple, int] = {}
-        seqs: list[tuple[int, ...]] = []
-        types: list[tuple[int, ...]] = []
-        pair_index, margins, owners = [], [], []
-        has_types = batch[0].token_types is not None
+    def __call__(self, batch: Sequence[EncodedComparison]) -> dict:
+        rows: dict[Hashable, int] = {}
+        items: list[Hashable] = []
+        table: dict[str, list] = {f.name: [] for f in fields(PairTable)}
         for comp in batch:
             local = []
-            for k, ids in enumerate(comp.sequences):
-                tt = comp.token_types[k] if has_types else ()
-                key = (ids, tt)
-                if key not in rows:
-                    rows[key] = len(seqs)
-                    seqs.append(ids)
-                    types.append(tt)
-                local.append(rows[key])
-            for w, l, m in comp.pairs:
-                pair_index.append((local[w], local[l]))
-                margins.append(m)
-                owners.append(comp.index)
-        width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            attention_mask[i, : len(s)] = 1
-        out = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pair_index": torch.tensor(pair_index, dtype=torch.long).reshape(-1, 2),
-            "margins": torch.tensor(margins, dtype=torch.float32),
-            "pair_comparison": torch.tensor(owners, dtype=torch.long),
-        }
-        if has_types:
-            token_type_ids = torch.zeros_like(input_ids)
-            for i, t in enumerate(types):
-                token_type_ids[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-            out["token_type_ids"] = token_type_ids
-        return out
+            for item in comp.items:
+                if item not in rows:
+                    rows[item] = len(items)
+                    items.append(item)
+                local.append(rows[item])
+            labeler = self.labeler_index.get(comp.labeler, UNKNOWN_LABELER) if comp.labeler else UNKNOWN_LABELER
+            for p in comp.pairs:
+                table["i"].append(local[p.winner])
+                table["j"].append(local[p.loser])
+                table["tie"].append(p.tie)
+                table["margin"].append(p.margin)
+                table["head"].append(self.head_index[p.attribute])
+                table["labeler"].append(labeler)
+                table["weight"].append(p.weight)
+                table["comparison"].append(comp.index)
+        dtypes = {"tie": torch.bool, "margin": torch.float32, "weight": torch.float32}
+        pairs = PairTable(**{k: torch.tensor(v, dtype=dtypes.get(k, torch.long)) for k, v in table.items()})
+        return {"items": self.processor.collate(items), "pairs": pairs}
 
 
 class LengthGroupedBatchSampler:

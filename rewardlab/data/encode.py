@@ -13,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
+
 from rewardlab.config import DataConfig
+from rewardlab.data.formats import render_plain
 
 
 @dataclass(frozen=True)
@@ -95,3 +98,58 @@ class TextEncoder:
         names = [k for k in ("input_ids", "token_type_ids") if k in enc]
         features = [{k: enc[k][i] for k in names} for i in range(len(cut_p))]
         return features, truncated
+
+
+TextItem = tuple[tuple[int, ...], "tuple[int, ...] | None"]  # (input_ids, token_type_ids or None)
+
+
+class TextItems:
+    """The :class:`~rewardlab.data.collate.ItemProcessor` of text models: items are token ids.
+
+    ``collate`` right-pads to the longest item (``extra_padding`` more pad tokens, for
+    the padding-invariance check) and returns ``input_ids``, ``attention_mask`` and,
+    where the tokenizer makes them, ``token_type_ids``.
+    """
+
+    def __init__(self, encoder: TextEncoder | None = None, *, pad_token_id: int | None = None):
+        self.encoder = encoder
+        self.pad_token_id = pad_token_id if pad_token_id is not None else encoder.tokenizer.pad_token_id
+
+    @property
+    def tokenizer(self):
+        return self.encoder.tokenizer
+
+    def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool) -> str:
+        """Chat messages as text: the tokenizer's chat template where it has one, else ``role: content`` lines."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
+        return render_plain(messages, add_generation_prompt)
+
+    def encode_items(self, prompts: Sequence[str], responses: Sequence[object]) -> tuple[list[TextItem], int]:
+        for i, r in enumerate(responses):
+            if not isinstance(r, str):
+                raise TypeError(f"item {i}: a text reward model scores text responses, got {type(r).__name__}")
+        features, truncated = self.encoder.encode(prompts, responses)
+        items = [(tuple(f["input_ids"]), tuple(f["token_type_ids"]) if "token_type_ids" in f else None)
+                 for f in features]
+        return items, truncated
+
+    def cost(self, item: TextItem) -> int:
+        return len(item[0])
+
+    def collate(self, items: Sequence[TextItem], extra_padding: int = 0) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for ids, _ in items) + extra_padding
+        input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+        has_types = items[0][1] is not None
+        token_type_ids = torch.zeros_like(input_ids) if has_types else None
+        for row, (ids, types) in enumerate(items):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+            if has_types:
+                token_type_ids[row, : len(types)] = torch.tensor(types, dtype=torch.long)
+        out = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if has_types:
+            out["token_type_ids"] = token_type_ids
+        return out

@@ -2,17 +2,20 @@
 
 A converter validates as it goes and raises :class:`DataError` naming the row
 and field. It returns ``None`` for a valid row that implies no preference (all
-ratings within ``min_rating_diff``); the loader counts those.
+ratings within ``min_rating_diff``); the loader counts those. Pointwise formats,
+whose rows each hold one response (``item_ratings``), live in
+:mod:`rewardlab.data.item_ratings`: their rows are grouped by prompt first.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
-from rewardlab.data.schema import Comparison, DataError
+from rewardlab.data.schema import Comparison, DataError, Pair
 
 CARRIED = ("labeler", "attribute", "group")
 Renderer = Callable[[Sequence[dict], bool], str]
@@ -29,6 +32,11 @@ class FormatContext:
     min_rating_diff: float = 1.0
     assistant_marker: str = "\n\nAssistant:"
     render_chat: Renderer = render_plain
+    base_dir: Path | None = None  # the data file's folder: relative image paths start here
+    attributes: tuple[str, ...] = ()
+    rating_range: tuple[float, ...] = ()
+    aggregate_pairs: bool = True
+    extra: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- field checks
@@ -58,6 +66,15 @@ def number(value: object, where: str, name: str) -> float:
     return x
 
 
+def rating(value: object, where: str, name: str, ctx: FormatContext) -> float:
+    """A finite number inside ``data.rating_range`` when one is set."""
+    x = number(value, where, name)
+    if ctx.rating_range and not ctx.rating_range[0] <= x <= ctx.rating_range[1]:
+        lo, hi = ctx.rating_range
+        raise DataError(where, name, f"rating {x:g} is outside data.rating_range [{lo:g}, {hi:g}]")
+    return x
+
+
 def list_field(row: dict, name: str, where: str) -> list:
     if name not in row:
         raise DataError(where, name, "missing column (map yours with data.columns)")
@@ -68,6 +85,9 @@ def list_field(row: dict, name: str, where: str) -> list:
 
 
 def _carried(row: dict, used: set[str]) -> dict:
+    """labeler / attribute / group as text (None when absent), and the row's other columns as ``meta``.
+
+    A row's ``attribute`` is also the attribute its pairs judge: they train that head."""
     out = {}
     for name in CARRIED:
         value = row.get(name)
@@ -79,8 +99,9 @@ def _carried(row: dict, used: set[str]) -> dict:
 def _pair(prompt: str, chosen: str, rejected: str, margin: float, where: str, row: dict, used: set) -> Comparison:
     if chosen == rejected:
         raise DataError(where, "rejected", "identical to 'chosen': a pair needs two different responses")
-    return Comparison(prompt=prompt, responses=(chosen, rejected), pairs=((0, 1, margin),), source=where,
-                      **_carried(row, used))
+    carried = _carried(row, used)
+    return Comparison(prompt=prompt, responses=(chosen, rejected), source=where,
+                      pairs=(Pair(0, 1, margin, attribute=carried["attribute"]),), **carried)
 
 
 # ----------------------------------------------------------------------------- formats
@@ -168,16 +189,21 @@ def _scored(row: dict, where: str, scores: list[float], score_name: str, min_dif
             raise DataError(where, f"responses[{i}]", "expected non-empty text")
     if len(set(responses)) != len(responses):
         raise DataError(where, "responses", "contains the same response twice")
-    pairs = tuple(
-        (i, j, scores[i] - scores[j])
-        for i in range(len(scores)) for j in range(len(scores))
-        if scores[i] - scores[j] >= max(min_diff, 1e-12)
-    )
+    carried = _carried(row, {"prompt", "responses", score_name})
+    pairs = rated_pairs(scores, min_diff, attribute=carried["attribute"])
     if not pairs:
         return None
-    used = {"prompt", "responses", score_name}
     return Comparison(prompt=prompt, responses=tuple(responses), pairs=pairs, scores=tuple(scores), source=where,
-                      **_carried(row, used))
+                      **carried)
+
+
+def rated_pairs(scores: Sequence[float | None], min_diff: float, attribute: str | None = None) -> tuple[Pair, ...]:
+    """Every ordered pair whose scores differ by at least ``min_diff`` (unrated ``None`` entries skipped)."""
+    return tuple(
+        Pair(i, j, scores[i] - scores[j], attribute=attribute)
+        for i in range(len(scores)) for j in range(len(scores))
+        if scores[i] is not None and scores[j] is not None and scores[i] - scores[j] >= max(min_diff, 1e-12)
+    )
 
 
 def from_rankings(row: dict, where: str, ctx: FormatContext) -> Comparison | None:
@@ -191,13 +217,13 @@ def from_rankings(row: dict, where: str, ctx: FormatContext) -> Comparison | Non
     # Margins of rankings are rank gaps; they carry no rating scale, so BT uses none.
     if comparison is None:
         return None
-    return dataclasses.replace(comparison, pairs=tuple((w, l, 0.0) for w, l, _ in comparison.pairs))
+    return dataclasses.replace(comparison, pairs=tuple(p._replace(margin=0.0) for p in comparison.pairs))
 
 
 def from_ratings(row: dict, where: str, ctx: FormatContext) -> Comparison | None:
     """``prompt, responses, ratings``: pairs where ratings differ by at least ``min_rating_diff``."""
     name = "ratings" if "ratings" in row or "scores" not in row else "scores"
-    scores = [number(v, where, f"{name}[{i}]") for i, v in enumerate(list_field(row, name, where))]
+    scores = [rating(v, where, f"{name}[{i}]", ctx) for i, v in enumerate(list_field(row, name, where))]
     return _scored(row, where, scores, name, ctx.min_rating_diff)
 
 
@@ -219,13 +245,19 @@ def detect_format(row: dict, where: str) -> str:
         if isinstance(row.get("chosen", row.get("rejected")), list):
             return "chat"
         return "pairs" if "prompt" in keys else "implicit_prompt"
+    if "prompt" in keys and keys & {"response", "image"}:
+        return "item_ratings"
     raise DataError(where, None, f"cannot tell the format from columns {sorted(keys)}; expected prompt/chosen/"
-                    "rejected, chosen/rejected dialogues, or prompt/responses with ranks or ratings "
-                    "(set data.format and data.columns)")
+                    "rejected, chosen/rejected dialogues, prompt/responses with ranks or ratings, or "
+                    "prompt/response (or image) with rating columns (set data.format and data.columns)")
+
+
+GROUPED_FORMATS = ("item_ratings",)  # rows hold one response each; see rewardlab.data.item_ratings
 
 
 def get_format(name: str) -> Callable[[dict, str, FormatContext], Comparison | None]:
     try:
         return FORMATS[name]
     except KeyError:
-        raise ValueError(f"unknown data format {name!r}; valid formats: auto, {', '.join(FORMATS)}") from None
+        raise ValueError(f"unknown data format {name!r}; valid formats: auto, "
+                         f"{', '.join([*FORMATS, *GROUPED_FORMATS])}") from None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Iterator
+from pathlib import Path
+from typing import Iterable, Iterator
 
 from rewardlab.config import DataConfig
-from rewardlab.data.formats import FormatContext, Renderer, detect_format, get_format, render_plain
-from rewardlab.data.schema import Comparison, DataError
-from rewardlab.data.sources import read_rows
+from rewardlab.data.formats import GROUPED_FORMATS, FormatContext, Renderer, detect_format, get_format, \
+    render_plain
+from rewardlab.data.item_ratings import group_rated_items, infer_attributes, rated_item
+from rewardlab.data.schema import Comparison, DataError, response_key
+from rewardlab.data.sources import DEFAULT_DATA, read_rows
 
 log = logging.getLogger(__name__)
 MAX_REASONS = 5
@@ -53,9 +57,45 @@ def _map_columns(row: dict, columns: dict) -> dict:
     return out
 
 
-def _pair_key(prompt: str, chosen: str, rejected: str) -> bytes:
-    # A 16-byte digest keeps duplicate detection cheap on data that does not fit in memory.
-    return hashlib.blake2b("\x1f".join((prompt, chosen, rejected)).encode(), digest_size=16).digest()
+def _pair_keys(comparison: Comparison) -> list[bytes]:
+    """One identity per judgement: the same two responses may be judged per attribute and per labeler.
+
+    A 16-byte digest keeps duplicate detection cheap on data that does not fit in memory.
+    """
+    return [hashlib.blake2b("\x1f".join((pair.prompt, response_key(pair.chosen), response_key(pair.rejected),
+                                         str(pair.attribute), str(pair.labeler))).encode(), digest_size=16).digest()
+            for pair in comparison.iter_pairs()]
+
+
+def _context(source: str, cfg: DataConfig, render_chat: Renderer, first_row: dict | None) -> FormatContext:
+    base_dir = None if source.startswith("hf:") or source == DEFAULT_DATA else Path(source).resolve().parent
+    attributes = tuple(cfg.attributes) or (infer_attributes(first_row) if first_row else ())
+    return FormatContext(min_rating_diff=cfg.min_rating_diff, assistant_marker=cfg.assistant_marker,
+                         render_chat=render_chat, base_dir=base_dir, attributes=attributes,
+                         rating_range=tuple(cfg.rating_range), aggregate_pairs=cfg.aggregate_pairs)
+
+
+def _candidates(rows: Iterable[tuple[str, dict]], fmt: str, ctx: FormatContext, report: LoadReport
+                ) -> Iterator[tuple[str, Comparison | None | DataError]]:
+    """(location, comparison / None for no preference / the row's DataError) for each row or group."""
+    if fmt in GROUPED_FORMATS:
+        items = []
+        for where, row in rows:
+            report.rows += 1
+            try:
+                items.append(rated_item(row, where, ctx))
+            except DataError as err:
+                yield where, err
+        for result in group_rated_items(items, ctx):
+            yield (result.source if isinstance(result, Comparison) else ""), result
+        return
+    convert = get_format(fmt)
+    for where, row in rows:
+        report.rows += 1
+        try:
+            yield where, convert(row, where, ctx)
+        except DataError as err:
+            yield where, err
 
 
 def iter_comparisons(
@@ -67,28 +107,29 @@ def iter_comparisons(
     counted (``'skip'``). A duplicate pair (same prompt, chosen and rejected as an
     earlier row) counts as an invalid row.
     """
-    ctx = FormatContext(min_rating_diff=cfg.min_rating_diff, assistant_marker=cfg.assistant_marker,
-                        render_chat=render_chat)
-    convert = None if cfg.format == "auto" else get_format(cfg.format)
+    rows = ((where, _map_columns(raw, cfg.columns))
+            for where, raw in read_rows(source, hf_split=cfg.hf_split, limit=cfg.max_examples))
+    first = next(rows, None)
+    if first is not None:
+        rows = itertools.chain([first], rows)
+    fmt = cfg.format if cfg.format != "auto" or first is None else detect_format(first[1], first[0])
+    ctx = _context(source, cfg, render_chat, first[1] if first else None)
     seen: dict[bytes, str] = {}
-    for where, raw in read_rows(source, hf_split=cfg.hf_split, limit=cfg.max_examples):
-        report.rows += 1
-        row = _map_columns(raw, cfg.columns)
+    for where, comparison in _candidates(rows, fmt, ctx, report):
         try:
-            if convert is None:
-                convert = get_format(detect_format(row, where))
-            comparison = convert(row, where, ctx)
+            if isinstance(comparison, DataError):
+                raise comparison
             if comparison is None:
                 report.no_preference += 1
                 continue
-            keys = [_pair_key(p.prompt, p.chosen, p.rejected) for p in comparison.iter_pairs()]
+            keys = _pair_keys(comparison)
             for key in keys:
                 if key in seen:
                     raise DataError(where, None, f"duplicate of the pair at {seen[key]}")
             seen.update((key, where) for key in keys)
         except DataError as err:
             if cfg.on_bad_row == "error":
-                raise
+                raise err from None
             report.note_skip(err)
             continue
         report.comparisons += 1

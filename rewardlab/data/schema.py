@@ -1,15 +1,16 @@
 """The examples every data format is converted to.
 
-A :class:`Comparison` is one prompt with K >= 2 responses and the ordered pairs
-that human judgement implies between them (a plain preference pair is K = 2
-with one pair; a ranking of K responses gives all K(K-1)/2 ordered pairs). Each
-unique response is encoded once, and the pairwise loss indexes its reward.
+A :class:`Comparison` is one prompt with K >= 2 responses (texts, or images for
+image+text models) and the judgements between them, each a :class:`Pair`: a
+plain preference pair is K = 2 with one pair; a ranking of K responses gives
+all K(K-1)/2 ordered pairs; per-attribute ratings give pairs per attribute.
+Each unique response is encoded once, and the loss indexes its reward.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, NamedTuple
 
 
 class DataError(ValueError):
@@ -23,13 +24,30 @@ class DataError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class Pair(NamedTuple):
+    """One judgement between two responses of a comparison.
+
+    ``winner`` is preferred over ``loser`` (for a tie the order carries no meaning);
+    ``margin`` is the rating gap where the data has one; ``attribute`` names the
+    rating dimension (the head) the judgement is about, ``None`` meaning the overall
+    reward; ``weight`` scales the pair's term in the loss.
+    """
+
+    winner: int
+    loser: int
+    margin: float = 0.0
+    tie: bool = False
+    attribute: str | None = None
+    weight: float = 1.0
+
+
 @dataclass(frozen=True)
 class PreferencePair:
     """One judgement: ``chosen`` is preferred over ``rejected`` for ``prompt``."""
 
     prompt: str
-    chosen: str
-    rejected: str
+    chosen: object
+    rejected: object
     margin: float = 0.0
     source: str = ""
     labeler: str | None = None
@@ -40,12 +58,12 @@ class PreferencePair:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A prompt, K responses and the preference pairs between them.
+    """A prompt, K responses and the judgements between them.
 
     Attributes:
         prompt: the shared context (already rendered to text).
-        responses: the K distinct responses.
-        pairs: (winner index, loser index, margin) triples.
+        responses: the K distinct responses: texts, or image references for image+text data.
+        pairs: the judgements, each a :class:`Pair` (plain ``(winner, loser, margin)`` tuples are accepted).
         scores: human scores of the responses (ratings, or negated ranks) where the
             data has them; used for rank correlations. ``None`` for plain pairs.
         source: ``file:row`` where the example came from, for error messages.
@@ -54,8 +72,8 @@ class Comparison:
     """
 
     prompt: str
-    responses: tuple[str, ...]
-    pairs: tuple[tuple[int, int, float], ...]
+    responses: tuple[object, ...]
+    pairs: tuple[Pair, ...]
     scores: tuple[float, ...] | None = None
     source: str = ""
     labeler: str | None = None
@@ -64,15 +82,18 @@ class Comparison:
     meta: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        pairs = tuple(p if isinstance(p, Pair) else Pair(*p) for p in self.pairs)
+        object.__setattr__(self, "pairs", pairs)
         k = len(self.responses)
-        assert k >= 2 and self.pairs, "a comparison needs two responses and a pair"
-        assert all(0 <= w < k and 0 <= l < k and w != l for w, l, _ in self.pairs)
+        assert k >= 2 and pairs, "a comparison needs two responses and a pair"
+        assert all(0 <= p.winner < k and 0 <= p.loser < k and p.winner != p.loser for p in pairs)
 
     def iter_pairs(self) -> Iterator[PreferencePair]:
-        for w, l, margin in self.pairs:
+        for p in self.pairs:
             yield PreferencePair(
-                prompt=self.prompt, chosen=self.responses[w], rejected=self.responses[l], margin=margin,
-                source=self.source, labeler=self.labeler, attribute=self.attribute, group=self.group,
+                prompt=self.prompt, chosen=self.responses[p.winner], rejected=self.responses[p.loser],
+                margin=p.margin, source=self.source, labeler=self.labeler,
+                attribute=p.attribute if p.attribute is not None else self.attribute, group=self.group,
                 meta=self.meta,
             )
 
@@ -82,3 +103,12 @@ class Comparison:
             return getattr(self, name)
         return self.meta.get(name)
 
+
+def response_key(response: object) -> str:
+    """A string identity of a response: the text itself, or an image reference's ``key``."""
+    return response if isinstance(response, str) else getattr(response, "key", repr(response))
+
+
+def response_length(response: object) -> int:
+    """Characters of a text response; 0 for non-text responses (images have no length)."""
+    return len(response) if isinstance(response, str) else 0

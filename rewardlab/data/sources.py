@@ -27,10 +27,28 @@ def default_data_path() -> Path:
     return Path(str(resources.files("rewardlab.data") / "default_pairs.jsonl"))
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return path.open(encoding="utf-8")
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _decode(data: bytes, path: Path, offset: int) -> str:
+    """UTF-8 text, or a DataError naming the file and the byte offset of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = offset + err.start
+        kind = " (uncompressed)" if path.suffix == ".gz" else ""
+        raise DataError(str(path), None, f"not UTF-8 text: byte 0x{data[err.start]:02x} at byte offset {at}{kind} "
+                        "cannot be decoded; is this a binary file, or text in another encoding?") from None
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """The file's lines as text, decoded one by one so an error can name its byte offset."""
+    offset = 0
+    with _open_binary(path) as fh:
+        for raw in fh:
+            yield _decode(raw, path, offset)
+            offset += len(raw)
 
 
 def _kind(path: Path) -> str:
@@ -42,24 +60,24 @@ def _kind(path: Path) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
-    with _open_text(path) as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(where, None, f"not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(where, None, f"expected a JSON object, got {type(row).__name__}")
-            yield where, row
+    for line_no, line in enumerate(_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(where, None, f"not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(where, None, f"expected a JSON object, got {type(row).__name__}")
+        yield where, row
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
-    with _open_text(path) as fh:
+    with _open_binary(path) as fh:
+        text = _decode(fh.read(), path, 0)
         try:
-            data = json.load(fh)
+            data = json.loads(text)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{err.lineno}", None, f"not valid JSON ({err.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -73,14 +91,13 @@ def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[str, Row]]:
-    with _open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None:
-            return
-        for i, row in enumerate(reader, start=2):  # line 1 is the header
-            if None in row:
-                raise DataError(f"{path}:{i}", None, "more values than header columns")
-            yield f"{path}:{i}", {k: _json_cell(v) for k, v in row.items()}
+    reader = csv.DictReader(_text_lines(path))
+    if reader.fieldnames is None:
+        return
+    for i, row in enumerate(reader, start=2):  # line 1 is the header
+        if None in row:
+            raise DataError(f"{path}:{i}", None, "more values than header columns")
+        yield f"{path}:{i}", {k: _json_cell(v) for k, v in row.items()}
 
 
 def _json_cell(value: str | None) -> object:

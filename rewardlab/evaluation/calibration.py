@@ -12,7 +12,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from rewardlab.metrics import pairwise_log_loss
-from rewardlab.models.text import CONFIG_KEY
+from rewardlab.models.base import CONFIG_KEY
 
 T_BOUNDS = (1e-2, 1e2)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import numpy as np
@@ -12,23 +13,19 @@ from rewardlab.scoring import RewardModel
 TOLERANCE = 1e-3  # float32 reductions over different shapes differ by ~1e-6; real bugs are far larger
 
 
+def pads(model: RewardModel) -> bool:
+    """Whether the model's items are padded (text), so the padding check applies."""
+    return "extra_padding" in inspect.signature(model.processor.collate).parameters
+
+
 @torch.inference_mode()
-def _padded_scores(model: RewardModel, prompts: Sequence[str], responses: Sequence[str], extra: int) -> np.ndarray:
+def _padded_scores(model: RewardModel, prompts: Sequence[str], responses: Sequence[object], extra: int) -> np.ndarray:
     """Score one at a time with ``extra`` pad tokens appended (attention-masked)."""
-    features, _ = model.encoder.encode(prompts, responses)
+    items, _ = model.processor.encode_items(list(prompts), list(responses))
     out = []
-    for f in features:
-        n = len(f["input_ids"])
-        ids = torch.full((1, n + extra), model.pad_token_id, dtype=torch.long)
-        ids[0, :n] = torch.tensor(f["input_ids"])
-        mask = torch.zeros_like(ids)
-        mask[0, :n] = 1
-        types = None
-        if "token_type_ids" in f:
-            types = torch.zeros_like(ids)
-            types[0, :n] = torch.tensor(f["token_type_ids"])
-            types = types.to(model.device)
-        out.append(model.model(ids.to(model.device), mask.to(model.device), types).item())
+    for item in items:
+        inputs = model.processor.collate([item], extra_padding=extra)
+        out.append(model.model(**{k: v.to(model.device) for k, v in inputs.items()})[0, -1].item())
     return np.asarray(out)
 
 
@@ -43,12 +40,12 @@ def run_invariance_checks(model: RewardModel, prompts: Sequence[str], a: Sequenc
     prompts, a, b = list(prompts), list(a), list(b)
     alone = np.array([model.score(p, r) for p, r in zip(prompts, a)])
     batched = np.array(model.score_batch(prompts + prompts, a + b, batch_size=len(prompts) * 2))[: len(a)]
-    padded = _padded_scores(model, prompts, a, extra=17)
     ab = np.array(model.score_batch(prompts + prompts, a + b))
     ba = np.array(model.score_batch(prompts + prompts, b + a))
     n = len(prompts)
-    return [
-        _result("batch", alone, batched, "score alone vs inside a batch of mixed lengths"),
-        _result("padding", alone, padded, "score without vs with 17 extra pad tokens"),
-        _result("ab_order", ab[:n] - ab[n:], ba[n:] - ba[:n], "margin A-B when A is shown first vs second"),
-    ]
+    checks = [_result("batch", alone, batched, "score alone vs inside a batch of mixed lengths")]
+    if pads(model):
+        padded = _padded_scores(model, prompts, a, extra=17)
+        checks.append(_result("padding", alone, padded, "score without vs with 17 extra pad tokens"))
+    checks.append(_result("ab_order", ab[:n] - ab[n:], ba[n:] - ba[:n], "margin A-B when A is shown first vs second"))
+    return checks

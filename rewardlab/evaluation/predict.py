@@ -17,11 +17,12 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from rewardlab.data.schema import Comparison
+from rewardlab.data.schema import Comparison, response_key, response_length
 from rewardlab.metrics import preference_probability
 from rewardlab.scoring import RewardModel
 
 SECTION_FIELDS = ("subset", "section")
+ATTRIBUTE_FIELD = "attribute"  # always recorded: the head each pair was judged on
 
 
 @dataclass
@@ -57,40 +58,64 @@ def _tie_pairs(c: Comparison, min_diff: float) -> list[tuple[int, int]]:
 
 
 def response_scores(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> list[np.ndarray]:
-    """Rewards of every comparison's responses (K,), each distinct (prompt, response) scored once."""
+    """Rewards of every comparison's responses on every head (K, H), each distinct (prompt, response) scored once."""
     keys = list(dict.fromkeys((c.prompt, r) for c in comparisons for r in c.responses))
-    reward = dict(zip(keys, model.score_batch([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)))
-    return [np.array([reward[(c.prompt, r)] for r in c.responses]) for c in comparisons]
+    scores = model.score_heads([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)
+    reward = dict(zip(keys, scores))
+    return [np.stack([reward[(c.prompt, r)] for r in c.responses]) for c in comparisons]
+
+
+def pair_margins(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> np.ndarray:
+    """r(winner) - r(loser) of every pair, each read on its attribute's head (the aggregate for overall pairs)."""
+    heads = model.model.head_index()
+    return np.array([rs[p.winner, heads[p.attribute]] - rs[p.loser, heads[p.attribute]]
+                     for c, rs in zip(comparisons, response_scores(model, comparisons, batch_size)) for p in c.pairs])
+
+
+def _head(heads: dict, attribute: str | None, where: str) -> int:
+    if attribute not in heads:
+        names = ", ".join(h for h in heads if h is not None)
+        raise ValueError(f"{where}: the data rates attribute {attribute!r}, which the model has no head for "
+                         f"(heads: {names})")
+    return heads[attribute]
+
+
+def _display(response: object) -> str:
+    return response if isinstance(response, str) else response_key(response)
 
 
 def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predictions_path: Path, *,
                  group_by: Sequence[str] = (), batch_size: int = 32, chunk_size: int = 512,
                  min_rating_diff: float = 1.0, keep_worst: int = 20, progress: bool = True) -> ScoredPairs:
     """Score every pair of ``comparisons``; write ``predictions.jsonl``; return the per-pair columns."""
-    out = ScoredPairs(fields={name: [] for name in (*group_by, *SECTION_FIELDS)})
+    out = ScoredPairs(fields={name: [] for name in (*group_by, *SECTION_FIELDS, ATTRIBUTE_FIELD)})
+    heads = model.model.head_index()
     counter = itertools.count()
     bar = tqdm(desc="scoring", unit="pair", disable=not progress, dynamic_ncols=True)
     with predictions_path.open("w") as fh:
         for chunk in _chunks(comparisons, chunk_size):
-            for c, rs in zip(chunk, response_scores(model, chunk, batch_size)):
+            for c, all_heads in zip(chunk, response_scores(model, chunk, batch_size)):
+                overall = all_heads[:, -1]
                 if c.scores is not None:
-                    out.model_scores.append(rs)
+                    out.model_scores.append(overall)
                     out.human_scores.append(np.asarray(c.scores, dtype=np.float64))
-                out.tie_margins.extend(abs(rs[i] - rs[j]) for i, j in _tie_pairs(c, min_rating_diff))
-                for w, l, _ in c.pairs:
+                out.tie_margins.extend(abs(overall[i] - overall[j]) for i, j in _tie_pairs(c, min_rating_diff))
+                for p in c.pairs:
+                    rs = all_heads[:, _head(heads, p.attribute, c.source)]
+                    w, l = p.winner, p.loser
                     margin = float(rs[w] - rs[l])
                     prob = float(preference_probability(margin, model.temperature))
-                    record = {"source": c.source, "prompt": c.prompt, "chosen": c.responses[w],
-                              "rejected": c.responses[l], "chosen_score": float(rs[w]),
-                              "rejected_score": float(rs[l]), "margin": margin, "probability": prob,
-                              "correct": margin > 0}
+                    record = {"source": c.source, "prompt": c.prompt, "chosen": _display(c.responses[w]),
+                              "rejected": _display(c.responses[l]), "attribute": p.attribute,
+                              "chosen_score": float(rs[w]), "rejected_score": float(rs[l]), "margin": margin,
+                              "probability": prob, "correct": margin > 0}
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
                     out.chosen.append(float(rs[w]))
                     out.rejected.append(float(rs[l]))
-                    out.chosen_len.append(len(c.responses[w]))
-                    out.rejected_len.append(len(c.responses[l]))
+                    out.chosen_len.append(response_length(c.responses[w]))
+                    out.rejected_len.append(response_length(c.responses[l]))
                     for name in out.fields:
-                        out.fields[name].append(c.field_value(name))
+                        out.fields[name].append(p.attribute if name == ATTRIBUTE_FIELD else c.field_value(name))
                     if margin < 0:  # keep the most confident errors
                         item = (1.0 - prob, next(counter), record)
                         if len(out.worst) < keep_worst:

@@ -16,12 +16,11 @@ from rewardlab.data.splits import split_by_group
 from rewardlab.evaluation import plots as P
 from rewardlab.evaluation.calibration import fit_temperature, store_temperature
 from rewardlab.evaluation.invariance import run_invariance_checks
-from rewardlab.evaluation.predict import response_scores, score_stream
+from rewardlab.evaluation.predict import pair_margins, score_stream
 from rewardlab.evaluation.report import render_report
 from rewardlab.evaluation.summary import summarize
 from rewardlab.metrics import expected_calibration_error
 from rewardlab.scoring import RewardModel
-from rewardlab.train.run import chat_renderer
 
 INVARIANCE_SAMPLE = 16
 
@@ -40,6 +39,8 @@ class EvalResult:
 
         lines = [f"pairs: {self.metrics['pairs']}", f"accuracy: {f('accuracy')}", f"roc_auc: {f('roc_auc')}",
                  f"log_loss: {f('log_loss')}", f"ece: {f('ece')}", f"brier: {f('brier')}"]
+        for name, m in self.metrics.get("attributes", {}).items():
+            lines.append(f"  {name}: accuracy {m['accuracy']['value']:.3f} ({m['pairs']} pairs)")
         if "ranking" in self.metrics:
             lines.append(f"spearman: {self.metrics['ranking']['spearman']['value']}")
         failed = [c["check"] for c in self.metrics.get("invariance", []) if not c["passed"]]
@@ -74,13 +75,13 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model or RewardModel.from_pretrained(model_path)
     report = LoadReport(source=data)
-    stream = iter_comparisons(data, data_cfg, report, render_chat=chat_renderer(model.encoder.tokenizer))
+    stream = iter_comparisons(data, data_cfg, report, render_chat=model.processor.render_chat)
     first = list(itertools.islice(stream, INVARIANCE_SAMPLE))
     scored = score_stream(model, itertools.chain(first, stream), out_dir / "predictions.jsonl", group_by=group_by,
                           batch_size=batch_size, min_rating_diff=data_cfg.min_rating_diff, progress=progress)
     metrics = {"model": str(model_path), "data": data, **summarize(scored, temperature=model.temperature,
                                                                    group_by=group_by, n_boot=n_boot)}
-    triples = [(c.prompt, c.responses[w], c.responses[l]) for c in first for w, l, _ in c.pairs[:1]]
+    triples = [(c.prompt, c.responses[p.winner], c.responses[p.loser]) for c in first for p in c.pairs[:1]]
     metrics["invariance"] = run_invariance_checks(model, *zip(*triples)) if triples else []
     metrics["data_report"] = report.__dict__
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -94,6 +95,9 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
         }
         for name, groups in metrics["groups"].items():
             figures[f"group_{name}"] = P.group_accuracy(name, groups, out_dir / f"accuracy_by_{name}.png")
+        if "attributes" in metrics:
+            figures["attributes"] = P.group_accuracy("attribute", metrics["attributes"],
+                                                     out_dir / "accuracy_by_attribute.png")
         render_report(out_dir / "report.html", metrics=metrics, plots=figures, worst=scored.worst,
                       config_text=_config_text(model_path), title=f"Reward model evaluation: {Path(model_path).name}")
     return EvalResult(out_dir=out_dir, metrics=metrics)
@@ -109,16 +113,13 @@ def calibrate(model_path: str, data: str, *, data_cfg: DataConfig | None = None,
     data_cfg = data_cfg or DataConfig()
     model = RewardModel.from_pretrained(model_path)
     comps = list(iter_comparisons(data, data_cfg, LoadReport(source=data),
-                                  render_chat=chat_renderer(model.encoder.tokenizer)))
+                                  render_chat=model.processor.render_chat))
     fit_part, check_part = split_by_group(comps, holdout, split_by=data_cfg.split_by, seed=seed) if holdout else (
         comps, comps)
     if not fit_part or not check_part:
         raise ValueError(f"too little data to hold out {holdout:.0%} for checking; use --holdout 0")
 
-    def margins(part):
-        return np.array([rs[w] - rs[l] for c, rs in zip(part, response_scores(model, part)) for w, l, _ in c.pairs])
-
-    fit_m, check_m = margins(fit_part), margins(check_part)
+    fit_m, check_m = pair_margins(model, fit_part), pair_margins(model, check_part)
     temperature = fit_temperature(fit_m)
     info = {"fitted_on": data, "fit_pairs": int(len(fit_m)), "check_pairs": int(len(check_m)),
             "ece_before": expected_calibration_error(check_m, temperature=model.temperature)[0],

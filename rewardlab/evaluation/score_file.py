@@ -24,7 +24,10 @@ def _targets(row: dict, where: str) -> list[str]:
 
 def score_rows(model: RewardModel, rows: Iterable[tuple[str, dict]], out: Path, *, normalize: str = "none",
                batch_size: int = 32) -> int:
-    """Stream rows, score them in chunks, write each row with ``<column>_score`` added; returns the count."""
+    """Stream rows, score them in chunks, write each row with ``<column>_score`` added; returns the count.
+
+    Multi-attribute models also add ``<column>_scores``: every head's score by name.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     n = 0
@@ -37,11 +40,14 @@ def score_rows(model: RewardModel, rows: Iterable[tuple[str, dict]], out: Path, 
                 for col in _targets(row, where):
                     prompts.append(prompt)
                     texts.append(text_field(row, col, where))
-            scores = iter(model.score_batch(prompts, texts, batch_size=batch_size, normalize=normalize))
+            scores = iter(model.score_heads(prompts, texts, batch_size=batch_size, normalize=normalize))
             for where, row in chunk:
                 scored = dict(row)
                 for col in _targets(row, where):
-                    scored[f"{col}_score"] = next(scores)
+                    heads = next(scores)
+                    scored[f"{col}_score"] = float(heads[-1])
+                    if len(model.heads) > 1:
+                        scored[f"{col}_scores"] = dict(zip(model.heads, heads.tolist()))
                 fh.write(json.dumps(scored, ensure_ascii=False) + "\n")
                 n += 1
     tmp.replace(out)

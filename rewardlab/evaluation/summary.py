@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rewardlab.evaluation.predict import SECTION_FIELDS, ScoredPairs
+from rewardlab.evaluation.predict import ATTRIBUTE_FIELD, SECTION_FIELDS, ScoredPairs
 from rewardlab import metrics as M
 
 HIGH_CONFIDENCE = {"top10": 0.10, "top25": 0.25}
@@ -60,6 +60,17 @@ def grouped(margins: np.ndarray, values: Sequence, temperature: float, n_boot: i
         m = margins[values == value]
         out[value] = {"pairs": int(len(m)), **with_intervals(lambda x: _small(x, temperature), m, n_boot)}
     return out
+
+
+def by_attribute(margins: np.ndarray, attributes: Sequence, temperature: float, n_boot: int) -> dict | None:
+    """Every headline metric (with intervals) for the pairs of each attribute; ``(overall)`` for the
+    aggregate's pairs. ``None`` when the data judges no attribute."""
+    if all(a is None for a in attributes):
+        return None
+    values = np.array(["(overall)" if a is None else str(a) for a in attributes], dtype=object)
+    return {v: {"pairs": int((values == v).sum()),
+                **with_intervals(lambda m: headline_metrics(m, temperature), margins[values == v], n_boot)}
+            for v in dict.fromkeys(values)}
 
 
 def length_bias(scored: ScoredPairs, temperature: float, n_boot: int) -> dict:
@@ -126,6 +137,9 @@ def summarize(scored: ScoredPairs, *, temperature: float = 1.0, group_by: Sequen
                  "mean_abs_margin": float(np.mean(scored.tie_margins)) if scored.tie_margins else None},
         "groups": {name: grouped(margins, scored.fields[name], temperature, n_boot) for name in group_by},
     }
+    attributes = by_attribute(margins, scored.fields[ATTRIBUTE_FIELD], temperature, n_boot)
+    if attributes:
+        out["attributes"] = attributes
     ranking = rank_metrics(scored, n_boot)
     if ranking:
         out["ranking"] = ranking

@@ -54,15 +54,16 @@ def prepare_tokenizer(tokenizer, model=None):
     return tokenizer
 
 
-def load_backbone(name: str, **kwargs):
-    """Load ``name`` as ``AutoModelForSequenceClassification(num_labels=1)`` and its tokenizer."""
+def load_backbone(name: str, num_labels: int = 1, **kwargs):
+    """Load ``name`` as ``AutoModelForSequenceClassification(num_labels)`` (one per reward head) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_backbone(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
-    if model.config.num_labels != 1:
-        raise ValueError(f"{name}: reward models require num_labels=1, the checkpoint has "
-                         f"{model.config.num_labels}")
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
+                                                               ignore_mismatched_sizes=num_labels != 1, **kwargs)
+    if model.config.num_labels != num_labels:
+        raise ValueError(f"{name}: this reward model needs num_labels={num_labels} (one per head), the "
+                         f"checkpoint has {model.config.num_labels}")
     prepare_tokenizer(tokenizer, model)
     return model, tokenizer

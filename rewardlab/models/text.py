@@ -1,50 +1,97 @@
-"""Text reward model: a Hugging Face sequence classifier (backbone + scalar head).
+"""Text reward models: a Hugging Face sequence classifier (backbone + linear head), one or several heads.
 
-``forward`` returns one reward per sequence, never a loss. The wrapped model is
-a plain ``AutoModelForSequenceClassification`` (optionally with LoRA adapters),
-so the saved checkpoint is one any transformers, TRL or OpenRLHF user can load.
+With no attributes the model is a plain ``AutoModelForSequenceClassification``
+with ``num_labels=1`` (optionally with LoRA adapters), so the saved checkpoint is
+one any transformers, TRL or OpenRLHF user can load. With attributes A it has
+``num_labels=A`` (``id2label`` names them) and an aggregate column: a weighted
+sum of the heads whose weights are saved in ``config.json``, so a transformers
+user can recompute it from the logits.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from rewardlab.config import ModelConfig
-from rewardlab.models.backbones import load_backbone
+from rewardlab.config import ExperimentConfig, ModelConfig
+from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
+from rewardlab.models.backbones import load_backbone, prepare_tokenizer, resolve_backbone
+from rewardlab.models.base import AGGREGATE, CONFIG_KEY, ModelKind, RewardNet, read_metadata
 
-CONFIG_KEY = "rewardlab"  # our metadata lives under this key of config.json
+
+class Aggregator(nn.Module):
+    """Weights over A attribute heads: fixed (mean or user weights) or learned (softmax of free logits).
+
+    ``forward(heads (N, A)) -> (N,)``.
+    """
+
+    def __init__(self, weights: Sequence[float], learned: bool = False):
+        super().__init__()
+        w = torch.tensor(list(weights), dtype=torch.float32)
+        w = w / w.sum()
+        if learned:
+            self.logits = nn.Parameter(w.log())
+        else:
+            self.register_buffer("fixed", w)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return self.logits.softmax(-1) if hasattr(self, "logits") else self.fixed
+
+    def forward(self, heads: torch.Tensor) -> torch.Tensor:
+        return heads @ self.weights.to(heads.dtype)
 
 
-class TextRewardModel(nn.Module):
-    """Backbone + scalar head. ``forward(input_ids (N, L), attention_mask (N, L)) -> rewards (N,)``."""
+def aggregate_weights(cfg: ModelConfig, attributes: Sequence[str]) -> list[float]:
+    """Initial aggregate weights from ``model.aggregate`` / ``model.aggregate_weights``."""
+    if cfg.aggregate != "weighted":
+        return [1.0] * len(attributes)
+    unknown = sorted(set(cfg.aggregate_weights) - set(attributes))
+    if unknown:
+        raise ValueError(f"model.aggregate_weights names {unknown[0]!r}, which is not an attribute; "
+                         f"attributes: {', '.join(attributes)}")
+    weights = [float(cfg.aggregate_weights.get(a, 0.0)) for a in attributes]
+    if min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"model.aggregate_weights={cfg.aggregate_weights!r}: weights must be >= 0 and not all 0")
+    return weights
 
-    def __init__(self, hf_model: nn.Module):
+
+class TextRewardModel(RewardNet):
+    """Backbone + linear head(s). ``forward(input_ids (N, L), attention_mask (N, L)) -> rewards (N, H)``.
+
+    H = 1 for a plain reward model; A + 1 (the A attributes, then the aggregate) otherwise.
+    """
+
+    def __init__(self, hf_model: nn.Module, attributes: Sequence[str] = (), aggregator: Aggregator | None = None):
         super().__init__()
         self.hf_model = hf_model
+        self.attributes = tuple(attributes)
+        self.heads = (*self.attributes, AGGREGATE) if self.attributes else ("reward",)
+        self.aggregator = aggregator if self.attributes else None
+        if self.attributes and aggregator is None:
+            self.aggregator = Aggregator([1.0] * len(self.attributes))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        logits = self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits  # (N, 1)
-        return logits[:, 0].float()
+        logits = self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits.float()  # (N, A|1)
+        if self.aggregator is None:
+            return logits
+        return torch.cat([logits, self.aggregator(logits)[:, None]], dim=1)  # (N, A + 1)
 
     def _base(self) -> nn.Module:
         model = self.hf_model
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """Trainable ``(name, parameter)`` lists: ``backbone``, and ``head`` = everything outside the base model."""
+        """``backbone`` (or its LoRA adapters), and ``head`` = everything outside the base model."""
         prefix = self._base().base_model_prefix
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {"backbone": [], "head": []}
-        for name, p in self.hf_model.named_parameters():
+        for name, p in self.named_parameters():
             if p.requires_grad:
                 inside = f".{prefix}." in f".{name}" and "modules_to_save" not in name
                 groups["backbone" if inside else "head"].append((name, p))
@@ -61,9 +108,9 @@ class TextRewardModel(nn.Module):
         return self.hf_model
 
 
-def build_text_model(cfg: ModelConfig) -> tuple[TextRewardModel, object]:
-    """Backbone from the registry, with LoRA when asked; returns (model, tokenizer)."""
-    hf_model, tokenizer = load_backbone(cfg.backbone)
+def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = ()) -> tuple[TextRewardModel, object]:
+    """Backbone from the registry (one output per attribute, or one), with LoRA when asked; (model, tokenizer)."""
+    hf_model, tokenizer = load_backbone(cfg.backbone, num_labels=max(1, len(attributes)))
     if cfg.gradient_checkpointing:
         hf_model.gradient_checkpointing_enable()
     if cfg.lora:
@@ -75,41 +122,57 @@ def build_text_model(cfg: ModelConfig) -> tuple[TextRewardModel, object]:
             hf_model = get_peft_model(hf_model, lora)
         except ValueError as err:
             raise ValueError(f"LoRA could not adapt {cfg.backbone!r}: {err}; set model.lora_target_modules") from None
-    return TextRewardModel(hf_model), tokenizer
+    aggregator = Aggregator(aggregate_weights(cfg, attributes), learned=cfg.aggregate == "learned") \
+        if attributes else None
+    return TextRewardModel(hf_model, attributes, aggregator), tokenizer
 
 
-def save_checkpoint(model: TextRewardModel, tokenizer, path: str | Path, metadata: dict,
-                    extra_files: dict[str, str] | None = None) -> Path:
-    """Save a standard HF folder (safetensors) atomically: write to a temp dir, then rename.
-
-    ``metadata`` (encoding spec, reward statistics, ...) goes into config.json under
-    ``"rewardlab"``; ``extra_files`` maps file names to text written alongside.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        hf = model.merged_model()
-        setattr(hf.config, CONFIG_KEY, metadata)
-        hf.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+# ----------------------------------------------------------------------------- the "text" kind
 
 
-def read_metadata(path: str | Path) -> dict:
-    """The ``rewardlab`` block of a checkpoint's config.json ({} for foreign models)."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return {}
-    return json.loads(config.read_text()).get(CONFIG_KEY) or {}
+def _processor(cfg: ExperimentConfig) -> TextItems:
+    from transformers import AutoTokenizer
+
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(resolve_backbone(cfg.model.backbone)))
+    return TextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data)))
+
+
+def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: TextItems) -> TextRewardModel:
+    model, _ = build_text_model(cfg.model, attributes)
+    return model
+
+
+def _save(model: TextRewardModel, processor: TextItems, folder: Path, metadata: dict) -> None:
+    hf = model.merged_model()
+    metadata = {**metadata, "encoding": processor.encoder.spec.to_dict()}
+    if model.attributes:
+        metadata["attributes"] = list(model.attributes)
+        metadata["aggregate_weights"] = model.aggregator.weights.tolist()
+        hf.config.id2label = dict(enumerate(model.attributes))
+        hf.config.label2id = {a: i for i, a in enumerate(model.attributes)}
+    setattr(hf.config, CONFIG_KEY, metadata)
+    hf.save_pretrained(folder, safe_serialization=True)
+    processor.tokenizer.save_pretrained(folder)
+
+
+def _load(path: str, device: torch.device, dtype: torch.dtype | None) -> tuple[TextRewardModel, TextItems, dict]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=dtype)
+    metadata = read_metadata(path) or dict(getattr(hf.config, CONFIG_KEY, None) or {})
+    attributes = metadata.get("attributes", [])
+    if hf.config.num_labels != max(1, len(attributes)):
+        expected = f"num_labels={len(attributes)} (one per attribute)" if attributes else "num_labels=1"
+        raise ValueError(f"{path}: a reward model has {expected}, this one has {hf.config.num_labels}")
+    prepare_tokenizer(tokenizer, hf)
+    aggregator = Aggregator(metadata["aggregate_weights"]) if attributes else None
+    spec = EncodingSpec(**metadata["encoding"]) if "encoding" in metadata else EncodingSpec(
+        max_length=min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
+    model = TextRewardModel(hf, attributes, aggregator).to(device).eval()
+    return model, TextItems(TextEncoder(tokenizer, spec)), metadata
+
+
+TEXT_KIND = ModelKind(name="text", processor=_processor, build=_build, save=_save, load=_load,
+                      help="Hugging Face sequence classifier (encoder or decoder), one head or one per attribute; "
+                           "saved as a plain AutoModelForSequenceClassification folder.")

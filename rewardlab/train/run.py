@@ -15,14 +15,13 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from rewardlab.config import ExperimentConfig
-from rewardlab.data.collate import PreferenceCollator, encode_comparisons
-from rewardlab.data.encode import EncodingSpec, TextEncoder
-from rewardlab.data.formats import render_plain
+from rewardlab.data.balance import balance_pairs
+from rewardlab.data.collate import ItemProcessor, PreferenceCollator, encode_comparisons
 from rewardlab.data.load import load_comparisons
+from rewardlab.data.schema import Comparison
 from rewardlab.data.splits import split_by_group
 from rewardlab.losses import get_loss
-from rewardlab.metrics import pairwise_summary
-from rewardlab.models.text import TextRewardModel, build_text_model, save_checkpoint
+from rewardlab.models.base import RewardNet, get_kind, save_model
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.optim import build_optimizer, build_scheduler
 from rewardlab.train.trainer import Trainer
@@ -35,13 +34,6 @@ _TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "
 class TrainResult:
     model_dir: Path
     metrics: dict
-
-
-def chat_renderer(tokenizer):
-    """Render chat messages with the tokenizer's template where it has one."""
-    if getattr(tokenizer, "chat_template", None):
-        return lambda msgs, gen: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
-    return render_plain
 
 
 def _trackers(names: list) -> list[str]:
@@ -67,9 +59,9 @@ def _flat(cfg: ExperimentConfig) -> dict:
             for section, values in cfg.to_dict().items() for k, v in values.items()}
 
 
-def load_training_data(cfg: ExperimentConfig, tokenizer):
+def load_training_data(cfg: ExperimentConfig, processor: ItemProcessor):
     """(train, eval) comparisons and the load reports of each source."""
-    render = chat_renderer(tokenizer)
+    render = processor.render_chat
     train, train_report = load_comparisons(cfg.data.train, cfg.data, render_chat=render)
     reports = {"train_source": train_report.__dict__}
     if cfg.data.eval:
@@ -84,11 +76,19 @@ def load_training_data(cfg: ExperimentConfig, tokenizer):
     return train, evaluation, reports
 
 
-def encode_training_data(cfg: ExperimentConfig, tokenizer, encoder: TextEncoder, *, verbose: bool = True):
-    """Load, split and tokenise the data; returns (train, eval) encoded comparisons and a data report."""
-    train_comps, eval_comps, reports = load_training_data(cfg, tokenizer)
-    train_enc, train_trunc = encode_comparisons(train_comps, encoder)
-    eval_enc, eval_trunc = encode_comparisons(eval_comps, encoder)
+def attributes_of(comparisons: list[Comparison], cfg: ExperimentConfig) -> list[str]:
+    """The rating dimensions the data judges, in ``data.attributes`` order (else sorted); empty: one reward."""
+    found = {p.attribute for c in comparisons for p in c.pairs if p.attribute is not None}
+    order = [a for a in cfg.data.attributes if a in found]
+    return order + sorted(found - set(order))
+
+
+def encode_training_data(cfg: ExperimentConfig, processor: ItemProcessor, train_comps: list[Comparison],
+                         eval_comps: list[Comparison], reports: dict, *, verbose: bool = True):
+    """Encode the loaded data; returns (train, eval) encoded comparisons and the data report."""
+    train_comps = balance_pairs(train_comps, cfg.train.balance)
+    train_enc, train_trunc = encode_comparisons(train_comps, processor)
+    eval_enc, eval_trunc = encode_comparisons(eval_comps, processor)
     reports.update(train_comparisons=len(train_comps), eval_comparisons=len(eval_comps),
                    train_pairs=sum(len(c.pairs) for c in train_comps),
                    eval_pairs=sum(len(c.pairs) for c in eval_comps),
@@ -104,7 +104,7 @@ def encode_training_data(cfg: ExperimentConfig, tokenizer, encoder: TextEncoder,
 
 
 def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
-    """Train a text reward model as ``cfg`` says; returns where the model went and its metrics."""
+    """Train a reward model as ``cfg`` says; returns where the model went and its metrics."""
     out = Path(cfg.train.output_dir)
     resume_from = ckpt.latest_state(out / "states") if resume else None
     if resume and resume_from is None:
@@ -118,20 +118,27 @@ def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
                          "train alone and overwrite the others' output. On CPU-only machines launch with "
                          "ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ...")
     set_seed(cfg.train.seed)
-    model, tokenizer = build_text_model(cfg.model)
-
-    encoder = TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data))
-    train_enc, eval_enc, reports = encode_training_data(cfg, tokenizer, encoder, verbose=acc.is_main_process)
+    kind = get_kind(cfg.model.kind)
+    processor = kind.processor(cfg)
+    train_comps, eval_comps, reports = load_training_data(cfg, processor)
+    attributes = attributes_of(train_comps, cfg)
+    unseen = sorted({p.attribute for c in eval_comps for p in c.pairs} - {None, *attributes})
+    if unseen:
+        raise ValueError(f"the evaluation data rates attribute {unseen[0]!r}, which no training pair rates; "
+                         f"the model's heads: {', '.join(attributes) or 'one reward'}")
+    model = kind.build(cfg, attributes, processor)
+    train_enc, eval_enc, reports = encode_training_data(cfg, processor, train_comps, eval_comps, reports,
+                                                        verbose=acc.is_main_process)
     out.mkdir(parents=True, exist_ok=True)
     optimizer = build_optimizer(model.parameter_groups(), cfg.train)
-    metadata = {"encoding": encoder.spec.to_dict(), "backbone": cfg.model.backbone, "temperature": 1.0}
+    metadata = {"backbone": cfg.model.backbone, "temperature": 1.0}
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     loss_params = {"margin_scale": cfg.train.margin_scale, "label_smoothing": cfg.train.label_smoothing,
                    "focal_gamma": cfg.train.focal_gamma}
     trainer = Trainer(accelerator=acc, model=model, loss_fn=get_loss(cfg.train.loss), loss_params=loss_params,
                       optimizer=optimizer, scheduler_factory=lambda o, n: build_scheduler(o, cfg.train, n),
                       train_data=train_enc, eval_data=eval_enc,
-                      collator=PreferenceCollator(tokenizer.pad_token_id), cfg=cfg.train, output_dir=out)
+                      collator=PreferenceCollator(processor, model.head_index()), cfg=cfg.train, output_dir=out)
     acc.init_trackers("rewardlab", config=_flat(cfg))
     if acc.is_main_process and resume_from is None:
         (out / "history.jsonl").unlink(missing_ok=True)
@@ -141,22 +148,24 @@ def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
         (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state.history))
 
     # Final model: the best weights (or the last, without eval data), with train reward statistics.
-    raw: TextRewardModel = trainer.raw_model
+    raw: RewardNet = trainer.raw_model
     best = trainer.best_weights or (trainer.ema.shadow if trainer.ema else {})
     with torch.no_grad():
         params = dict(raw.named_parameters())
         for name, value in best.items():
             params[name].copy_(value)
     train_pred = trainer.predict(train_enc)
-    metadata.update(reward_mean=float(train_pred.rewards.mean()), reward_std=float(train_pred.rewards.std()))
-    metrics = {"train": pairwise_summary(train_pred.chosen, train_pred.rejected)}
+    aggregate = train_pred.rewards[:, -1]
+    metadata.update(reward_mean=float(aggregate.mean()), reward_std=float(aggregate.std()),
+                    head_stats={h: [float(train_pred.rewards[:, k].mean()), float(train_pred.rewards[:, k].std())]
+                                for k, h in enumerate(raw.heads)})
+    metrics = {"heads": list(raw.heads), "train": train_pred.summary(raw.heads)}
     if eval_enc:
-        pred = trainer.predict(eval_enc)
-        metrics["eval"] = pairwise_summary(pred.chosen, pred.rejected)
+        metrics["eval"] = trainer.predict(eval_enc).summary(raw.heads)
     metrics.update(best_step=state.best_step, steps=state.step, data=reports, **trainer.throughput)
     model_dir = out / "model"
     if acc.is_main_process:
-        save_checkpoint(raw, tokenizer, model_dir, metadata, extra_files={"rewardlab.yaml": config_text})
+        save_model(raw, processor, model_dir, metadata, kind=kind.name, extra_files={"rewardlab.yaml": config_text})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     acc.wait_for_everyone()
     acc.end_training()

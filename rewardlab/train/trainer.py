@@ -2,8 +2,10 @@
 
 The trainer receives a built model, loss, data and optimiser and only runs the
 loop: one ``_step`` serves training and evaluation; gathering across processes
-happens here and nowhere else. It works unchanged on CPU, one GPU or several
-processes (DDP), with mixed precision where the device supports it.
+happens here and nowhere else. It knows nothing of model kinds: a batch is
+``{"items": ..., "pairs": PairTable}``, the model maps items to rewards (N, H),
+and each pair is read on its own head. It works unchanged on CPU, one GPU or
+several processes (DDP), with mixed precision where the device supports it.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, send_to_device
 from tqdm.auto import tqdm
 
 from rewardlab.config import TrainConfig
 from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator
-from rewardlab.losses import LossFn, reward_centering_penalty
+from rewardlab.losses import LossFn, reward_centering_penalty, weighted_mean
 from rewardlab.metrics import is_improvement, pairwise_summary
-from rewardlab.models.text import TextRewardModel
+from rewardlab.models.base import RewardNet
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.ema import EMA
 
@@ -50,13 +52,22 @@ class Predictions:
     """Per-pair rewards from one evaluation pass (ordered by comparison, then pair)."""
 
     comparison: np.ndarray  # (P,) dataset index of each pair's comparison
+    head: np.ndarray  # (P,) the reward column each pair was read on
     chosen: np.ndarray  # (P,)
     rejected: np.ndarray  # (P,)
-    rewards: np.ndarray  # (N,) every sequence reward computed (for statistics)
+    rewards: np.ndarray  # (N, H) every item's rewards (for statistics)
+
+    def summary(self, heads: tuple[str, ...]) -> dict:
+        """Pairwise metrics over all pairs, and per head where the model has several."""
+        out = pairwise_summary(self.chosen, self.rejected)
+        if len(heads) > 1:
+            out["by_head"] = {name: pairwise_summary(self.chosen[self.head == h], self.rejected[self.head == h])
+                              for h, name in enumerate(heads) if (self.head == h).any()}
+        return out
 
 
 class Trainer:
-    def __init__(self, *, accelerator: Accelerator, model: TextRewardModel, loss_fn: LossFn,
+    def __init__(self, *, accelerator: Accelerator, model: RewardNet, loss_fn: LossFn,
                  loss_params: dict, optimizer: torch.optim.Optimizer, scheduler_factory: Callable, train_data: Sequence[EncodedComparison],
                  eval_data: Sequence[EncodedComparison], collator: PreferenceCollator, cfg: TrainConfig,
                  output_dir: Path):
@@ -71,7 +82,7 @@ class Trainer:
                                              num_workers=cfg.num_workers,
                                              generator=torch.Generator().manual_seed(cfg.seed))
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
-        self.raw_model: TextRewardModel = accelerator.unwrap_model(self.model)
+        self.raw_model: RewardNet = accelerator.unwrap_model(self.model)
         self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] = {}  # snapshot at the best evaluation (EMA weights if on)
@@ -84,14 +95,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward one batch; returns (loss, rewards (N,), chosen (P,), rejected (P,))."""
-        rewards = self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        chosen = rewards[batch["pair_index"][:, 0]]
-        rejected = rewards[batch["pair_index"][:, 1]]
-        loss = self.loss_fn(chosen, rejected, batch["margins"], **self.loss_params)
+    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward one batch; returns (loss, rewards (N, H), chosen (P,), rejected (P,))."""
+        rewards = self.model(**batch["items"])  # (N, H)
+        pairs = batch["pairs"]
+        chosen = rewards[pairs.i, pairs.head]  # (P,) each pair on its own head
+        rejected = rewards[pairs.j, pairs.head]
+        loss = weighted_mean(self.loss_fn(chosen, rejected, pairs, **self.loss_params), pairs.weight)
         if self.cfg.center_rewards > 0:
-            loss = loss + self.cfg.center_rewards * reward_centering_penalty(rewards)
+            loss = loss + self.cfg.center_rewards * reward_centering_penalty(rewards[:, -1])
         return loss, rewards, chosen, rejected
 
     # ------------------------------------------------------------------ evaluation
@@ -103,25 +115,28 @@ class Trainer:
         self.model.eval()
         shard = list(data)[self.acc.process_index:: self.acc.num_processes]
         shard.sort(key=lambda c: c.longest)
-        rows: list[tuple[int, float, float]] = []
-        rewards: list[float] = []
+        rows: list[tuple[int, int, float, float]] = []
+        rewards: list[list[float]] = []
         i = 0
-        while i < len(shard):  # batches of about eval_batch_size sequences, shortest first
+        while i < len(shard):  # batches of about eval_batch_size items, shortest first
             batch, n = [], 0
-            while i < len(shard) and (not batch or n + len(shard[i].sequences) <= self.cfg.eval_batch_size):
+            while i < len(shard) and (not batch or n + len(shard[i].items) <= self.cfg.eval_batch_size):
                 batch.append(shard[i])
-                n += len(shard[i].sequences)
+                n += len(shard[i].items)
                 i += 1
-            tensors = {k: v.to(self.acc.device) for k, v in self.collator(batch).items()}
+            collated = send_to_device(self.collator(batch), self.acc.device)
             with self.acc.autocast():
-                _, r, c, rj = self._step(tensors)
-            rows.extend(zip(tensors["pair_comparison"].tolist(), c.tolist(), rj.tolist()))
-            rewards.extend(r.tolist())
+                _, r, c, rj = self._step(collated)
+            pairs = collated["pairs"]
+            rows.extend(zip(pairs.comparison.tolist(), pairs.head.tolist(), c.tolist(), rj.tolist()))
+            rewards.extend(r.float().tolist())
         rows = sorted(gather_object(rows), key=lambda t: t[0])  # stable: pair order within a comparison kept
         rewards = gather_object(rewards)
         self.model.train(was_training)
-        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-        return Predictions(arr[:, 0].astype(int), arr[:, 1], arr[:, 2], np.asarray(rewards))
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+        heads = len(self.raw_model.heads)
+        return Predictions(arr[:, 0].astype(int), arr[:, 1].astype(int), arr[:, 2], arr[:, 3],
+                           np.asarray(rewards, dtype=np.float64).reshape(-1, heads))
 
     def evaluate(self) -> dict[str, float]:
         if self.ema is not None:
@@ -129,7 +144,7 @@ class Trainer:
                 pred = self.predict(self.eval_data)
         else:
             pred = self.predict(self.eval_data)
-        return pairwise_summary(pred.chosen, pred.rejected)
+        return pred.summary(self.raw_model.heads)
 
     # ------------------------------------------------------------------ resume state
 
@@ -171,8 +186,10 @@ class Trainer:
     def _log(self, values: dict, kind: str) -> None:
         record = {"step": self.state.step, "kind": kind, **values}
         self.state.history.append(record)
-        self.acc.log({f"{kind}/{k}": v for k, v in values.items() if isinstance(v, (int, float))},
-                     step=self.state.step)
+        flat = {f"{kind}/{k}": v for k, v in values.items() if isinstance(v, (int, float))}
+        for head, metrics in values.get("by_head", {}).items():
+            flat.update({f"{kind}/{k}/{head}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        self.acc.log(flat, step=self.state.step)
         if self.acc.is_main_process:
             with (self.output_dir / "history.jsonl").open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -215,14 +232,14 @@ class Trainer:
             for batch in loader:
                 with acc.accumulate(self.model):
                     with acc.autocast():
-                        loss, _, chosen, _ = self._step(batch)
+                        loss, _, _, _ = self._step(batch)
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm > 0:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 self.state.batches_in_epoch += 1
-                self.state.pairs_seen += int(chosen.numel()) * acc.num_processes
+                self.state.pairs_seen += len(batch["pairs"]) * acc.num_processes
                 running.append(loss.item())
                 if not acc.sync_gradients:
                     continue

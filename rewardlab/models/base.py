@@ -1,0 +1,143 @@
+"""What every model kind provides, and the registry that finds kinds by name.
+
+The contract:
+
+- a :class:`RewardNet` maps a batch's items to rewards (N, H): ``forward(**items)``,
+  where ``items`` is what the kind's :class:`~rewardlab.data.collate.ItemProcessor`
+  collates; ``heads`` names the H columns and the last one is always the overall
+  (aggregate) reward — for a plain reward model it is the only one;
+- ``parameter_groups()`` names its trainable parameters by component (``backbone``,
+  ``head``, ...) so each component gets its own learning rate;
+- a :class:`ModelKind` makes the processor (it is needed to read the data: chat
+  templates live in tokenizers), builds a fresh model for the attributes found in
+  the data, saves a trained one into a folder and loads it back. Folders hold ``config.json`` with our
+  metadata under ``"rewardlab"`` (``kind`` included) and safetensors weights only.
+
+The trainer, the scorer and the evaluator only use this contract; no kind is
+special-cased anywhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from rewardlab.config import ExperimentConfig
+
+CONFIG_KEY = "rewardlab"  # our metadata lives under this key of config.json
+AGGREGATE = "aggregate"  # the last head's name in multi-head models
+
+
+class RewardNet(nn.Module):
+    """Base of every model kind. ``forward(**items) -> rewards (N, H)``; ``heads[-1]`` is the aggregate."""
+
+    heads: tuple[str, ...] = ("reward",)
+
+    def head_index(self) -> dict[str | None, int]:
+        """Attribute name → reward column; ``None`` (an overall judgement) → the aggregate column."""
+        index: dict[str | None, int] = {name: i for i, name in enumerate(self.heads)}
+        index[None] = len(self.heads) - 1
+        return index
+
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Trainable ``(name, parameter)`` lists by component; the default puts all in ``head``."""
+        return {"head": [(n, p) for n, p in self.named_parameters() if p.requires_grad]}
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How one kind of reward model is built, saved and loaded.
+
+    Attributes:
+        name: the registry name, saved in the checkpoint as ``rewardlab.kind``.
+        processor: ``cfg -> processor``, the kind's ItemProcessor (with ``render_chat``).
+        build: ``(cfg, attributes, processor) -> model`` for training; ``attributes``
+            are the rating dimensions found in the training data (empty: one reward).
+        save: ``(model, processor, folder, metadata)`` writes a finished model into an
+            empty ``folder`` (the caller makes it atomic).
+        load: ``(path, device, dtype) -> (model, processor, metadata)``.
+        help: one line for ``rewardlab kinds``.
+    """
+
+    name: str
+    processor: Callable[["ExperimentConfig"], object]
+    build: Callable[["ExperimentConfig", Sequence[str], object], RewardNet]
+    save: Callable[[RewardNet, object, Path, dict], None]
+    load: Callable[[str, torch.device, "torch.dtype | None"], tuple[RewardNet, object, dict]]
+    help: str = ""
+
+
+# Kinds are imported on first use, so the library core never imports what a kind needs.
+_LAZY_KINDS: dict[str, str] = {"text": "rewardlab.models.text:TEXT_KIND"}
+_KINDS: dict[str, ModelKind] = {}
+
+
+def register_kind(kind: ModelKind) -> ModelKind:
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def list_kinds() -> list[str]:
+    return sorted(set(_LAZY_KINDS) | set(_KINDS))
+
+
+def get_kind(name: str) -> ModelKind:
+    """The kind registered under ``name``; raises ``ValueError`` listing valid names."""
+    if name not in _KINDS and name in _LAZY_KINDS:
+        module, attr = _LAZY_KINDS[name].split(":")
+        register_kind(getattr(importlib.import_module(module), attr))
+    if name not in _KINDS:
+        raise ValueError(f"unknown model kind {name!r}; valid kinds: {', '.join(list_kinds())}")
+    return _KINDS[name]
+
+
+def save_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` into a temporary sibling folder, then swap it into ``path``.
+
+    A crash at any point leaves either the old folder or the new one, never a mix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write(tmp)
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def save_model(model: RewardNet, processor: object, path: str | Path, metadata: dict, *, kind: str,
+               extra_files: dict[str, str] | None = None) -> Path:
+    """Save a trained model with its kind's ``save``, atomically; ``extra_files`` are written beside it."""
+
+    def write(tmp: Path) -> None:
+        get_kind(kind).save(model, processor, tmp, {**metadata, "kind": kind, "heads": list(model.heads)})
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+
+    return save_atomically(path, write)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The ``rewardlab`` block of a checkpoint's config.json ({} for foreign models)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return {}
+    return json.loads(config.read_text()).get(CONFIG_KEY) or {}

@@ -8,6 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
@@ -103,8 +104,13 @@ def encode_training_data(cfg: ExperimentConfig, processor: ItemProcessor, train_
     return train_enc, eval_enc, reports
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
-    """Train a reward model as ``cfg`` says; returns where the model went and its metrics."""
+def train(cfg: ExperimentConfig, *, resume: bool = False,
+          on_evaluate: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train a reward model as ``cfg`` says; returns where the model went and its metrics.
+
+    ``on_evaluate(step, metrics)`` is called after each evaluation (e.g. to report to an
+    Optuna trial); an exception it raises stops training and propagates.
+    """
     out = Path(cfg.train.output_dir)
     resume_from = ckpt.latest_state(out / "states") if resume else None
     if resume and resume_from is None:
@@ -138,7 +144,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
     trainer = Trainer(accelerator=acc, model=model, loss_fn=get_loss(cfg.train.loss), loss_params=loss_params,
                       optimizer=optimizer, scheduler_factory=lambda o, n: build_scheduler(o, cfg.train, n),
                       train_data=train_enc, eval_data=eval_enc,
-                      collator=PreferenceCollator(processor, model.head_index()), cfg=cfg.train, output_dir=out)
+                      collator=PreferenceCollator(processor, model.head_index()), cfg=cfg.train, output_dir=out,
+                      on_evaluate=on_evaluate)
     acc.init_trackers("rewardlab", config=_flat(cfg))
     if acc.is_main_process and resume_from is None:
         (out / "history.jsonl").unlink(missing_ok=True)

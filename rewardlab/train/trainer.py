@@ -70,9 +70,10 @@ class Trainer:
     def __init__(self, *, accelerator: Accelerator, model: RewardNet, loss_fn: LossFn,
                  loss_params: dict, optimizer: torch.optim.Optimizer, scheduler_factory: Callable, train_data: Sequence[EncodedComparison],
                  eval_data: Sequence[EncodedComparison], collator: PreferenceCollator, cfg: TrainConfig,
-                 output_dir: Path):
+                 output_dir: Path, on_evaluate: Callable[[int, dict], None] | None = None):
         self.acc, self.cfg, self.output_dir = accelerator, cfg, Path(output_dir)
         self.loss_fn, self.loss_params = loss_fn, loss_params
+        self.on_evaluate = on_evaluate  # called with (step, metrics) after each evaluation; may raise to stop
         self.collator, self.eval_data = collator, list(eval_data)
         self.sampler = LengthGroupedBatchSampler([c.longest for c in train_data], cfg.batch_size, seed=cfg.seed,
                                                  group_by_length=cfg.group_by_length)
@@ -200,6 +201,8 @@ class Trainer:
             return False
         metrics = self.evaluate()
         self._log(metrics, "eval")
+        if self.on_evaluate is not None:
+            self.on_evaluate(self.state.step, metrics)
         value = metrics[self.cfg.metric_for_best]
         if is_improvement(self.cfg.metric_for_best, value, self.state.best_metric):
             self.state.best_metric, self.state.best_step = value, self.state.step

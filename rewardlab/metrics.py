@@ -108,6 +108,28 @@ def rank_correlations(model_scores: Sequence[np.ndarray], human_scores: Sequence
             "kendall": float(np.mean(tau)) if tau else float("nan"), "prompts": len(rho)}
 
 
+def length_balanced_accuracy(margins: np.ndarray, length_diff: np.ndarray) -> float:
+    """Mean of the accuracy where the longer response won and where the shorter one won.
+
+    ``length_diff`` is len(chosen) - len(rejected) per pair; pairs of equal length are
+    left out. A model that only reads length scores 0.5 here, whatever the data's mix.
+    """
+    margins, length_diff = np.asarray(margins, dtype=np.float64), np.asarray(length_diff)
+    longer, shorter = margins[length_diff > 0], margins[length_diff < 0]
+    if not len(longer) or not len(shorter):
+        return float("nan")
+    return 0.5 * (pairwise_accuracy(longer) + pairwise_accuracy(shorter))
+
+
+def reward_length_correlation(rewards: np.ndarray, lengths: np.ndarray) -> dict[str, float]:
+    """Pearson and Spearman correlation between rewards and response lengths (nan when either is constant)."""
+    rewards, lengths = np.asarray(rewards, dtype=np.float64), np.asarray(lengths, dtype=np.float64)
+    if len(rewards) < 3 or np.ptp(rewards) == 0 or np.ptp(lengths) == 0:
+        return {"pearson": float("nan"), "spearman": float("nan")}
+    return {"pearson": float(stats.pearsonr(rewards, lengths).statistic),
+            "spearman": float(stats.spearmanr(rewards, lengths).statistic)}
+
+
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1000, seed: int = 0,
                  alpha: float = 0.05) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` resampled units."""

@@ -56,6 +56,12 @@ def test_evaluate_writes_every_artifact(model_dir, eval_file, tmp_path):
     # length bias: half the pairs prefer the longer response, half the shorter
     lb = m["length_bias"]
     assert lb["longer_preferred"]["pairs"] == 12 and lb["shorter_preferred"]["pairs"] == 12
+    longer = np.array([len(p["chosen"]) > len(p["rejected"]) for p in preds])
+    expected = 0.5 * (pairwise_accuracy(margins[longer]) + pairwise_accuracy(margins[~longer]))
+    assert lb["length_balanced_accuracy"]["value"] == pytest.approx(expected)
+    assert lb["length_only_rules"] == {"prefer_longer": 0.5, "prefer_shorter": 0.5, "pairs": 24}
+    assert sum(b["pairs"] for b in lb["by_length_ratio"].values()) == 24
+    assert -1 <= lb["reward_length_correlation"]["spearman"] <= 1
     # RewardBench-style sections: weighted within, plain mean across
     sec = m["sections"]
     assert sec["field"] == "subset" and sec["per_section"]["chat"]["pairs"] == 16
@@ -138,6 +144,7 @@ def test_compare_two_runs(model_dir, eval_file, tmp_path):
              data_cfg=DataConfig(max_examples=10))
     table = compare([tmp_path / "e1", tmp_path / "e2"], tmp_path / "cmp")
     assert table.count("\n") == 3 and "| 24 |" in table and "| 10 |" in table
+    assert "length_balanced_accuracy" in table.splitlines()[0]
     assert (tmp_path / "cmp" / "compare_reliability.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no evaluation metrics.json found"):
         compare([tmp_path / "e1", tmp_path / "missing"], tmp_path / "cmp")

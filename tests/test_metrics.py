@@ -69,3 +69,24 @@ def test_bootstrap_interval_brackets_the_estimate():
 def test_improvement_direction():
     assert M.is_improvement("accuracy", 0.8, 0.7) and not M.is_improvement("accuracy", 0.6, 0.7)
     assert M.is_improvement("log_loss", 0.3, 0.5) and not M.is_improvement("ece", 0.2, 0.1)
+
+
+def test_length_balanced_accuracy_closed_form():
+    from rewardlab.metrics import length_balanced_accuracy
+
+    margins = np.array([1.0, 1.0, 1.0, -1.0, -1.0, 1.0])
+    diff = np.array([5, 3, 2, -4, -1, 0])  # 3 longer-won pairs all right; 2 shorter-won pairs both wrong
+    assert length_balanced_accuracy(margins, diff) == pytest.approx(0.5 * (1.0 + 0.0))
+    # a rule that reads only length ("longer wins" as margin = diff) scores exactly 0.5
+    assert length_balanced_accuracy(np.sign(diff).astype(float), diff) == pytest.approx(0.5)
+    assert np.isnan(length_balanced_accuracy(margins[:3], diff[:3]))  # no shorter-won pair
+
+
+def test_reward_length_correlation():
+    from rewardlab.metrics import reward_length_correlation
+
+    lengths = np.array([1, 2, 3, 4, 10])
+    c = reward_length_correlation(2.0 * lengths + 1, lengths)
+    assert c["pearson"] == pytest.approx(1.0) and c["spearman"] == pytest.approx(1.0)
+    assert reward_length_correlation(-np.log(lengths), lengths)["spearman"] == pytest.approx(-1.0)
+    assert np.isnan(reward_length_correlation(np.ones(5), lengths)["pearson"])

@@ -9,6 +9,13 @@ from typing import Sequence
 from rewardlab.evaluation.plots import reliability_diagram
 
 COLUMNS = ("accuracy", "roc_auc", "log_loss", "brier", "ece", "f1", "accuracy_top10")
+LENGTH_COLUMNS = ("length_balanced_accuracy", "prefers_longer", "reward_length_spearman")
+
+
+def _length_cells(m: dict) -> list[float | None]:
+    lb = m.get("length_bias", {})
+    return [lb.get("length_balanced_accuracy", {}).get("value"), lb.get("model_prefers_longer_rate"),
+            lb.get("reward_length_correlation", {}).get("spearman")]
 
 
 def load_eval(run: str | Path) -> dict:
@@ -27,12 +34,11 @@ def compare(runs: Sequence[str | Path], out_dir: Path) -> str:
     if len(runs) < 2:
         raise ValueError("compare needs at least two evaluation folders")
     evals = {str(r): load_eval(r) for r in runs}
-    lines = ["| run | pairs | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    header = COLUMNS + LENGTH_COLUMNS
+    lines = ["| run | pairs | " + " | ".join(header) + " |", "|---" * (len(header) + 2) + "|"]
     for name, m in evals.items():
-        cells = []
-        for col in COLUMNS:
-            v = m["overall"].get(col, {}).get("value")
-            cells.append("–" if v is None else f"{v:.3f}")
+        values = [m["overall"].get(col, {}).get("value") for col in COLUMNS] + _length_cells(m)
+        cells = ["–" if v is None or v != v else f"{v:.3f}" for v in values]
         lines.append(f"| {name} | {m['pairs']} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     out_dir.mkdir(parents=True, exist_ok=True)

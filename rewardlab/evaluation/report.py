@@ -79,10 +79,20 @@ def render_report(path: Path, *, metrics: dict, plots: dict[str, Path | None], w
         parts.append("<h2>Ranking agreement</h2>" + _table(["metric", "value", "CI low", "CI high"], [
             [k, r[k]["value"], *r[k]["ci95"]] for k in ("spearman", "kendall")]))
     lb = metrics["length_bias"]
+    cases = {k: lb[k] for k in ("longer_preferred", "shorter_preferred", "equal_length") if k in lb}
     parts.append("<h2>Length bias</h2><p>Accuracy when the longer response is preferred vs. when the shorter "
                  f"one is; the model prefers the longer response in {_fmt(lb.get('model_prefers_longer_rate'))} "
                  "of pairs.</p>" + _table(["case", "pairs", "accuracy", "CI low", "CI high", "log-loss"],
-                                          _acc_rows({k: v for k, v in lb.items() if isinstance(v, dict)})))
+                                          _acc_rows(cases)))
+    if "length_balanced_accuracy" in lb:
+        lba, rules, corr = lb["length_balanced_accuracy"], lb["length_only_rules"], lb["reward_length_correlation"]
+        parts.append(f"<p>Length-balanced accuracy (mean of the two rows above; 0.5 for any rule that reads only "
+                     f"length): <b>{_fmt(lba['value'])}</b> [{_fmt(lba['ci95'][0])}, {_fmt(lba['ci95'][1])}]. "
+                     f"Length-only rules on this data: prefer longer {_fmt(rules['prefer_longer'])}, prefer shorter "
+                     f"{_fmt(rules['prefer_shorter'])}. Reward–length correlation: Pearson {_fmt(corr['pearson'])}, "
+                     f"Spearman {_fmt(corr['spearman'])}.</p>"
+                     + _table(["length ratio", "pairs", "accuracy", "CI low", "CI high", "log-loss"],
+                              _acc_rows(lb["by_length_ratio"])))
     if metrics["ties"]["pairs"]:
         parts.append(f"<p>{metrics['ties']['pairs']} pairs are ties in the data (excluded from accuracy); mean "
                      f"|margin| on them {_fmt(metrics['ties']['mean_abs_margin'])}.</p>")

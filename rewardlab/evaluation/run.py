@@ -39,6 +39,11 @@ class EvalResult:
 
         lines = [f"pairs: {self.metrics['pairs']}", f"accuracy: {f('accuracy')}", f"roc_auc: {f('roc_auc')}",
                  f"log_loss: {f('log_loss')}", f"ece: {f('ece')}", f"brier: {f('brier')}"]
+        lb = self.metrics["length_bias"]
+        if "length_balanced_accuracy" in lb:
+            value = lb["length_balanced_accuracy"]["value"]
+            lines.append(f"length-balanced accuracy: {'–' if value is None else f'{value:.3f}'} "
+                         f"(prefers the longer reply in {lb['model_prefers_longer_rate']:.0%} of pairs)")
         for name, m in self.metrics.get("attributes", {}).items():
             lines.append(f"  {name}: accuracy {m['accuracy']['value']:.3f} ({m['pairs']} pairs)")
         if "ranking" in self.metrics:

@@ -11,6 +11,7 @@ from rewardlab.evaluation.predict import ATTRIBUTE_FIELD, SECTION_FIELDS, Scored
 from rewardlab import metrics as M
 
 HIGH_CONFIDENCE = {"top10": 0.10, "top25": 0.25}
+LENGTH_RATIO_BUCKETS = (1.0, 1.25, 1.5, 2.0, 4.0, math.inf)  # longer / shorter response, in characters
 
 
 def headline_metrics(margins: np.ndarray, temperature: float = 1.0) -> dict[str, float]:
@@ -74,20 +75,42 @@ def by_attribute(margins: np.ndarray, attributes: Sequence, temperature: float, 
 
 
 def length_bias(scored: ScoredPairs, temperature: float, n_boot: int) -> dict:
-    """Accuracy when the longer response is the preferred one vs when the shorter one is.
+    """How much the model's preferences follow response length rather than content.
 
-    A model that has learnt "longer is better" scores well on the first and badly
-    on the second; a large gap is a warning sign.
+    Accuracy where the longer response is the preferred one vs where the shorter one
+    is (a model that learnt "longer is better" does well on the first, badly on the
+    second), their mean (length-balanced accuracy: 0.5 for any length-only rule), the
+    accuracy of the two length-only rules on this data, the correlation of reward with
+    length, and accuracy within buckets of the length ratio of the two responses.
     """
     margins = scored.margins
-    diff = np.asarray(scored.chosen_len) - np.asarray(scored.rejected_len)
-    out = {}
+    chosen_len, rejected_len = np.asarray(scored.chosen_len), np.asarray(scored.rejected_len)
+    diff = chosen_len - rejected_len
+    out: dict = {}
     for name, mask in (("longer_preferred", diff > 0), ("shorter_preferred", diff < 0), ("equal_length", diff == 0)):
         if mask.any():
             out[name] = {"pairs": int(mask.sum()), **with_intervals(lambda x: _small(x, temperature), margins[mask],
                                                                     n_boot)}
-    model_prefers_longer = np.sign(margins) == np.sign(diff)
-    out["model_prefers_longer_rate"] = float(model_prefers_longer[diff != 0].mean()) if (diff != 0).any() else None
+    differ = diff != 0
+    if not differ.any():  # images, or texts of equal length: nothing to say about length
+        out["model_prefers_longer_rate"] = None
+        return out
+    out["model_prefers_longer_rate"] = float((np.sign(margins) == np.sign(diff))[differ].mean())
+    ci = M.bootstrap_ci(lambda idx: M.length_balanced_accuracy(margins[idx], diff[idx]), len(margins), n_boot=n_boot)
+    out["length_balanced_accuracy"] = {"value": _finite(M.length_balanced_accuracy(margins, diff)), "ci95": list(ci)}
+    out["length_only_rules"] = {"prefer_longer": float((diff[differ] > 0).mean()),
+                                "prefer_shorter": float((diff[differ] < 0).mean()), "pairs": int(differ.sum())}
+    out["reward_length_correlation"] = M.reward_length_correlation(
+        np.concatenate([scored.chosen, scored.rejected]), np.concatenate([chosen_len, rejected_len]))
+    ratio = np.maximum(chosen_len, rejected_len) / np.maximum(np.minimum(chosen_len, rejected_len), 1)
+    buckets = {}
+    for lo, hi in zip(LENGTH_RATIO_BUCKETS[:-1], LENGTH_RATIO_BUCKETS[1:]):
+        mask = (ratio >= lo) & (ratio < hi) & differ
+        if mask.any():
+            name = f"{lo:g}-{hi:g}x" if math.isfinite(hi) else f">={lo:g}x"
+            buckets[name] = {"pairs": int(mask.sum()), **with_intervals(lambda x: _small(x, temperature),
+                                                                        margins[mask], n_boot)}
+    out["by_length_ratio"] = buckets
     return out
 
 

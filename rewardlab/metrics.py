@@ -150,7 +150,7 @@ def reward_stats(rewards: np.ndarray) -> dict[str, float]:
 
 
 def pairwise_summary(chosen: np.ndarray, rejected: np.ndarray) -> dict[str, float]:
-    """Accuracy, mean margin, log-loss and reward statistics of P pairs (the training-time summary)."""
+    """Accuracy, mean margin, log-loss, ECE and reward statistics of P pairs (the training-time summary)."""
     chosen, rejected = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
     margins = chosen - rejected
     both = np.concatenate([chosen, rejected])
@@ -159,6 +159,7 @@ def pairwise_summary(chosen: np.ndarray, rejected: np.ndarray) -> dict[str, floa
         "accuracy": pairwise_accuracy(margins),
         "mean_margin": float(margins.mean()),
         "log_loss": pairwise_log_loss(margins),
+        "ece": expected_calibration_error(margins)[0] if len(margins) else float("nan"),
         "reward_mean": float(both.mean()),
         "reward_std": float(both.std()),
         "chosen_reward_mean": float(chosen.mean()),

@@ -90,3 +90,11 @@ def test_reward_length_correlation():
     assert c["pearson"] == pytest.approx(1.0) and c["spearman"] == pytest.approx(1.0)
     assert reward_length_correlation(-np.log(lengths), lengths)["spearman"] == pytest.approx(-1.0)
     assert np.isnan(reward_length_correlation(np.ones(5), lengths)["pearson"])
+
+
+def test_training_summary_reports_ece_so_it_can_be_tuned():
+    from rewardlab.metrics import expected_calibration_error, pairwise_summary
+
+    chosen, rejected = np.array([2.0, 0.5, -1.0, 3.0]), np.array([0.0, 1.0, -2.0, 0.0])
+    s = pairwise_summary(chosen, rejected)
+    assert s["ece"] == pytest.approx(expected_calibration_error(chosen - rejected)[0]) and 0 <= s["ece"] <= 1

@@ -103,6 +103,26 @@ class TextEncoder:
 TextItem = tuple[tuple[int, ...], "tuple[int, ...] | None"]  # (input_ids, token_type_ids or None)
 
 
+def pack(items: Sequence[TextItem]) -> dict[str, torch.Tensor]:
+    """Items concatenated into one row without padding, as padding-free attention reads them.
+
+    Returns ``input_ids`` (1, T), ``position_ids`` (1, T) restarting at 0 for each item
+    (attention implementations read sequence boundaries from them) and ``last_index``
+    (N,), the position of each item's last token, where its reward is read.
+
+    Example:
+        >>> out = pack([((5, 6, 7), None), ((8, 9), None)])
+        >>> out["input_ids"].tolist(), out["position_ids"].tolist(), out["last_index"].tolist()
+        ([[5, 6, 7, 8, 9]], [[0, 1, 2, 0, 1]], [2, 4])
+    """
+    if any(types is not None for _, types in items):
+        raise ValueError("packing needs a decoder tokenizer (token type ids belong to text-pair encoders)")
+    lengths = torch.tensor([len(ids) for ids, _ in items])
+    input_ids = torch.tensor([t for ids, _ in items for t in ids], dtype=torch.long)[None]
+    position_ids = torch.cat([torch.arange(n) for n in lengths.tolist()])[None]
+    return {"input_ids": input_ids, "position_ids": position_ids, "last_index": lengths.cumsum(0) - 1}
+
+
 class TextItems:
     """The :class:`~rewardlab.data.collate.ItemProcessor` of text models: items are token ids.
 
@@ -111,9 +131,10 @@ class TextItems:
     where the tokenizer makes them, ``token_type_ids``.
     """
 
-    def __init__(self, encoder: TextEncoder | None = None, *, pad_token_id: int | None = None):
+    def __init__(self, encoder: TextEncoder | None = None, *, pad_token_id: int | None = None, packing: bool = False):
         self.encoder = encoder
         self.pad_token_id = pad_token_id if pad_token_id is not None else encoder.tokenizer.pad_token_id
+        self.packing = packing
 
     @property
     def tokenizer(self):
@@ -138,7 +159,13 @@ class TextItems:
     def cost(self, item: TextItem) -> int:
         return len(item[0])
 
+    def padded_cost(self, costs: Sequence[int]) -> int:
+        """Tokens a batch of items with these costs occupies: no padding when packed."""
+        return sum(costs) if self.packing else len(costs) * max(costs)
+
     def collate(self, items: Sequence[TextItem], extra_padding: int = 0) -> dict[str, torch.Tensor]:
+        if self.packing and not extra_padding:
+            return pack(items)
         width = max(len(ids) for ids, _ in items) + extra_padding
         input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)

@@ -75,13 +75,27 @@ class TextRewardModel(RewardNet):
         if self.attributes and aggregator is None:
             self.aggregator = Aggregator([1.0] * len(self.attributes))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        logits = self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits.float()  # (N, A|1)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                last_index: torch.Tensor | None = None) -> torch.Tensor:
+        if last_index is not None:  # packed: (1, T) tokens, one reward per sequence
+            logits = self._packed_logits(input_ids, position_ids, last_index)
+        else:
+            kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+            logits = self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits  # (N, A|1)
+        logits = logits.float()
         if self.aggregator is None:
             return logits
         return torch.cat([logits, self.aggregator(logits)[:, None]], dim=1)  # (N, A + 1)
+
+    def _packed_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor, last_index: torch.Tensor
+                       ) -> torch.Tensor:
+        """Run the decoder on packed sequences (no attention mask: the position ids mark the boundaries) and
+        apply the scoring head to each sequence's last token: (1, T) -> (N, A|1)."""
+        base = self._base()
+        decoder = getattr(base, base.base_model_prefix)
+        hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state  # (1, T, D)
+        return base.score(hidden[0, last_index])
 
     def _base(self) -> nn.Module:
         model = self.hf_model
@@ -108,9 +122,22 @@ class TextRewardModel(RewardNet):
         return self.hf_model
 
 
+PACKABLE = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "phi3", "olmo", "olmo2", "granite")
+
+
+def check_packable(hf_model: nn.Module, backbone: str) -> None:
+    """Packing needs a decoder whose attention reads sequence boundaries from position ids and a ``score`` head."""
+    model_type = getattr(hf_model.config, "model_type", "?")
+    if model_type not in PACKABLE or not hasattr(hf_model, "score"):
+        raise ValueError(f"model.packing: {backbone!r} is a {model_type!r} model; padding-free packing works for "
+                         f"decoders of these types: {', '.join(PACKABLE)}. Set model.packing=false")
+
+
 def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = ()) -> tuple[TextRewardModel, object]:
     """Backbone from the registry (one output per attribute, or one), with LoRA when asked; (model, tokenizer)."""
     hf_model, tokenizer = load_backbone(cfg.backbone, num_labels=max(1, len(attributes)))
+    if cfg.packing:
+        check_packable(hf_model, cfg.backbone)
     if cfg.gradient_checkpointing:
         hf_model.gradient_checkpointing_enable()
     if cfg.lora:
@@ -134,7 +161,7 @@ def _processor(cfg: ExperimentConfig) -> TextItems:
     from transformers import AutoTokenizer
 
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(resolve_backbone(cfg.model.backbone)))
-    return TextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data)))
+    return TextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data)), packing=cfg.model.packing)
 
 
 def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: TextItems) -> TextRewardModel:

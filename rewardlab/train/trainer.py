@@ -10,13 +10,15 @@ several processes (DDP), with mixed precision where the device supports it.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 
 from rewardlab.config import TrainConfig
 from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator
+from rewardlab.data.sampling import TokenBudgetBatchSampler
 from rewardlab.losses import LossFn, reward_centering_penalty, weighted_mean
 from rewardlab.metrics import is_improvement, pairwise_summary
 from rewardlab.models.base import RewardNet
@@ -75,8 +78,12 @@ class Trainer:
         self.loss_fn, self.loss_params = loss_fn, loss_params
         self.on_evaluate = on_evaluate  # called with (step, metrics) after each evaluation; may raise to stop
         self.collator, self.eval_data = collator, list(eval_data)
-        self.sampler = LengthGroupedBatchSampler([c.longest for c in train_data], cfg.batch_size, seed=cfg.seed,
-                                                 group_by_length=cfg.group_by_length)
+        lengths = [c.longest for c in train_data]
+        self.sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, seed=cfg.seed,
+                                                 group_by_length=cfg.group_by_length) \
+            if cfg.max_tokens_per_batch is None else \
+            TokenBudgetBatchSampler(lengths, [len(c.items) for c in train_data], cfg.max_tokens_per_batch,
+                                    cfg.batch_size, seed=cfg.seed)
         # Its own generator: otherwise each new iterator draws a seed from the global RNG, shifting the
         # dropout stream of a resumed run away from the uninterrupted one.
         loader = torch.utils.data.DataLoader(list(train_data), batch_sampler=self.sampler, collate_fn=collator,
@@ -96,16 +103,54 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward one batch; returns (loss, rewards (N, H), chosen (P,), rejected (P,))."""
+    def _step(self, batch: dict, normalizer: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward one batch; returns (loss, rewards (N, H), chosen (P,), rejected (P,)).
+
+        The loss is Σ w·ℓ / ``normalizer`` (the pair weight of the whole optimiser step, see
+        :meth:`_accumulate`), or the batch's weighted mean when no normalizer is given.
+        """
         rewards = self.model(**batch["items"])  # (N, H)
         pairs = batch["pairs"]
         chosen = rewards[pairs.i, pairs.head]  # (P,) each pair on its own head
         rejected = rewards[pairs.j, pairs.head]
-        loss = weighted_mean(self.loss_fn(chosen, rejected, pairs, **self.loss_params), pairs.weight)
+        per_pair = self.loss_fn(chosen, rejected, pairs, **self.loss_params)
+        if normalizer is None:
+            loss = weighted_mean(per_pair, pairs.weight)
+        else:
+            loss = (per_pair * pairs.weight).sum() / normalizer
         if self.cfg.center_rewards > 0:
             loss = loss + self.cfg.center_rewards * reward_centering_penalty(rewards[:, -1])
         return loss, rewards, chosen, rejected
+
+    def _step_groups(self, loader) -> Iterator[list[dict]]:
+        """The loader's micro-batches in groups of ``grad_accum``: one group per optimiser step."""
+        it = iter(loader)
+        while group := list(itertools.islice(it, self.cfg.grad_accum)):
+            yield group
+
+    def _accumulate(self, group: list[dict]) -> float:
+        """Forward and backward every micro-batch of one optimiser step; returns its weighted-mean loss.
+
+        Each micro-batch contributes Σ w·ℓ / W, W being the pair weight of the whole step on
+        every process (DDP averages gradients over the processes, hence W / processes
+        below). The step's gradient is then that of the weighted mean over all its pairs,
+        however they were cut into micro-batches (token budgets make them uneven) and
+        however many processes share them.
+        """
+        acc = self.acc
+        local = torch.stack([b["pairs"].weight.sum() for b in group]).sum()
+        total = acc.reduce(local.detach().clone(), reduction="sum") if acc.num_processes > 1 else local.detach()
+        normalizer = total / acc.num_processes
+        summed = 0.0
+        for k, batch in enumerate(group):
+            last = k == len(group) - 1
+            with contextlib.nullcontext() if last else acc.no_sync(self.model):  # all-reduce once, at the end
+                with acc.autocast():
+                    loss, _, _, _ = self._step(batch, normalizer)
+                acc.backward(loss)
+            summed += loss.item()
+        return summed * float(normalizer) / max(float(local), 1e-12)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -223,7 +268,8 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc="train", disable=not (
             cfg.progress and acc.is_local_main_process), dynamic_ncols=True)
         self.model.train()
-        start, pairs_at_start, stop = time.perf_counter(), self.state.pairs_seen, False
+        start, pairs_at_start, stop, micro_batches = time.perf_counter(), self.state.pairs_seen, False, 0
+        cost = torch.zeros(2, dtype=torch.long)  # (real, padded) tokens of this process's micro-batches
         running: list[float] = []
         while self.state.step < self.total_steps and not stop:
             loader = acc.skip_first_batches(self.loader, self.state.batches_in_epoch) \
@@ -232,20 +278,17 @@ class Trainer:
             # after a resume; pin both to our epoch so shuffling depends on (seed, epoch) only.
             loader.set_epoch(self.state.epoch)
             self.sampler.set_epoch(self.state.epoch)
-            for batch in loader:
-                with acc.accumulate(self.model):
-                    with acc.autocast():
-                        loss, _, _, _ = self._step(batch)
-                    acc.backward(loss)
-                    if acc.sync_gradients and cfg.max_grad_norm > 0:
-                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                self.state.batches_in_epoch += 1
-                self.state.pairs_seen += len(batch["pairs"]) * acc.num_processes
-                running.append(loss.item())
-                if not acc.sync_gradients:
-                    continue
+            for group in self._step_groups(loader):
+                step_loss = self._accumulate(group)
+                if cfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.state.batches_in_epoch += len(group)
+                micro_batches += len(group)
+                cost += sum(b["cost"].cpu() for b in group)
+                self.state.pairs_seen += sum(len(b["pairs"]) for b in group) * acc.num_processes
+                running.append(step_loss)
                 self.scheduler.step()
                 if self.ema is not None:
                     self.ema.update(self.raw_model)
@@ -268,6 +311,9 @@ class Trainer:
         elapsed = time.perf_counter() - start
         self.throughput = {"train_seconds": elapsed,
                            "pairs_per_second": (self.state.pairs_seen - pairs_at_start) / max(elapsed, 1e-9),
+                           "micro_batches": micro_batches,
+                           "tokens": int(cost[0]) * acc.num_processes, "padded_tokens": int(cost[1]) * acc.num_processes,
+                           "tokens_per_second": int(cost[0]) * acc.num_processes / max(elapsed, 1e-9),
                            "peak_rss_mb_training": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if torch.cuda.is_available():
             self.throughput["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20

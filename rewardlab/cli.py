@@ -6,6 +6,10 @@
     rewardlab calibrate --model DIR --data FILE
     rewardlab compare EVAL_DIR EVAL_DIR ...
     rewardlab demo  [--out runs/demo]
+    rewardlab tune  --config cfg.yaml --space space.yaml --trials N [--storage URL] [--study NAME] [--refit]
+    rewardlab generate --policy MODEL --prompts prompts.txt --n 4 [--temperature 0.7,1.0] --out candidates.jsonl
+    rewardlab label --data candidates.jsonl --out rankings.jsonl [--port 8765] [--labeler NAME] [--model RM]
+    rewardlab best-of-n --policy MODEL --model RM --prompts prompts.txt --n 8 [--out best.jsonl]
 
 User mistakes (bad config, bad data) print one line naming what and where, and
 exit with status 2; no traceback.
@@ -76,11 +80,120 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--set", dest="overrides", action="append", default=[])
 
+    _add_preference_loop_parsers(sub)
+
+    p = sub.add_parser("tune", help="Search hyperparameters with Optuna; workers running the same command "
+                       "share one study.")
+    p.add_argument("--config", help="Base YAML config (as for train).")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="Override a base config value (trials and best.yaml); repeatable.")
+    p.add_argument("--trial-set", dest="trial_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="Override for trials only, e.g. train.max_steps=200 or data.max_examples=2000; --refit "
+                   "and best.yaml leave it out.")
+    p.add_argument("--space", required=True, help="YAML: dotted option -> {type: float|int|categorical, low, "
+                   "high, log, step, choices}.")
+    p.add_argument("--trials", type=int, required=True, help="Trials in the study, over all workers.")
+    p.add_argument("--metric", dest="metrics", action="append", default=[], metavar="NAME",
+                   help="Validation metric to optimise (default accuracy); repeat for several objectives.")
+    p.add_argument("--pruner", choices=("none", "median", "hyperband"),
+                   help="Stop unpromising trials early (default median with one metric).")
+    p.add_argument("--storage", help="sqlite:///FILE, postgresql://..., mysql+pymysql://... or journal:FILE "
+                   "(default: sqlite in --out).")
+    p.add_argument("--study", default="rewardlab", help="Study name the workers share.")
+    p.add_argument("--out", help="Folder for trials, best.yaml and the report (default runs/tune/STUDY).")
+    p.add_argument("--timeout", type=float, help="Seconds after which this worker starts no new trial.")
+    p.add_argument("--seed", type=int, help="Sampler seed (give each worker its own, or none).")
+    p.add_argument("--heartbeat", type=int, default=60,
+                   help="Seconds between heartbeats; a trial silent for twice that is failed and retried.")
+    p.add_argument("--save-models", action="store_true", help="Keep each trial's model (off: saves disk).")
+    p.add_argument("--refit", action="store_true", help="Then train best.yaml in full.")
+
     sub.add_parser("options", help="List every config option with its default and help.")
     sub.add_parser("backbones", help="List registered backbones.")
     sub.add_parser("kinds", help="List registered model kinds.")
     sub.add_parser("losses", help="List registered losses.")
     return parser
+
+
+def _help(config_cls, name: str) -> str:
+    """An option's help, from its config field (the one place it is documented)."""
+    import dataclasses
+
+    f = {f.name: f for f in dataclasses.fields(config_cls)}[name]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return f"{f.metadata['help']} (default: {default})"
+
+
+def _add_preference_loop_parsers(sub) -> None:
+    from rewardlab.best_of_n import BestOfNConfig
+    from rewardlab.generate import GenerateConfig
+
+    p = sub.add_parser("generate", help="Sample K responses per prompt from a causal LM, for people to rank.")
+    p.add_argument("--policy", default=GenerateConfig.policy, help=_help(GenerateConfig, "policy"))
+    p.add_argument("--prompts", required=True, help="Prompts: .txt (one per line) or .jsonl (a 'prompt' field).")
+    p.add_argument("--out", required=True, help="JSONL to write; an existing one is continued.")
+    p.add_argument("--n", type=int, default=GenerateConfig.n, help=_help(GenerateConfig, "n"))
+    p.add_argument("--temperature", default=",".join(map(str, GenerateConfig.temperatures)),
+                   help=_help(GenerateConfig, "temperatures"))
+    for name in ("top_p", "max_new_tokens", "seed", "batch_size", "max_retries"):
+        default = getattr(GenerateConfig, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                       help=_help(GenerateConfig, name))
+
+    p = sub.add_parser("label", help="Rank candidates in the browser (a page served on 127.0.0.1).")
+    p.add_argument("--data", required=True, help="Candidates JSONL (from `rewardlab generate`).")
+    p.add_argument("--out", required=True, help="Rankings JSONL; answers already in it are kept and resumed.")
+    p.add_argument("--port", type=int, default=8765, help="Port on 127.0.0.1 (0 = any free port).")
+    p.add_argument("--labeler", default=None, help="Default labeler name (the page can change it; default: $USER).")
+    p.add_argument("--model", help="Reward model whose order is shown after each answer, with the agreement.")
+
+    p = sub.add_parser("best-of-n", help="Sample N per prompt, keep the best by reward, report the gain.")
+    p.add_argument("--policy", default=BestOfNConfig.policy, help=_help(BestOfNConfig, "policy"))
+    p.add_argument("--model", required=True, help="Reward model folder.")
+    p.add_argument("--prompts", required=True, help="Prompts: .txt (one per line) or .jsonl (a 'prompt' field).")
+    p.add_argument("--out", help="JSONL with each prompt's best response, greedy response, samples and rewards.")
+    for name in ("n", "temperature", "top_p", "max_new_tokens", "seed", "batch_size"):
+        default = getattr(BestOfNConfig, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                       help=_help(BestOfNConfig, name))
+
+
+def _cmd_generate(args) -> int:
+    from rewardlab.generate import GenerateConfig, generate_candidates, parse_temperatures
+
+    cfg = GenerateConfig(policy=args.policy, n=args.n, temperatures=parse_temperatures(args.temperature),
+                         top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                         batch_size=args.batch_size, max_retries=args.max_retries)
+    c = generate_candidates(cfg, args.prompts, args.out)
+    print(f"{c['written']} prompts written, {c['resumed']} already there, of {c['prompts']} -> {args.out}; "
+          f"{c['regenerated']} empty or repeated responses regenerated, {c['dropped_duplicates']} dropped"
+          + (f"; {c['not_written']} prompts left out (fewer than 2 distinct responses)" if c["not_written"] else ""))
+    return 0
+
+
+def _cmd_label(args) -> int:
+    import getpass
+
+    from rewardlab.label.server import serve
+
+    try:
+        labeler = args.labeler or getpass.getuser()
+    except (KeyError, OSError):  # no login name (some containers)
+        labeler = "anonymous"
+    serve(args.data, args.out, port=args.port, labeler=labeler, model=args.model,
+          announce=lambda text: print(text, flush=True))
+    return 0
+
+
+def _cmd_best_of_n(args) -> int:
+    from rewardlab.best_of_n import BestOfNConfig, best_of_n
+    from rewardlab.scoring import RewardModel
+
+    cfg = BestOfNConfig(policy=args.policy, n=args.n, temperature=args.temperature, top_p=args.top_p,
+                        max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size)
+    result = best_of_n(cfg, RewardModel.from_pretrained(args.model), args.prompts, out=args.out)
+    print(result.summary() + (f"\nwritten to {args.out}" if args.out else ""))
+    return 0
 
 
 def _cmd_train(args) -> int:
@@ -163,6 +276,22 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    from rewardlab.tune import TuneSettings, run_tune
+
+    settings = TuneSettings(
+        space=args.space, trials=args.trials, config=args.config, overrides=tuple(args.overrides),
+        trial_overrides=tuple(args.trial_overrides), out=args.out or f"runs/tune/{args.study}",
+        storage=args.storage, study=args.study, metrics=tuple(args.metrics or ["accuracy"]), pruner=args.pruner,
+        timeout=args.timeout, seed=args.seed, heartbeat=args.heartbeat, save_models=args.save_models,
+        refit=args.refit)
+    result = run_tune(settings)
+    if result.refit is not None:
+        _print_metrics(result.refit.metrics)
+        print(f"model: {result.refit.model_dir}")
+    return 0
+
+
 def _cmd_options(args) -> int:
     for name, default, help_text in describe():
         print(f"{name} = {default!r}\n    {help_text}")
@@ -193,7 +322,8 @@ def _cmd_losses(args) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "score": _cmd_score, "demo": _cmd_demo,
-            "calibrate": _cmd_calibrate, "compare": _cmd_compare,
+            "calibrate": _cmd_calibrate, "compare": _cmd_compare, "tune": _cmd_tune, "generate": _cmd_generate, "label": _cmd_label,
+            "best-of-n": _cmd_best_of_n,
             "options": _cmd_options, "backbones": _cmd_backbones, "kinds": _cmd_kinds, "losses": _cmd_losses}
 
 

@@ -88,21 +88,29 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    kind: str = _opt("text", "Model kind (see `rewardlab kinds`): text.")
+    kind: str = _opt("text", "Model kind (see `rewardlab kinds`): text (a text reward model) or multimodal "
+                     "(text prompt + image; settings in the multimodal section).")
     aggregate: str = _opt("mean", "With several attribute heads, the overall reward: mean, weighted "
-                          "(model.aggregate_weights) or learned (softmax weights trained by overall pairs).")
+                          "(model.aggregate_weights), learned (softmax weights trained by overall pairs) or, for "
+                          "model.kind=multimodal, gate (per-item softmax weights computed from the fused features).")
     aggregate_weights: dict = _opt({}, "aggregate=weighted: {attribute: weight}; unnamed attributes weigh 0.")
     backbone: str = _opt("minilm", "Backbone: a registry name (see `rewardlab backbones`), a local folder, "
-                         "or a Hugging Face hub id; it must load as AutoModelForSequenceClassification.")
-    lora: bool = _opt(False, "Train LoRA adapters (PEFT) instead of the full backbone; the head is always trained.")
+                         "or a Hugging Face hub id; it must load as AutoModelForSequenceClassification. "
+                         "model.kind=multimodal: dual (EfficientNet-Lite0 + MiniLM, offline), a CLIPModel or "
+                         "SiglipModel folder or hub id, or open_clip:MODEL[:PRETRAINED].")
+    lora: bool = _opt(False, "Train LoRA adapters (PEFT) instead of the full backbone; the head is always trained. "
+                      "model.kind=multimodal: adapters on the towers (needs multimodal.freeze_towers=false).")
     lora_r: int = _opt(8, "LoRA rank.")
     lora_alpha: int = _opt(16, "LoRA scaling alpha.")
     lora_dropout: float = _opt(0.05, "LoRA dropout.")
     lora_target_modules: list = _opt([], "Modules to adapt; empty lets PEFT choose for known architectures.")
     gradient_checkpointing: bool = _opt(False, "Trade compute for memory in the backbone.")
+    packing: bool = _opt(False, "Padding-free training for decoders whose attention takes per-sequence position ids "
+                         "(Llama, Qwen2, Mistral, Gemma, Phi-3 class): a batch's sequences are concatenated without "
+                         "padding and each reward is read at its own last token.")
 
     def __post_init__(self) -> None:
-        _choice("model.aggregate", self.aggregate, ("mean", "weighted", "learned"))
+        _choice("model.aggregate", self.aggregate, ("mean", "weighted", "learned", "gate"))
         from rewardlab.models.base import list_kinds  # late import: models import torch
 
         _choice("model.kind", self.kind, list_kinds())
@@ -117,11 +125,20 @@ class TrainConfig:
     output_dir: str = _opt("runs/rewardlab", "Where the model, metrics, logs and resume states go.")
     epochs: float = _opt(1.0, "Passes over the training data (fractions allowed).")
     max_steps: int | None = _opt(None, "Stop after this many optimiser steps (overrides `epochs` when set).")
-    batch_size: int = _opt(16, "Comparisons per process per micro-batch (a ranking of K counts once).")
+    batch_size: int = _opt(16, "Comparisons per process per micro-batch (a ranking of K counts once); with "
+                           "max_tokens_per_batch, the most a micro-batch may hold.")
+    max_tokens_per_batch: int | None = _opt(None, "Token budget of a micro-batch: as many comparisons as fit in this "
+                                            "many padded tokens (items x longest item), so peak memory is bounded by "
+                                            "the budget, not by the longest examples. The loss is still the mean over "
+                                            "the pairs of each optimiser step.")
     eval_batch_size: int = _opt(64, "Sequences per forward pass when evaluating.")
     grad_accum: int = _opt(1, "Micro-batches per optimiser step.")
     lr_backbone: float = _opt(2e-5, "Learning rate of the backbone (or its LoRA adapters).")
     lr_head: float = _opt(1e-4, "Learning rate of the scalar head.")
+    lr_fusion: float = _opt(3e-4, "model.kind=multimodal: learning rate of the fusion layers (trained from scratch).")
+    mixup_alpha: float = _opt(0.0, "Mixup for preference pairs (0 = off): each pair (a over b) adds mixed items "
+                              "λa+(1-λ)b and λb+(1-λ)a, λ ~ Beta(alpha, alpha), judged with soft label λ. Needs items "
+                              "that can be mixed (model.kind=multimodal), not token ids.")
     weight_decay: float = _opt(0.01, "AdamW weight decay (not applied to biases and norms).")
     warmup_ratio: float = _opt(0.1, "Fraction of steps spent warming the learning rate up from 0.")
     schedule: str = _opt("cosine", "Decay after warm-up: cosine, linear or constant.")
@@ -138,10 +155,14 @@ class TrainConfig:
     eval_every: int = _opt(0, "Evaluate every N optimiser steps (0 = once per epoch).")
     save_every: int = _opt(0, "Save a resume state every N steps (0 = at each evaluation).")
     save_total_limit: int = _opt(2, "Resume states kept on disk (oldest removed first).")
+    save_model: bool = _opt(True, "Write the final model to <output_dir>/model; false keeps only the config, "
+                            "metrics and history (e.g. for hyperparameter-search trials, to save disk).")
     metric_for_best: str = _opt("accuracy", "Validation metric that selects the best model (higher is better, "
                                 "except loss-like metrics).")
     early_stopping_patience: int = _opt(0, "Stop after this many evaluations without improvement (0 = never).")
-    mixed_precision: str = _opt("auto", "no, fp16, bf16 or auto (bf16 where supported on GPU, else no).")
+    mixed_precision: str = _opt("auto", "no, fp16, bf16 or auto: on a GPU with bf16, time a few fp32 and bf16 steps "
+                                "of the first batch and keep the faster (small backbones can be slower in bf16); "
+                                "fp32 elsewhere. The choice is printed and kept in metrics.json.")
     group_by_length: bool = _opt(True, "Batch comparisons of similar length together to cut padding.")
     seed: int = _opt(0, "Seed for initialisation, shuffling and dropout.")
     log_with: list = _opt(["tensorboard"], "Accelerate trackers: tensorboard, wandb, mlflow (installed ones only).")
@@ -152,10 +173,13 @@ class TrainConfig:
         _positive("train.epochs", self.epochs)
         if self.max_steps is not None:
             _positive("train.max_steps", self.max_steps)
+        if self.max_tokens_per_batch is not None:
+            _positive("train.max_tokens_per_batch", self.max_tokens_per_batch)
         for name in ("batch_size", "eval_batch_size", "grad_accum", "save_total_limit"):
             _positive(f"train.{name}", getattr(self, name))
-        for name in ("lr_backbone", "lr_head"):
+        for name in ("lr_backbone", "lr_head", "lr_fusion"):
             _positive(f"train.{name}", getattr(self, name))
+        _positive("train.mixup_alpha", self.mixup_alpha, allow_zero=True)
         for name in ("weight_decay", "max_grad_norm", "center_rewards", "margin_scale", "eval_every",
                      "save_every", "early_stopping_patience", "num_workers", "focal_gamma"):
             _positive(f"train.{name}", getattr(self, name), allow_zero=True)
@@ -174,10 +198,71 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MultimodalConfig:
+    fusion: str = _opt("attention", "How image and text meet: attention (cross-attention both ways, then "
+                       "self-attention over the joint tokens, gated with the pooled path; sees where things are) or "
+                       "concat (pooled image, pooled text, their product and cosine; cheaper).")
+    hidden: int = _opt(256, "Width of the fusion layers and heads.")
+    layers: int = _opt(2, "fusion=attention: self-attention layers over the joint image and text tokens.")
+    attention_heads: int = _opt(4, "fusion=attention: attention heads (must divide hidden).")
+    dropout: float = _opt(0.1, "Dropout in the fusion layers and heads.")
+    head_layers: int = _opt(2, "Residual MLP blocks in the reward heads (0: a linear head).")
+    freeze_towers: bool = _opt(True, "Keep the image and text towers frozen (only fusion and heads learn; tower "
+                               "outputs can be cached). false: fine-tune them, fully or with LoRA (model.lora).")
+    cache: bool = _opt(True, "With frozen towers, compute tower outputs once and keep them on disk (cache_dir), so "
+                       "training epochs never run the towers.")
+    cache_dir: str | None = _opt(None, "Embedding cache folder (default: $XDG_CACHE_HOME/rewardlab/embeddings, "
+                                 "~/.cache/... when unset); entries are keyed by image content, backbone weights and "
+                                 "preprocessing, so one folder serves every run.")
+    image_size: int | None = _opt(None, "Input size of the image tower (default: the tower's own, e.g. 224); images "
+                                  "are resized on the shorter side and centre-cropped.")
+    scales: list = _opt([], "Several input sizes, e.g. [128, 224]: the tower sees each, and their tokens are "
+                        "concatenated (overrides image_size). Empty: image_size only.")
+    augment: list = _opt([], "Training augmentations: any of hflip, rotate, crop, color (never hue). hflip swaps "
+                         "left and right: leave it out when prompts name horizontal positions. Evaluation and "
+                         "scoring never augment.")
+    augment_views: int = _opt(4, "augment with the cache: augmented views cached per image (computed once); each "
+                              "training batch picks one of them or the clean image at random.")
+    text_blind: bool = _opt(False, "Replace every prompt with the empty text: a control that shows how much of the "
+                            "model's accuracy needs the prompt.")
+    tower_batch_size: int = _opt(32, "Images per tower pass when filling the cache.")
+
+    def __post_init__(self) -> None:
+        _choice("multimodal.fusion", self.fusion, ("attention", "concat"))
+        for name in ("hidden", "attention_heads", "tower_batch_size"):
+            _positive(f"multimodal.{name}", getattr(self, name))
+        for name in ("layers", "head_layers", "augment_views"):
+            _positive(f"multimodal.{name}", getattr(self, name), allow_zero=True)
+        if self.hidden % self.attention_heads:
+            raise ValueError(f"multimodal.attention_heads={self.attention_heads} must divide "
+                             f"multimodal.hidden={self.hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"multimodal.dropout={self.dropout!r} must be in [0, 1)")
+        for size in ([self.image_size] if self.image_size is not None else []) + list(self.scales):
+            if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 4096:
+                raise ValueError(f"multimodal image sizes must be whole numbers of pixels in [16, 4096], got {size!r} "
+                                 "(multimodal.image_size / multimodal.scales)")
+        for name in self.augment:
+            _choice("multimodal.augment", name, ("hflip", "rotate", "crop", "color"))
+        if self.augment and self.cache and self.freeze_towers and self.augment_views < 1:
+            raise ValueError("multimodal.augment with multimodal.cache needs multimodal.augment_views >= 1 (augmented "
+                             "views are cached per image); or set multimodal.cache=false to augment afresh every step")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    multimodal: MultimodalConfig = field(default_factory=MultimodalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        multimodal = self.model.kind == "multimodal"
+        if self.model.aggregate == "gate" and not multimodal:
+            raise ValueError(f"model.aggregate=gate needs model.kind=multimodal (got {self.model.kind!r}); "
+                             "choose mean, weighted or learned")
+        if multimodal and self.model.lora and self.multimodal.freeze_towers:
+            raise ValueError("model.lora=true trains adapters on the towers: set multimodal.freeze_towers=false")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -116,7 +116,9 @@ class PreferenceCollator:
 
     ``head_index`` maps a pair's attribute to its reward column (``None``, the
     overall reward, maps to the aggregate column); ``labeler_index`` maps labeler ids
-    to rows of a personalised model's table (others get -1).
+    to rows of a personalised model's table (others get -1). ``mixup_alpha`` > 0 adds
+    mixed pairs to training batches (see :func:`mixup_pairs`); it needs a processor
+    with a ``mix`` method, and ``seed`` fixes its draws.
 
     Example:
         >>> from rewardlab.data.encode import TextItems
@@ -130,10 +132,15 @@ class PreferenceCollator:
     """
 
     def __init__(self, processor: ItemProcessor, head_index: Mapping[str | None, int] | None = None,
-                 labeler_index: Mapping[str, int] | None = None):
+                 labeler_index: Mapping[str, int] | None = None, *, mixup_alpha: float = 0.0, seed: int = 0):
         self.processor = processor
         self.head_index = dict(head_index or {None: 0})
         self.labeler_index = dict(labeler_index or {})
+        if mixup_alpha > 0 and not callable(getattr(processor, "mix", None)):
+            raise ValueError(f"train.mixup_alpha={mixup_alpha}: the items of {type(processor).__name__} cannot be mixed "
+                             "(token ids have no in-between); set train.mixup_alpha=0, or use a model kind whose "
+                             "items are vectors (model.kind=multimodal)")
+        self.mixup_alpha, self.seed = float(mixup_alpha), seed
 
     def __call__(self, batch: Sequence[EncodedComparison]) -> dict:
         rows: dict[Hashable, int] = {}
@@ -158,7 +165,62 @@ class PreferenceCollator:
                 table["comparison"].append(comp.index)
         dtypes = {"tie": torch.bool, "margin": torch.float32, "weight": torch.float32}
         pairs = PairTable(**{k: torch.tensor(v, dtype=dtypes.get(k, torch.long)) for k, v in table.items()})
-        return {"items": self.processor.collate(items), "pairs": pairs}
+        collated = self.processor.collate(items)
+        if self.mixup_alpha > 0 and torch.is_grad_enabled():  # training batches only: evaluation runs without grad
+            # The draws depend on the seed and the batch's comparisons only, so a resumed run repeats them.
+            rng = np.random.default_rng([self.seed, *sorted(c.index for c in batch)])
+            collated, pairs = mixup_pairs(collated, pairs, len(items), self.processor.mix, rng, self.mixup_alpha)
+        costs = [self.processor.cost(item) for item in items]
+        padded = self.processor.padded_cost(costs) if hasattr(self.processor, "padded_cost") else \
+            len(costs) * max(costs)
+        # (real, padded) cost of the batch's unique items, in the processor's unit (tokens for text)
+        return {"items": collated, "pairs": pairs, "cost": torch.tensor([sum(costs), padded])}
+
+
+def mixup_pairs(items: dict[str, torch.Tensor], pairs: PairTable, n_items: int, mix, rng: np.random.Generator,
+                alpha: float) -> tuple[dict[str, torch.Tensor], PairTable]:
+    """Mixup for preference pairs: soft-label pairs between mixtures of each pair's two items.
+
+    For every judged (non-tie) item pair {a, b} one λ ~ Beta(alpha, alpha) is drawn and two
+    items are appended with ``mix(items, rows_a, rows_b, lam)``: ``λ·x_a + (1-λ)·x_b`` and
+    ``λ·x_b + (1-λ)·x_a``. A pair "w over l" then adds two pairs between the mixture
+    leaning to w (m_w) and the one leaning to l (m_l): (m_w over m_l, weight λ·w) and
+    (m_l over m_w, weight (1-λ)·w). With the pairwise weighted Bradley–Terry loss these
+    two terms are exactly soft-label BT with target λ:
+    λ·(-log σ(d)) + (1-λ)·(-log σ(-d)) = BCE(σ(d), λ), d = r(m_w) - r(m_l).
+    The new pairs carry margin 0 and the judgement's head, labeler and comparison.
+
+    Shapes: items are (N, ...) tensors; the result has N + 2U rows (U = distinct judged item pairs)
+    and P + 2P' pairs (P' = non-tie pairs).
+
+    Example:
+        >>> mix = lambda x, a, b, lam: {k: torch.cat([v, lam[:, None] * v[a] + (1 - lam[:, None]) * v[b]])
+        ...                             for k, v in x.items()}
+        >>> items, pairs = mixup_pairs({"x": torch.eye(2)}, PairTable.of(1), 2, mix, np.random.default_rng(0), 1.0)
+        >>> items["x"].shape, pairs.i.tolist(), pairs.j.tolist()
+        (torch.Size([4, 2]), [0, 2, 3], [1, 3, 2])
+    """
+    keep = (~pairs.tie).nonzero().flatten()
+    if len(keep) == 0:
+        return items, pairs
+    i, j = pairs.i[keep], pairs.j[keep]
+    low, high = torch.minimum(i, j), torch.maximum(i, j)
+    unique, inverse = torch.unique(low * n_items + high, return_inverse=True)  # (U,), (P',)
+    u_low, u_high = unique // n_items, unique % n_items
+    lam = torch.from_numpy(rng.beta(alpha, alpha, len(unique))).float()  # (U,)
+    items = mix(items, torch.cat([u_low, u_high]), torch.cat([u_high, u_low]), torch.cat([lam, lam]))
+    count = len(unique)
+    toward_low = n_items + torch.arange(count)  # λ·x_low + (1-λ)·x_high
+    toward_high = toward_low + count
+    winner_low = i == low
+    m_w = torch.where(winner_low, toward_low[inverse], toward_high[inverse])
+    m_l = torch.where(winner_low, toward_high[inverse], toward_low[inverse])
+    lam_p, weight = lam[inverse], pairs.weight[keep]
+    extra = {"i": torch.cat([m_w, m_l]), "j": torch.cat([m_l, m_w]), "tie": torch.zeros(2 * len(keep), dtype=torch.bool),
+             "margin": torch.zeros(2 * len(keep)), "weight": torch.cat([lam_p * weight, (1 - lam_p) * weight])}
+    for name in ("head", "labeler", "comparison"):
+        extra[name] = getattr(pairs, name)[keep].repeat(2)
+    return items, PairTable(**{f.name: torch.cat([getattr(pairs, f.name), extra[f.name]]) for f in fields(PairTable)})
 
 
 class LengthGroupedBatchSampler:
@@ -190,11 +252,14 @@ class LengthGroupedBatchSampler:
         out = []
         for start in range(0, n, size):
             chunk = order[start: start + size]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            out.extend(chunk[i: i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size))
+            out.extend(self._cut(chunk[np.argsort(-self.lengths[chunk], kind="stable")]))
         if self.shuffle:
             out = [out[i] for i in rng.permutation(len(out))]
         return out
+
+    def _cut(self, chunk: np.ndarray) -> list[list[int]]:
+        """Cut indices sorted longest first into batches (``batch_size`` each here)."""
+        return [chunk[i: i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())

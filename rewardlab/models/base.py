@@ -78,7 +78,8 @@ class ModelKind:
 
 
 # Kinds are imported on first use, so the library core never imports what a kind needs.
-_LAZY_KINDS: dict[str, str] = {"text": "rewardlab.models.text:TEXT_KIND"}
+_LAZY_KINDS: dict[str, str] = {"text": "rewardlab.models.text:TEXT_KIND",
+                               "multimodal": "rewardlab.models.multimodal:MULTIMODAL_KIND"}
 _KINDS: dict[str, ModelKind] = {}
 
 

@@ -15,10 +15,10 @@ def build_optimizer(named_groups: dict[str, list[tuple[str, torch.nn.Parameter]]
                     ) -> torch.optim.AdamW:
     """AdamW over named parameter groups ``{"backbone": [...], "head": [...]}``.
 
-    Each group gets its own learning rate (``lr_backbone`` / ``lr_head``); biases and
-    norm weights get no weight decay.
+    Each group gets its own learning rate (``lr_backbone`` / ``lr_head``, and ``lr_fusion`` for a
+    multimodal model's ``fusion`` group); biases and norm weights get no weight decay.
     """
-    lrs = {"backbone": cfg.lr_backbone, "head": cfg.lr_head}
+    lrs = {"backbone": cfg.lr_backbone, "head": cfg.lr_head, "fusion": cfg.lr_fusion}
     groups = []
     for group, params in named_groups.items():
         decay = [p for n, p in params if not n.endswith(_NO_DECAY)]

@@ -12,8 +12,8 @@ from typing import Callable
 
 import torch
 import yaml
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import send_to_device, set_seed
 
 from rewardlab.config import ExperimentConfig
 from rewardlab.data.balance import balance_pairs
@@ -25,6 +25,7 @@ from rewardlab.losses import get_loss
 from rewardlab.models.base import RewardNet, get_kind, save_model
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.optim import build_optimizer, build_scheduler
+from rewardlab.train.precision import choose_precision
 from rewardlab.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ _TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "
 
 @dataclass
 class TrainResult:
-    model_dir: Path
+    model_dir: Path  # not written when train.save_model is false
     metrics: dict
 
 
@@ -47,12 +48,6 @@ def _trackers(names: list) -> list[str]:
         else:
             out.append(name)
     return out
-
-
-def _mixed_precision(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
 def _flat(cfg: ExperimentConfig) -> dict:
@@ -115,12 +110,10 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
     resume_from = ckpt.latest_state(out / "states") if resume else None
     if resume and resume_from is None:
         raise ValueError(f"--resume: no saved state under {out / 'states'}; nothing to resume")
-    acc = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
-                      gradient_accumulation_steps=cfg.train.grad_accum, log_with=_trackers(cfg.train.log_with) or None,
-                      project_dir=str(out / "logs"))
+    state = PartialState()  # the process group; the Accelerator is made once the precision is chosen
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > acc.num_processes:
-        raise ValueError(f"{launched} processes were launched but Accelerate joined {acc.num_processes}: each would "
+    if launched > state.num_processes:
+        raise ValueError(f"{launched} processes were launched but Accelerate joined {state.num_processes}: each would "
                          "train alone and overwrite the others' output. On CPU-only machines launch with "
                          "ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ...")
     set_seed(cfg.train.seed)
@@ -134,7 +127,14 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
                          f"the model's heads: {', '.join(attributes) or 'one reward'}")
     model = kind.build(cfg, attributes, processor)
     train_enc, eval_enc, reports = encode_training_data(cfg, processor, train_comps, eval_comps, reports,
-                                                        verbose=acc.is_main_process)
+                                                        verbose=state.is_main_process)
+    collator = PreferenceCollator(processor, model.head_index())
+    first_batch = lambda device: send_to_device(collator(train_enc[: cfg.train.batch_size]), device)["items"]
+    precision, reports["precision"] = choose_precision(cfg.train.mixed_precision, model, first_batch, state.device)
+    if state.is_main_process and cfg.train.mixed_precision == "auto":
+        print(f"precision: {'bf16' if precision == 'bf16' else 'fp32'} ({reports['precision']['rule']})")
+    acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.train.log_with) or None,
+                      project_dir=str(out / "logs"))
     out.mkdir(parents=True, exist_ok=True)
     optimizer = build_optimizer(model.parameter_groups(), cfg.train)
     metadata = {"backbone": cfg.model.backbone, "temperature": 1.0}
@@ -144,7 +144,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
     trainer = Trainer(accelerator=acc, model=model, loss_fn=get_loss(cfg.train.loss), loss_params=loss_params,
                       optimizer=optimizer, scheduler_factory=lambda o, n: build_scheduler(o, cfg.train, n),
                       train_data=train_enc, eval_data=eval_enc,
-                      collator=PreferenceCollator(processor, model.head_index()), cfg=cfg.train, output_dir=out,
+                      collator=collator, cfg=cfg.train, output_dir=out,
                       on_evaluate=on_evaluate)
     acc.init_trackers("rewardlab", config=_flat(cfg))
     if acc.is_main_process and resume_from is None:
@@ -172,7 +172,9 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
     metrics.update(best_step=state.best_step, steps=state.step, data=reports, **trainer.throughput)
     model_dir = out / "model"
     if acc.is_main_process:
-        save_model(raw, processor, model_dir, metadata, kind=kind.name, extra_files={"rewardlab.yaml": config_text})
+        if cfg.train.save_model:
+            save_model(raw, processor, model_dir, metadata, kind=kind.name,
+                       extra_files={"rewardlab.yaml": config_text})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     acc.wait_for_everyone()
     acc.end_training()

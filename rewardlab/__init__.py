@@ -6,7 +6,7 @@ from rewardlab.data.schema import Comparison, DataError, PreferencePair
 __version__ = "0.1.0"
 
 __all__ = ["Comparison", "DataConfig", "DataError", "ExperimentConfig", "ModelConfig", "PreferencePair",
-           "RewardModel", "TrainConfig", "load_config", "train"]
+           "RewardFunction", "RewardModel", "TrainConfig", "load_config", "train"]
 
 
 def __getattr__(name: str):
@@ -15,6 +15,10 @@ def __getattr__(name: str):
         from rewardlab.scoring import RewardModel
 
         return RewardModel
+    if name == "RewardFunction":
+        from rewardlab.reward_function import RewardFunction
+
+        return RewardFunction
     if name == "train":
         from rewardlab.train.run import train
 

@@ -5,11 +5,12 @@
     rewardlab score --model DIR --data FILE --out FILE [--normalize zscore]
     rewardlab calibrate --model DIR --data FILE
     rewardlab compare EVAL_DIR EVAL_DIR ...
-    rewardlab demo  [--out runs/demo]
+    rewardlab demo  [--task text|image] [--out runs/demo]
     rewardlab tune  --config cfg.yaml --space space.yaml --trials N [--storage URL] [--study NAME] [--refit]
     rewardlab generate --policy MODEL --prompts prompts.txt --n 4 [--temperature 0.7,1.0] --out candidates.jsonl
     rewardlab label --data candidates.jsonl --out rankings.jsonl [--port 8765] [--labeler NAME] [--model RM]
     rewardlab best-of-n --policy MODEL --model RM --prompts prompts.txt --n 8 [--out best.jsonl]
+    rewardlab serve --model DIR [--model NAME=DIR ...] [--host 127.0.0.1] [--port 8000]
 
 User mistakes (bad config, bad data) print one line naming what and where, and
 exit with status 2; no traceback.
@@ -77,10 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/compare", help="Where compare.md and the reliability overlay go.")
 
     p = sub.add_parser("demo", help="Train on the embedded data with the embedded backbone, evaluate, report.")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--task", choices=("text", "image"), default="text",
+                   help="text: MiniLM on the embedded preference pairs; image: a multi-attribute image+text model "
+                   "on generated pictures, beside a text-blind control.")
+    p.add_argument("--out", help="Output folder (default runs/demo, or runs/demo-image for --task image).")
     p.add_argument("--set", dest="overrides", action="append", default=[])
 
     _add_preference_loop_parsers(sub)
+    _add_serve_parser(sub)
 
     p = sub.add_parser("tune", help="Search hyperparameters with Optuna; workers running the same command "
                        "share one study.")
@@ -156,6 +161,37 @@ def _add_preference_loop_parsers(sub) -> None:
         default = getattr(BestOfNConfig, name)
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
                        help=_help(BestOfNConfig, name))
+
+
+def _add_serve_parser(sub) -> None:
+    from rewardlab.serve.config import BatcherConfig, ServeConfig
+
+    p = sub.add_parser("serve", help="Serve reward scores over HTTP (POST /v1/score, OpenRLHF's /get_reward).")
+    p.add_argument("--model", dest="models", action="append", required=True, metavar="[NAME=]DIR",
+                   help="Reward model folder, optionally named; repeat to serve several (the first is the default).")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available).")
+    for name in ("host", "port", "max_items", "max_text_chars", "max_body_bytes", "openrlhf_normalize"):
+        default = getattr(ServeConfig, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                       help=_help(ServeConfig, name))
+    for name in ("max_batch_tokens", "max_wait_ms", "max_queue_items"):
+        default = getattr(BatcherConfig, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                       help=_help(BatcherConfig, name))
+    p.add_argument("--no-batching", action="store_true", help="Give each request its own forward passes "
+                   "(the baseline of the load test).")
+
+
+def _cmd_serve(args) -> int:
+    from rewardlab.serve.app import serve
+    from rewardlab.serve.config import BatcherConfig, ServeConfig
+
+    batcher = BatcherConfig(batching=not args.no_batching, max_batch_tokens=args.max_batch_tokens,
+                            max_wait_ms=args.max_wait_ms, max_queue_items=args.max_queue_items)
+    cfg = ServeConfig(host=args.host, port=args.port, max_items=args.max_items, max_text_chars=args.max_text_chars,
+                      max_body_bytes=args.max_body_bytes, openrlhf_normalize=args.openrlhf_normalize, batcher=batcher)
+    serve(args.models, cfg, device=args.device, announce=lambda text: print(text, flush=True))
+    return 0
 
 
 def _cmd_generate(args) -> int:
@@ -270,9 +306,14 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    if args.task == "image":
+        from rewardlab.demo_image import run_image_demo
+
+        run_image_demo(Path(args.out or "runs/demo-image"), args.overrides)
+        return 0
     from rewardlab.demo import run_demo
 
-    run_demo(Path(args.out), args.overrides)
+    run_demo(Path(args.out or "runs/demo"), args.overrides)
     return 0
 
 
@@ -323,7 +364,7 @@ def _cmd_losses(args) -> int:
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "score": _cmd_score, "demo": _cmd_demo,
             "calibrate": _cmd_calibrate, "compare": _cmd_compare, "tune": _cmd_tune, "generate": _cmd_generate, "label": _cmd_label,
-            "best-of-n": _cmd_best_of_n,
+            "best-of-n": _cmd_best_of_n, "serve": _cmd_serve,
             "options": _cmd_options, "backbones": _cmd_backbones, "kinds": _cmd_kinds, "losses": _cmd_losses}
 
 

@@ -10,7 +10,9 @@ Works for rewardlab checkpoints of every kind (the folder's ``rewardlab.kind``
 picks how it is loaded) and for any Hugging Face sequence-classification reward
 model with one output (a local folder, or a hub id for users online). Scores are
 the raw head outputs unless ``normalize`` asks for z-scores (using the training
-reward mean/std stored in the checkpoint) or a sigmoid.
+reward mean/std stored in the checkpoint), a sigmoid, or ``prompt_mean``: each reward
+minus the mean reward of the items in the same call that share its prompt (the
+group baseline GRPO-style loops subtract).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 
 from rewardlab.models.base import RewardNet, get_kind, read_metadata
 
-NORMALIZATIONS = ("none", "zscore", "sigmoid")
+NORMALIZATIONS = ("none", "zscore", "sigmoid", "prompt_mean")
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,23 @@ class RewardModel:
 
     # ------------------------------------------------------------------ scoring
 
-    def _normalize(self, scores: np.ndarray, normalize: str) -> np.ndarray:
+    def normalize_scores(self, scores: np.ndarray, normalize: str, prompts: Sequence[str] = ()) -> np.ndarray:
+        """``scores`` (N, H) or (N,) normalised as ``normalize`` says; ``prompt_mean`` groups rows by ``prompts``."""
         if normalize == "none":
             return scores
         if normalize == "sigmoid":
             return 1.0 / (1.0 + np.exp(-scores))
+        if normalize == "prompt_mean":
+            if len(prompts) != len(scores):
+                raise ValueError(f"normalize='prompt_mean' needs each item's prompt: got {len(prompts)} prompts "
+                                 f"for {len(scores)} scores")
+            groups: dict[str, list[int]] = {}
+            for i, p in enumerate(prompts):
+                groups.setdefault(p, []).append(i)
+            out = np.array(scores, dtype=np.float64)
+            for rows in groups.values():
+                out[rows] -= out[rows].mean(axis=0)
+            return out
         if normalize == "zscore":
             if "reward_mean" not in self.metadata:
                 raise ValueError("normalize='zscore' needs reward statistics, which only rewardlab checkpoints store")
@@ -97,7 +111,7 @@ class RewardModel:
             idx = order[start: start + batch_size]
             inputs = {k: v.to(self.device) for k, v in self.processor.collate([items[i] for i in idx]).items()}
             scores[idx] = self.model(**inputs).float().cpu().numpy()
-        return self._normalize(scores, normalize)
+        return self.normalize_scores(scores, normalize, prompts)
 
     def score_batch(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,
                     normalize: str = "none") -> list[float]:

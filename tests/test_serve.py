@@ -1,0 +1,298 @@
+"""The reward server over real HTTP on 127.0.0.1, its batcher, the client, RewardFunction and a GRPO step."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config, write_jsonl
+from rewardlab.label.server import loopback_socket
+from rewardlab.reward_function import RewardFunction, render_item
+from rewardlab.scoring import RewardModel
+from rewardlab.serve.app import create_app, parse_model_specs
+from rewardlab.serve.batcher import DynamicBatcher, Overloaded
+from rewardlab.serve.client import RewardClient, ServerError
+from rewardlab.serve.config import BatcherConfig, ServeConfig
+from rewardlab.train.run import train
+
+LIMITS = dict(max_items=8, max_text_chars=2000, max_body_bytes=12_000)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("serve")
+    rows = [{"prompt": f"q{i}", "chosen": f"a helpful answer {i}", "rejected": "no."} for i in range(12)]
+    return str(train(tiny_config(tiny_bert, write_jsonl(d / "p.jsonl", rows), d / "run", max_steps=3)).model_dir)
+
+
+@pytest.fixture(scope="module")
+def rm(trained) -> RewardModel:
+    return RewardModel.from_pretrained(trained, device="cpu")
+
+
+@contextlib.contextmanager
+def serving(app):
+    """Run the app with uvicorn on a free loopback port in a thread; yields (base URL, uvicorn server)."""
+    import uvicorn
+
+    sock = loopback_socket(0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def url(rm):
+    cfg = ServeConfig(**LIMITS, batcher=BatcherConfig(max_wait_ms=100, max_queue_items=64))
+    with serving(create_app({"default": rm}, cfg)) as (base, _):
+        yield base
+
+
+def post(url: str, body, raw: bytes | None = None) -> tuple[int, dict, dict]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as res:
+            return res.status, json.loads(res.read()), dict(res.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def items(*pairs, **extra) -> dict:
+    return {"items": [{"prompt": p, "response": r} for p, r in pairs], **extra}
+
+
+GOOD = [("q1", "a helpful answer 1"), ("q1", "no."), ("a longer prompt " * 8, "x")]
+
+
+def test_score_matches_the_library_in_item_order(url, rm):
+    status, reply, _ = post(f"{url}/v1/score", items(*GOOD))
+    assert status == 200 and reply["model"] == "default" and reply["truncated"] == 0
+    expected = rm.score_batch([p for p, _ in GOOD], [r for _, r in GOOD])
+    assert reply["scores"] == pytest.approx(expected, abs=1e-5) and "attributes" not in reply
+    status, reply, _ = post(f"{url}/v1/score", items(*GOOD, normalize="prompt_mean"))
+    assert reply["normalized"][0] == pytest.approx(-reply["normalized"][1]) and reply["normalized"][2] == 0
+    assert reply["normalized"][0] == pytest.approx((expected[0] - expected[1]) / 2, abs=1e-5)
+    status, reply, _ = post(f"{url}/v1/score", items(*GOOD, normalize="sigmoid"))
+    assert reply["normalized"] == pytest.approx([1 / (1 + np.exp(-s)) for s in expected], abs=1e-5)
+    chat = {"items": [{"prompt": [{"role": "user", "content": "q1"}],
+                       "response": [{"role": "assistant", "content": "no."}]}]}
+    status, reply, _ = post(f"{url}/v1/score", chat)
+    prompt, response = render_item(rm.processor.render_chat, [{"role": "user", "content": "q1"}],
+                                   [{"role": "assistant", "content": "no."}])
+    assert status == 200 and reply["scores"] == pytest.approx([rm.score(prompt, response)], abs=1e-5)
+
+
+def test_prompt_mean_normalisation_is_the_group_baseline(rm):
+    scores = np.array([[1.0], [3.0], [10.0]])
+    out = rm.normalize_scores(scores, "prompt_mean", ["a", "a", "b"])
+    assert out[:, 0].tolist() == [-1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="needs each item's prompt: got 0 prompts for 3 scores"):
+        rm.normalize_scores(scores, "prompt_mean")
+    assert rm.score_batch(["a", "a"], ["x", "yy"], normalize="prompt_mean") == pytest.approx(
+        list(np.array(rm.score_batch(["a", "a"], ["x", "yy"])) - np.mean(rm.score_batch(["a", "a"], ["x", "yy"]))))
+
+
+BAD = [
+    (items(("q", 3)), 422, r"items\[0\]\.response: must be a string or a non-empty list"),
+    ({"items": [{"prompt": "q"}]}, 422, r"items\[0\]\.response: Field required"),
+    ({"items": [{"prompt": "q", "response": "a", "score": 1}]}, 422, r"items\[0\]\.score: unknown field"),
+    ({"items": [], "temperature": 1}, 422, r"temperature: unknown field"),
+    (items(("q", "a"), normalize="minmax"), 422, r"normalize: Input should be 'none', 'zscore'"),
+    (items(("q", "a"), model="big"), 422, r"model: 'big' is not served; models: default"),
+    ({"items": [{"prompt": "q", "response": "a", "attribute": "fluency"}]}, 422,
+     r"items\[0\]\.attribute: 'fluency' is not a head of model 'default'; heads: reward"),
+    ({"items": [{"prompt": "q", "response": "a"}, {"prompt": "q", "response": "a", "labeler": "ann"}]}, 422,
+     r"items\[1\]\.labeler: model 'default' is not personalised"),
+    (items(*[("q", "a")] * 9), 413, r"items: 9 items; at most 8 per request"),
+    (items(("q", "a"), ("q", "x" * 2001)), 413, r"items\[1\]\.response: 2001 characters; at most 2000"),
+    (items(*[("q", "x" * 1990)] * 8), 413, r"body: over 12000 bytes"),
+]
+
+
+@pytest.mark.parametrize("body, status, message", BAD)
+def test_bad_requests_are_refused_naming_item_and_field(url, body, status, message):
+    code, reply, _ = post(f"{url}/v1/score", body)
+    assert code == status, reply
+    assert re.search(message, reply["detail"]), reply["detail"]
+
+
+def test_malformed_json_and_missing_endpoints(url):
+    code, reply, _ = post(f"{url}/v1/score", None, raw=b'{"items": [')
+    assert code == 422 and reply["detail"].startswith("body: not valid JSON")
+    code, reply, _ = post(f"{url}/v1/compare", {"items": []})
+    assert code == 501 and "not implemented yet" in reply["detail"]
+
+
+def test_good_requests_batched_beside_bad_ones_are_unharmed(url, rm):
+    bodies = [items((f"q{i}", f"answer {i} " * (i + 1))) for i in range(6)]
+    bodies += [items(("q", 3)), {"items": [{"prompt": "q", "response": "a", "attribute": "nope"}]},
+                items(("q", "x" * 5000))]
+    before = _batch_count(url)
+    replies: list = [None] * len(bodies)
+
+    def send(i):
+        replies[i] = post(f"{url}/v1/score", bodies[i])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert [r[0] for r in replies] == [200] * 6 + [422, 422, 413]
+    for i in range(6):
+        assert replies[i][1]["scores"] == pytest.approx([rm.score(f"q{i}", f"answer {i} " * (i + 1))], abs=1e-5)
+    assert _batch_count(url) - before < 6  # the six good requests shared forward passes
+
+
+def _batch_count(url: str) -> int:
+    text = urllib.request.urlopen(f"{url}/metrics").read().decode()
+    line = [x for x in text.splitlines() if x.startswith('rewardlab_batch_items_count{model="default"}')]
+    return int(line[0].split()[-1]) if line else 0
+
+
+def test_health_models_and_metrics(url):
+    client = RewardClient(url)
+    assert client.health()["status"] == "ok"
+    info = client.models()
+    assert info["default"] == "default" and info["models"][0]["heads"] == ["reward"]
+    assert info["models"][0]["labelers"] is None and "zscore" in info["models"][0]["normalizations"]
+    client.score(["q"], ["a"])
+    text = client.metrics()
+    assert 'rewardlab_requests_total{endpoint="/v1/score",status="200"}' in text
+    assert "# TYPE rewardlab_request_seconds histogram" in text and 'le="+Inf"' in text
+    assert 'rewardlab_queue_items{model="default"} 0' in text and "# TYPE rewardlab_batch_tokens histogram" in text
+    with pytest.raises(ServerError, match="422: model: 'x' is not served"):
+        RewardClient(url, model="x").score(["q"], ["a"])
+
+
+def test_openrlhf_remote_rm_shape(url, rm):
+    """The body OpenRLHF's remote_rm_url client posts, and the keys it reads (``scores``, else ``rewards``)."""
+    prompt = "<|user|>q1<|assistant|>"
+    body = {"query": [prompt + "a helpful answer 1", "no prompt match"], "prompts": [prompt, "other"],
+            "labels": ["", None]}
+    code, reply, _ = post(f"{url}/get_reward", {**body, "datasources": ["x", "y"]})  # newer clients add keys
+    assert code == 200 and set(reply) == {"rewards", "scores", "extra_logs"} and reply["extra_logs"] == {}
+    expected = rm.score_batch([prompt, ""], ["a helpful answer 1", "no prompt match"])
+    assert reply["scores"] == pytest.approx(expected, abs=1e-5) and reply["rewards"] == reply["scores"]
+    code, reply, _ = post(f"{url}/get_reward", {"query": ["a", "b"], "prompts": ["a"]})
+    assert code == 422 and "prompts: got 1 prompts for 2 queries" in reply["detail"]
+
+
+class Gated(torch.nn.Module):
+    """Wraps a reward network; each forward waits for ``gate`` (and announces itself on ``entered``)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.heads, self.gate, self.entered = net, net.heads, threading.Event(), threading.Event()
+
+    def forward(self, **inputs):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return self.net(**inputs)
+
+
+def test_overload_gets_503_and_shutdown_finishes_in_flight_requests(trained):
+    rm = RewardModel.from_pretrained(trained, device="cpu")
+    rm.model = Gated(rm.model)
+    cfg = ServeConfig(max_items=4, batcher=BatcherConfig(max_wait_ms=0, max_queue_items=4))
+    four = items(*[("q", "a")] * 4)
+    with serving(create_app({"default": rm}, cfg)) as (base, server):
+        replies = {}
+        first = threading.Thread(target=lambda: replies.setdefault("a", post(f"{base}/v1/score", four)))
+        first.start()
+        assert rm.model.entered.wait(10)  # the worker holds request a in its forward pass
+        second = threading.Thread(target=lambda: replies.setdefault("b", post(f"{base}/v1/score", four)))
+        second.start()
+        while RewardClient(base).health()["queue_items"]["default"] < 4:  # b waits in the queue
+            time.sleep(0.01)
+        code, reply, headers = post(f"{base}/v1/score", items(("q", "a")))
+        assert code == 503 and "4 items waiting" in reply["detail"] and headers["retry-after"] == "1"
+        server.should_exit = True  # graceful shutdown: a and b still get answers
+        time.sleep(0.2)
+        rm.model.gate.set()
+        first.join(30), second.join(30)
+    assert replies["a"][0] == replies["b"][0] == 200 and len(replies["b"][1]["scores"]) == 4
+
+
+def test_batcher_fails_only_the_requests_of_a_failing_pass(rm):
+    class Fussy(torch.nn.Module):  # fails on any batch holding a 1-token item
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.heads = net, net.heads
+
+        def forward(self, **inputs):
+            if (inputs["attention_mask"].sum(1) < 8).any():
+                raise RuntimeError("boom")
+            return self.net(**inputs)
+
+    fussy = RewardModel(Fussy(rm.model), rm.processor, rm.metadata)
+    # A 24-token budget puts every one of these items in a pass of its own.
+    batcher = DynamicBatcher(fussy, BatcherConfig(max_batch_tokens=24, max_wait_ms=50, max_queue_items=8))
+    answers = ["a long enough answer here, with a few more words to pass"] * 2
+    good_items, _ = rm.processor.encode_items(["question"] * 2, answers)
+    good, bad = batcher.submit(good_items), batcher.submit([((101, 102), None)])
+    with pytest.raises(RuntimeError, match="boom"):
+        bad.result(10)
+    assert good.result(10)[:, 0] == pytest.approx(rm.score_batch(["question"] * 2, answers), abs=1e-5)
+    batcher.close(10)
+    with pytest.raises(Overloaded, match="shutting down"):
+        batcher.submit(good_items)
+
+
+def test_config_and_model_spec_errors():
+    assert parse_model_specs(["runs/a", "b=runs/b"]) == {"default": "runs/a", "b": "runs/b"}
+    with pytest.raises(ValueError, match="the name 'default' is used twice; name each model with NAME=DIR"):
+        parse_model_specs(["runs/a", "runs/b"])
+    with pytest.raises(ValueError, match="max_items=10 exceeds max_queue_items=4"):
+        ServeConfig(max_items=10, batcher=BatcherConfig(max_queue_items=4))
+    with pytest.raises(ValueError, match="max_wait_ms=-1: must be >= 0"):
+        BatcherConfig(max_wait_ms=-1)
+
+
+def test_reward_function_local_and_over_url_agree_on_both_forms(trained, url):
+    local, remote = RewardFunction(trained, device="cpu"), RewardFunction(url)
+    prompts, completions = ["q1", "q2"], ["a helpful answer 1", "no."]
+    assert local(prompts, completions, trainer_state=None, answer=["x", "y"]) == pytest.approx(
+        remote(prompts=prompts, completions=completions), abs=1e-5)
+    chat_p = [[{"role": "user", "content": p}] for p in prompts]
+    chat_c = [[{"role": "assistant", "content": c}] for c in completions]
+    assert local(chat_p, chat_c) == pytest.approx(remote(chat_p, chat_c), abs=1e-5)
+    centred = RewardFunction(url, normalize="prompt_mean")(["q", "q"], completions)
+    assert centred[0] == pytest.approx(-centred[1])
+    with pytest.raises(ValueError, match="attribute='style' is not a head of"):
+        RewardFunction(trained, attribute="style")
+
+
+def test_grpo_trainer_takes_the_reward_function(tiny_llama, url, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.pad_token = tok.eos_token
+    policy = LlamaForCausalLM(LlamaConfig.from_pretrained(tiny_llama))
+    data = Dataset.from_dict({"prompt": ["Why is the sky blue?", "Name a capital city."] * 2})
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2,
+                      max_completion_length=6, max_steps=1, logging_steps=1, report_to=[], use_cpu=True,
+                      save_strategy="no", disable_tqdm=True, bf16=False)
+    trainer = GRPOTrainer(model=policy, reward_funcs=[RewardFunction(url)], args=args, train_dataset=data,
+                          processing_class=tok)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert "rewards/rewardlab_reward/mean" in logged and np.isfinite(logged["rewards/rewardlab_reward/mean"])

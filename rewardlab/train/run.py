@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import yaml
 from accelerate import Accelerator, PartialState
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import parse_flag_from_env, send_to_device, set_seed
 
 from rewardlab.config import ExperimentConfig
 from rewardlab.data.balance import balance_pairs
@@ -110,7 +110,9 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
     resume_from = ckpt.latest_state(out / "states") if resume else None
     if resume and resume_from is None:
         raise ValueError(f"--resume: no saved state under {out / 'states'}; nothing to resume")
-    state = PartialState()  # the process group; the Accelerator is made once the precision is chosen
+    # The process group; the Accelerator is made once the precision is chosen. Read ACCELERATE_USE_CPU as the
+    # Accelerator would: without it, CPU ranks launched with --multi_gpu never join one group.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > state.num_processes:
         raise ValueError(f"{launched} processes were launched but Accelerate joined {state.num_processes}: each would "

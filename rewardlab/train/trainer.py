@@ -36,6 +36,21 @@ from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.ema import EMA
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Linux's ``VmHWM`` is the process's own; ``ru_maxrss`` is carried over from the parent at launch,
+    so a worker started by a large process would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 @dataclass
 class LoopState:
     """Where the loop is; saved with each resume state."""
@@ -229,6 +244,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
+    @contextlib.contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] += time.perf_counter() - start
+
     def _log(self, values: dict, kind: str) -> None:
         record = {"step": self.state.step, "kind": kind, **values}
         self.state.history.append(record)
@@ -270,6 +293,7 @@ class Trainer:
         self.model.train()
         start, pairs_at_start, stop, micro_batches = time.perf_counter(), self.state.pairs_seen, False, 0
         cost = torch.zeros(2, dtype=torch.long)  # (real, padded) tokens of this process's micro-batches
+        self.timings = {"eval_seconds": 0.0, "save_seconds": 0.0}
         running: list[float] = []
         while self.state.step < self.total_steps and not stop:
             loader = acc.skip_first_batches(self.loader, self.state.batches_in_epoch) \
@@ -299,22 +323,26 @@ class Trainer:
                     self._log({"loss": float(np.mean(running)), "lr_head": self.scheduler.get_last_lr()[-1]}, "train")
                     running = []
                 if self.state.step % eval_every == 0 or self.state.step == self.total_steps:
-                    stop = self._evaluate_and_maybe_stop()
+                    with self._timed("eval_seconds"):
+                        stop = self._evaluate_and_maybe_stop()
                 if self.state.step % save_every == 0 or stop or self.state.step == self.total_steps:
-                    self.save_state()
+                    with self._timed("save_seconds"):
+                        self.save_state()
                 if stop or self.state.step >= self.total_steps:
                     break
             else:
                 self.state.epoch += 1
                 self.state.batches_in_epoch = 0
         bar.close()
-        elapsed = time.perf_counter() - start
-        self.throughput = {"train_seconds": elapsed,
+        # Training time excludes evaluation and resume-state writing (reported beside it), so throughput
+        # measures the steps alone.
+        elapsed = time.perf_counter() - start - self.timings["eval_seconds"] - self.timings["save_seconds"]
+        self.throughput = {"train_seconds": elapsed, **self.timings,
                            "pairs_per_second": (self.state.pairs_seen - pairs_at_start) / max(elapsed, 1e-9),
                            "micro_batches": micro_batches,
                            "tokens": int(cost[0]) * acc.num_processes, "padded_tokens": int(cost[1]) * acc.num_processes,
                            "tokens_per_second": int(cost[0]) * acc.num_processes / max(elapsed, 1e-9),
-                           "peak_rss_mb_training": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                           "peak_rss_mb_training": peak_rss_mb()}
         if torch.cuda.is_available():
             self.throughput["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
         return self.state

@@ -166,9 +166,14 @@ def rewardlab_row(faces, attributes, means, train_rows, test_rows, args, work: P
             "images": images}
 
 
-def cached_features(rm, images: list[str]) -> np.ndarray:
-    """The frozen image tower's pooled features of each image, as the model's cache holds them."""
-    return np.asarray(rm.processor.pooled_image_features(images))
+def cached_features(rm, images: list[str], chunk: int = 256) -> np.ndarray:
+    """The frozen image tower's pooled features of each image (F, D), read from the model's embedding cache."""
+    out = []
+    for start in range(0, len(images), chunk):
+        part = images[start: start + chunk]
+        items, _ = rm.processor.encode_items([PROMPT] * len(part), part)
+        out.append(rm.processor.collate(items)["image_pooled"].float().numpy())
+    return np.concatenate(out)
 
 
 # ----------------------------------------------------------------------------- main

@@ -1,7 +1,7 @@
 """A reward model as a plain callable, for RL trainers that take reward functions (TRL's ``GRPOTrainer``).
 
     >>> from trl import GRPOTrainer                                        # doctest: +SKIP
-    >>> reward = RewardFunction("runs/demo/model")            # or "http://127.0.0.1:8000" (rewardlab serve)
+    >>> reward = RewardFunction("runs/demo/model")  # or "http://127.0.0.1:8000"  # doctest: +SKIP
     >>> trainer = GRPOTrainer(model=policy, reward_funcs=[reward], ...)  # doctest: +SKIP
     >>> reward(prompts=["How do I boil an egg?"], completions=["Simmer it."])  # doctest: +SKIP
     [1.73]

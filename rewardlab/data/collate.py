@@ -122,8 +122,8 @@ class PreferenceCollator:
 
     Example:
         >>> from rewardlab.data.encode import TextItems
-        >>> a = EncodedComparison((((1, 2, 3), None), ((1, 4), None)), (3, 2), ((0, 1, 0.0),), 0)
-        >>> b = EncodedComparison((((1, 4), None), ((5,), None)), (2, 1), ((1, 0, 2.0),), 1)
+        >>> a = EncodedComparison((((1, 2, 3), None), ((1, 4), None)), (3, 2), (Pair(0, 1),), 0)
+        >>> b = EncodedComparison((((1, 4), None), ((5,), None)), (2, 1), (Pair(1, 0, 2.0),), 1)
         >>> out = PreferenceCollator(TextItems(pad_token_id=0))([a, b])
         >>> out["items"]["input_ids"].tolist()              # (1, 4) appears twice, encoded once
         [[1, 2, 3], [1, 4, 0], [5, 0, 0]]

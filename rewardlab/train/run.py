@@ -130,7 +130,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
     model = kind.build(cfg, attributes, processor)
     train_enc, eval_enc, reports = encode_training_data(cfg, processor, train_comps, eval_comps, reports,
                                                         verbose=state.is_main_process)
-    collator = PreferenceCollator(processor, model.head_index())
+    collator = PreferenceCollator(processor, model.head_index(), mixup_alpha=cfg.train.mixup_alpha,
+                                  seed=cfg.train.seed)
     first_batch = lambda device: send_to_device(collator(train_enc[: cfg.train.batch_size]), device)["items"]
     precision, reports["precision"] = choose_precision(cfg.train.mixed_precision, model, first_batch, state.device)
     if state.is_main_process and cfg.train.mixed_precision == "auto":

@@ -140,7 +140,7 @@ def rewardlab_config(data: Path, out: Path, attributes: list[str], args: argpars
         "data.aggregate_pairs=false", f"train.output_dir={out}", f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size}", f"train.lr_head={args.lr}", f"train.lr_fusion={args.lr}",
         "train.balance=attribute", "train.log_with=[]", "train.progress=false", f"train.seed={args.seed}",
-        "train.metric_for_best=log_loss",
+        "train.metric_for_best=log_loss", *args.overrides,
     ])
 
 
@@ -182,14 +182,16 @@ def cached_features(rm, images: list[str], chunk: int = 256) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=float, default=6)
-    parser.add_argument("--batch-size", type=int, default=8, help="comparisons (groups of faces) per step")
-    parser.add_argument("--group-size", type=int, default=16)
-    parser.add_argument("--min-diff", type=float, default=2.0, help="rating gap (0-100 scale) that forms a pair")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=float, default=15)
+    parser.add_argument("--batch-size", type=int, default=1, help="comparisons (groups of faces) per step")
+    parser.add_argument("--group-size", type=int, default=32)
+    parser.add_argument("--min-diff", type=float, default=0.5, help="rating gap (0-100 scale) that forms a pair")
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--fusion", default="concat")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--out", default="runs/bench-omi")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="Any other rewardlab option for row (a).")
     args = parser.parse_args(argv)
     if not OMI.is_dir():
         print(f"{OMI} is missing: this benchmark reads the OMI data from ../shared/data/omi", file=sys.stderr)

@@ -19,7 +19,6 @@ exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,18 @@ def tiny_config(backbone: str, train_file: Path, out: Path, **train):
                  "train.lr_head=1e-3", "train.progress=false", "train.log_with=[]", "train.warmup_ratio=0"]
     overrides += [f"train.{k}={v}" for k, v in train.items()]
     return load_config(None, overrides)
+
+
+def chromium_browser(profile: Path):
+    """Headless Chromium driven by Selenium (browser console logs kept), or skip the test saying why."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("chromium and chromedriver are not installed (make test installs them with apt)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))

@@ -1,5 +1,4 @@
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator, \

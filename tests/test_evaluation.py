@@ -1,5 +1,4 @@
 import json
-import math
 import shutil
 
 import numpy as np
@@ -14,7 +13,7 @@ from rewardlab.metrics import pairwise_accuracy
 from rewardlab.scoring import RewardModel
 from rewardlab.train.run import train
 
-from conftest import tiny_config, write_jsonl
+from conftest import chromium_browser, tiny_config, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -151,19 +150,8 @@ def test_compare_two_runs(model_dir, eval_file, tmp_path):
 
 
 def test_report_renders_in_headless_chromium(model_dir, eval_file, tmp_path):
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("chromium and chromedriver are not installed (make test installs them with apt)")
-    webdriver = pytest.importorskip("selenium.webdriver")
+    browser = chromium_browser(tmp_path / "chrome")
     out = evaluate(model_dir, str(eval_file), tmp_path / "ev", group_by=["labeler"], n_boot=50, progress=False)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'chrome'}"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
     try:
         browser.get((out.out_dir / "report.html").as_uri())
         text = browser.find_element("tag name", "body").text

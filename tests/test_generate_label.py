@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config, write_jsonl
+from conftest import chromium_browser, tiny_config, write_jsonl
 from rewardlab.cli import main
 from rewardlab.data.schema import DataError
 from rewardlab.generate import GenerateConfig, generate_candidates, load_policy, read_prompts, render_prompt
@@ -186,23 +185,12 @@ def _start_label_server(data: Path, out: Path) -> tuple[subprocess.Popen, str]:
 
 
 def test_labelling_page_in_headless_chromium(tmp_path):
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("chromium and chromedriver are not installed (make test installs them with apt)")
-    webdriver = pytest.importorskip("selenium.webdriver")
+    browser = chromium_browser(tmp_path / "chrome")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     data, out = write_jsonl(tmp_path / "cand.jsonl", CANDIDATES), tmp_path / "rankings.jsonl"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'chrome'}"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     proc, url = _start_label_server(data, out)
-    browser = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
 
     def ready(item):
         sel = f'body[data-state="ready"][data-item="{item}"]' if item is not None else 'body[data-mode="done"]'

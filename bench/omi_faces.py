@@ -9,7 +9,8 @@ by their mean ratings (pairs with equal means left out). Three rows, measured in
 pairs:
 
 (a) rewardlab's multi-attribute model: the `multimodal` kind on the `dual` backbone with frozen,
-    cached EfficientNet-Lite0 features, one head per attribute, trained on pairs of training faces
+    cached EfficientNet-Lite0 features, attention fusion over its spatial tokens, one head per attribute,
+    trained on pairs of training faces
     (faces grouped at random into comparisons of ``--group-size``; pairs where the means differ by at
     least ``--min-diff``);
 (b) ridge regression on the same cached embeddings, predicting each attribute's mean (alpha chosen by
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-size", type=int, default=32)
     parser.add_argument("--min-diff", type=float, default=0.5, help="rating gap (0-100 scale) that forms a pair")
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--fusion", default="concat")
+    parser.add_argument("--fusion", default="attention", help="attention reads the 7x7 spatial tokens; concat only "
+                        "the pooled vector (faster epochs)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--out", default="runs/bench-omi")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",

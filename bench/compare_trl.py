@@ -34,7 +34,6 @@ import gzip
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -200,20 +199,17 @@ def parameter_count(folder: Path) -> int:
 
 
 def peak_memory_mb(device: str, reset: bool = False) -> float:
-    """Peak memory of this process: max CUDA memory allocated, or on CPU its own peak RSS (VmHWM).
-
-    Not ``ru_maxrss``: Linux carries it across fork and exec, so a worker's would start at the driver's RSS.
-    """
+    """Peak memory of this process: max CUDA memory allocated, or on CPU its own peak RSS (rewardlab's reader)."""
     import torch
+
+    from rewardlab.train.trainer import peak_rss_mb
 
     if device == "cuda":
         if not torch.cuda.is_available():
             sys.exit("--device cuda: torch sees no CUDA device")
         torch.cuda.reset_peak_memory_stats() if reset else None
         return torch.cuda.max_memory_allocated() / 2**20
-    status = Path("/proc/self/status")
-    hwm = [l for l in status.read_text().splitlines() if l.startswith("VmHWM:")] if status.exists() else []
-    return int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
 
 
 def work_rewardlab(args, workdir: Path) -> dict:
@@ -235,10 +231,8 @@ def work_rewardlab(args, workdir: Path) -> dict:
     m = result.metrics
     out = {"train_seconds": m["train_seconds"], "pairs_per_s": m["pairs_per_second"], "model": str(result.model_dir),
            "tokens": m["tokens"], "padded_tokens": m["padded_tokens"]}
-    # Two upper bounds of the training loop's peak RSS: rewardlab's ru_maxrss (which starts at the driver's RSS,
-    # see peak_memory_mb) and VmHWM after train() (which includes the final pass over the training data).
-    out["peak_mb"] = m["peak_cuda_mb"] if args.device == "cuda" else \
-        min(m["peak_rss_mb_training"], peak_memory_mb("cpu"))
+    # The training loop's own peak: rewardlab measures it at the end of the loop (before the final scoring pass).
+    out["peak_mb"] = m["peak_cuda_mb"] if args.device == "cuda" else m["peak_rss_mb_training"]
     return out
 
 

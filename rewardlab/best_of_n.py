@@ -15,28 +15,28 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardlab.config import _opt, _positive
+from rewardlab.config import option, positive
 from rewardlab.generate import DEFAULT_POLICY, load_policy, read_prompts, sample
 
 
 @dataclass(frozen=True, kw_only=True)
 class BestOfNConfig:
-    policy: str = _opt(DEFAULT_POLICY, "Causal LM to sample from (same forms as `rewardlab generate --policy`).")
-    n: int = _opt(8, "Samples per prompt.")
-    temperature: float = _opt(1.0, "Sampling temperature of the N samples.")
-    top_p: float = _opt(1.0, "Nucleus sampling threshold of the N samples.")
-    max_new_tokens: int = _opt(128, "Longest response, in tokens.")
-    seed: int = _opt(0, "Sampling seed.")
-    batch_size: int = _opt(8, "Prompts per generate call.")
+    policy: str = option(DEFAULT_POLICY, "Causal LM to sample from (same forms as `rewardlab generate --policy`).")
+    n: int = option(8, "Samples per prompt.")
+    temperature: float = option(1.0, "Sampling temperature of the N samples.")
+    top_p: float = option(1.0, "Nucleus sampling threshold of the N samples.")
+    max_new_tokens: int = option(128, "Longest response, in tokens.")
+    seed: int = option(0, "Sampling seed.")
+    batch_size: int = option(8, "Prompts per generate call.")
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"n={self.n!r} must be an integer >= 1")
-        _positive("temperature", self.temperature)
+        positive("temperature", self.temperature)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
-        _positive("max_new_tokens", self.max_new_tokens)
-        _positive("batch_size", self.batch_size)
+        positive("max_new_tokens", self.max_new_tokens)
+        positive("batch_size", self.batch_size)
 
 
 @dataclass(frozen=True)

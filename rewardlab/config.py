@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 
-def _opt(default: Any, help: str, **kwargs: Any) -> Any:
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A config field with its default and its help (the one place an option is documented)."""
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
     return field(default=default, metadata={"help": help}, **kwargs)
@@ -31,7 +32,8 @@ def _choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(str, choices))}")
 
 
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+def positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Raise naming the option unless ``value`` is finite and > 0 (>= 0 with ``allow_zero``)."""
     ok = value >= 0 if allow_zero else value > 0
     if not ok or (isinstance(value, float) and not math.isfinite(value)):
         bound = ">= 0" if allow_zero else "> 0"
@@ -40,32 +42,32 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    train: str = _opt("default", "Training data: a .jsonl/.json/.csv/.parquet file (optionally .gz), "
+    train: str = option("default", "Training data: a .jsonl/.json/.csv/.parquet file (optionally .gz), "
                       "'hf:NAME' for a Hugging Face dataset, or 'default' for the embedded data set.")
-    eval: str | None = _opt(None, "Held-out data in the same forms as `train`; when unset, a split of `train` is used.")
-    format: str = _opt("auto", "Row format: auto, pairs, implicit_prompt, chat, rankings, ratings or item_ratings "
+    eval: str | None = option(None, "Held-out data in the same forms as `train`; when unset, a split of `train` is used.")
+    format: str = option("auto", "Row format: auto, pairs, implicit_prompt, chat, rankings, ratings or item_ratings "
                        "(one row per response with a rating column per attribute; rows of a prompt form pairs).")
-    columns: dict = _opt({}, "Column mapping {our_name: your_column}, e.g. {prompt: question, chosen: good}.")
-    hf_split: str = _opt("train", "Split to read for 'hf:' sources.")
-    min_rating_diff: float = _opt(1.0, "Ratings formats: a pair is formed only where two scores differ by at least this.")
-    attributes: list = _opt([], "item_ratings format: the rating columns, one reward head each (e.g. [helpfulness, "
+    columns: dict = option({}, "Column mapping {our_name: your_column}, e.g. {prompt: question, chosen: good}.")
+    hf_split: str = option("train", "Split to read for 'hf:' sources.")
+    min_rating_diff: float = option(1.0, "Ratings formats: a pair is formed only where two scores differ by at least this.")
+    attributes: list = option([], "item_ratings format: the rating columns, one reward head each (e.g. [helpfulness, "
                             "correctness]). Empty: every numeric column that is not a known field.")
-    rating_range: list = _opt([], "Ratings formats: [low, high]; a rating outside it is an error. Empty: any finite number.")
-    aggregate_pairs: bool = _opt(True, "item_ratings format: also form overall pairs from the mean rating of rows "
+    rating_range: list = option([], "Ratings formats: [low, high]; a rating outside it is an error. Empty: any finite number.")
+    aggregate_pairs: bool = option(True, "item_ratings format: also form overall pairs from the mean rating of rows "
                                  "rated on every attribute; they train the aggregate.")
-    eval_fraction: float = _opt(0.2, "Fraction of groups held out when `eval` is unset.")
-    split_by: str = _opt("prompt", "Field that groups examples for the split (prompt, group, labeler, ...; "
+    eval_fraction: float = option(0.2, "Fraction of groups held out when `eval` is unset.")
+    split_by: str = option("prompt", "Field that groups examples for the split (prompt, group, labeler, ...; "
                          "'pair' splits by example). No group appears on both sides.")
-    seed: int = _opt(0, "Seed of the train/eval split.")
-    on_bad_row: str = _opt("error", "What to do with an invalid row: 'error' stops naming file, row and field; "
+    seed: int = option(0, "Seed of the train/eval split.")
+    on_bad_row: str = option("error", "What to do with an invalid row: 'error' stops naming file, row and field; "
                            "'skip' drops it and reports how many and why.")
-    max_examples: int | None = _opt(None, "Read at most this many rows per source (for quick runs).")
-    max_length: int = _opt(256, "Maximum tokens per (prompt, response) sequence; longer ones are truncated and counted.")
-    max_prompt_tokens: int | None = _opt(None, "When a sequence is too long, the prompt keeps at most this many "
+    max_examples: int | None = option(None, "Read at most this many rows per source (for quick runs).")
+    max_length: int = option(256, "Maximum tokens per (prompt, response) sequence; longer ones are truncated and counted.")
+    max_prompt_tokens: int | None = option(None, "When a sequence is too long, the prompt keeps at most this many "
                                          "tokens (default: half of max_length).")
-    prompt_truncation: str = _opt("left", "Which side of a long prompt is cut: 'left' keeps its end.")
-    response_truncation: str = _opt("right", "Which side of a long response is cut: 'right' keeps its start.")
-    assistant_marker: str = _opt("\n\nAssistant:", "implicit_prompt format: the marker that opens the final response.")
+    prompt_truncation: str = option("left", "Which side of a long prompt is cut: 'left' keeps its end.")
+    response_truncation: str = option("right", "Which side of a long response is cut: 'right' keeps its start.")
+    assistant_marker: str = option("\n\nAssistant:", "implicit_prompt format: the marker that opens the final response.")
 
     def __post_init__(self) -> None:
         _choice("data.format", self.format, ("auto", "pairs", "implicit_prompt", "chat", "rankings", "ratings",
@@ -76,36 +78,36 @@ class DataConfig:
         _choice("data.on_bad_row", self.on_bad_row, ("error", "skip"))
         _choice("data.prompt_truncation", self.prompt_truncation, ("left", "right"))
         _choice("data.response_truncation", self.response_truncation, ("left", "right"))
-        _positive("data.min_rating_diff", self.min_rating_diff, allow_zero=True)
+        positive("data.min_rating_diff", self.min_rating_diff, allow_zero=True)
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"data.eval_fraction={self.eval_fraction!r} must be in [0, 1)")
-        _positive("data.max_length", self.max_length)
+        positive("data.max_length", self.max_length)
         if self.max_prompt_tokens is not None and not 0 <= self.max_prompt_tokens < self.max_length:
             raise ValueError(f"data.max_prompt_tokens={self.max_prompt_tokens!r} must be in [0, max_length)")
         if self.max_examples is not None:
-            _positive("data.max_examples", self.max_examples)
+            positive("data.max_examples", self.max_examples)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    kind: str = _opt("text", "Model kind (see `rewardlab kinds`): text (a text reward model) or multimodal "
+    kind: str = option("text", "Model kind (see `rewardlab kinds`): text (a text reward model) or multimodal "
                      "(text prompt + image; settings in the multimodal section).")
-    aggregate: str = _opt("mean", "With several attribute heads, the overall reward: mean, weighted "
+    aggregate: str = option("mean", "With several attribute heads, the overall reward: mean, weighted "
                           "(model.aggregate_weights), learned (softmax weights trained by overall pairs) or, for "
                           "model.kind=multimodal, gate (per-item softmax weights computed from the fused features).")
-    aggregate_weights: dict = _opt({}, "aggregate=weighted: {attribute: weight}; unnamed attributes weigh 0.")
-    backbone: str = _opt("minilm", "Backbone: a registry name (see `rewardlab backbones`), a local folder, "
+    aggregate_weights: dict = option({}, "aggregate=weighted: {attribute: weight}; unnamed attributes weigh 0.")
+    backbone: str = option("minilm", "Backbone: a registry name (see `rewardlab backbones`), a local folder, "
                          "or a Hugging Face hub id; it must load as AutoModelForSequenceClassification. "
                          "model.kind=multimodal: dual (EfficientNet-Lite0 + MiniLM, offline), a CLIPModel or "
                          "SiglipModel folder or hub id, or open_clip:MODEL[:PRETRAINED].")
-    lora: bool = _opt(False, "Train LoRA adapters (PEFT) instead of the full backbone; the head is always trained. "
+    lora: bool = option(False, "Train LoRA adapters (PEFT) instead of the full backbone; the head is always trained. "
                       "model.kind=multimodal: adapters on the towers (needs multimodal.freeze_towers=false).")
-    lora_r: int = _opt(8, "LoRA rank.")
-    lora_alpha: int = _opt(16, "LoRA scaling alpha.")
-    lora_dropout: float = _opt(0.05, "LoRA dropout.")
-    lora_target_modules: list = _opt([], "Modules to adapt; empty lets PEFT choose for known architectures.")
-    gradient_checkpointing: bool = _opt(False, "Trade compute for memory in the backbone.")
-    packing: bool = _opt(False, "Padding-free training for decoders whose attention takes per-sequence position ids "
+    lora_r: int = option(8, "LoRA rank.")
+    lora_alpha: int = option(16, "LoRA scaling alpha.")
+    lora_dropout: float = option(0.05, "LoRA dropout.")
+    lora_target_modules: list = option([], "Modules to adapt; empty lets PEFT choose for known architectures.")
+    gradient_checkpointing: bool = option(False, "Trade compute for memory in the backbone.")
+    packing: bool = option(False, "Padding-free training for decoders whose attention takes per-sequence position ids "
                          "(Llama, Qwen2, Mistral, Gemma, Phi-3 class): a batch's sequences are concatenated without "
                          "padding and each reward is read at its own last token.")
 
@@ -114,75 +116,75 @@ class ModelConfig:
         from rewardlab.models.base import list_kinds  # late import: models import torch
 
         _choice("model.kind", self.kind, list_kinds())
-        _positive("model.lora_r", self.lora_r)
-        _positive("model.lora_alpha", self.lora_alpha)
+        positive("model.lora_r", self.lora_r)
+        positive("model.lora_alpha", self.lora_alpha)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"model.lora_dropout={self.lora_dropout!r} must be in [0, 1)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    output_dir: str = _opt("runs/rewardlab", "Where the model, metrics, logs and resume states go.")
-    epochs: float = _opt(1.0, "Passes over the training data (fractions allowed).")
-    max_steps: int | None = _opt(None, "Stop after this many optimiser steps (overrides `epochs` when set).")
-    batch_size: int = _opt(16, "Comparisons per process per micro-batch (a ranking of K counts once); with "
+    output_dir: str = option("runs/rewardlab", "Where the model, metrics, logs and resume states go.")
+    epochs: float = option(1.0, "Passes over the training data (fractions allowed).")
+    max_steps: int | None = option(None, "Stop after this many optimiser steps (overrides `epochs` when set).")
+    batch_size: int = option(16, "Comparisons per process per micro-batch (a ranking of K counts once); with "
                            "max_tokens_per_batch, the most a micro-batch may hold.")
-    max_tokens_per_batch: int | None = _opt(None, "Token budget of a micro-batch: as many comparisons as fit in this "
+    max_tokens_per_batch: int | None = option(None, "Token budget of a micro-batch: as many comparisons as fit in this "
                                             "many padded tokens (items x longest item), so peak memory is bounded by "
                                             "the budget, not by the longest examples. The loss is still the mean over "
                                             "the pairs of each optimiser step.")
-    eval_batch_size: int = _opt(64, "Sequences per forward pass when evaluating.")
-    grad_accum: int = _opt(1, "Micro-batches per optimiser step.")
-    lr_backbone: float = _opt(2e-5, "Learning rate of the backbone (or its LoRA adapters).")
-    lr_head: float = _opt(1e-4, "Learning rate of the scalar head.")
-    lr_fusion: float = _opt(3e-4, "model.kind=multimodal: learning rate of the fusion layers (trained from scratch).")
-    mixup_alpha: float = _opt(0.0, "Mixup for preference pairs (0 = off): each pair (a over b) adds mixed items "
+    eval_batch_size: int = option(64, "Sequences per forward pass when evaluating.")
+    grad_accum: int = option(1, "Micro-batches per optimiser step.")
+    lr_backbone: float = option(2e-5, "Learning rate of the backbone (or its LoRA adapters).")
+    lr_head: float = option(1e-4, "Learning rate of the scalar head.")
+    lr_fusion: float = option(3e-4, "model.kind=multimodal: learning rate of the fusion layers (trained from scratch).")
+    mixup_alpha: float = option(0.0, "Mixup for preference pairs (0 = off): each pair (a over b) adds mixed items "
                               "λa+(1-λ)b and λb+(1-λ)a, λ ~ Beta(alpha, alpha), judged with soft label λ. Needs items "
                               "that can be mixed (model.kind=multimodal), not token ids.")
-    weight_decay: float = _opt(0.01, "AdamW weight decay (not applied to biases and norms).")
-    warmup_ratio: float = _opt(0.1, "Fraction of steps spent warming the learning rate up from 0.")
-    schedule: str = _opt("cosine", "Decay after warm-up: cosine, linear or constant.")
-    max_grad_norm: float = _opt(1.0, "Clip the gradient norm to this; 0 disables clipping.")
-    loss: str = _opt("bradley_terry", "Pairwise loss: see `rewardlab losses` for the names.")
-    margin_scale: float = _opt(1.0, "bt_margin loss: multiplier on the rating gap used as margin.")
-    label_smoothing: float = _opt(0.1, "label_smoothing loss: probability mass given to the other order.")
-    focal_gamma: float = _opt(2.0, "focal loss: focusing exponent.")
-    center_rewards: float = _opt(0.0, "Weight of a penalty on mean squared reward, keeping rewards centred at 0.")
-    balance: str = _opt("none", "Reweight training pairs so groups contribute equally to the loss: none, attribute "
+    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and norms).")
+    warmup_ratio: float = option(0.1, "Fraction of steps spent warming the learning rate up from 0.")
+    schedule: str = option("cosine", "Decay after warm-up: cosine, linear or constant.")
+    max_grad_norm: float = option(1.0, "Clip the gradient norm to this; 0 disables clipping.")
+    loss: str = option("bradley_terry", "Pairwise loss: see `rewardlab losses` for the names.")
+    margin_scale: float = option(1.0, "bt_margin loss: multiplier on the rating gap used as margin.")
+    label_smoothing: float = option(0.1, "label_smoothing loss: probability mass given to the other order.")
+    focal_gamma: float = option(2.0, "focal loss: focusing exponent.")
+    center_rewards: float = option(0.0, "Weight of a penalty on mean squared reward, keeping rewards centred at 0.")
+    balance: str = option("none", "Reweight training pairs so groups contribute equally to the loss: none, attribute "
                         "(each reward head), or attribute_gap (each head x rating-gap bin: small, medium, large).")
-    ema_decay: float = _opt(0.0, "Keep an exponential moving average of weights with this decay (0 = off); "
+    ema_decay: float = option(0.0, "Keep an exponential moving average of weights with this decay (0 = off); "
                             "evaluation and the saved model use it.")
-    eval_every: int = _opt(0, "Evaluate every N optimiser steps (0 = once per epoch).")
-    save_every: int = _opt(0, "Save a resume state every N steps (0 = at each evaluation).")
-    save_total_limit: int = _opt(2, "Resume states kept on disk (oldest removed first).")
-    save_model: bool = _opt(True, "Write the final model to <output_dir>/model; false keeps only the config, "
+    eval_every: int = option(0, "Evaluate every N optimiser steps (0 = once per epoch).")
+    save_every: int = option(0, "Save a resume state every N steps (0 = at each evaluation).")
+    save_total_limit: int = option(2, "Resume states kept on disk (oldest removed first).")
+    save_model: bool = option(True, "Write the final model to <output_dir>/model; false keeps only the config, "
                             "metrics and history (e.g. for hyperparameter-search trials, to save disk).")
-    metric_for_best: str = _opt("accuracy", "Validation metric that selects the best model (higher is better, "
+    metric_for_best: str = option("accuracy", "Validation metric that selects the best model (higher is better, "
                                 "except loss-like metrics).")
-    early_stopping_patience: int = _opt(0, "Stop after this many evaluations without improvement (0 = never).")
-    mixed_precision: str = _opt("auto", "no, fp16, bf16 or auto: on a GPU with bf16, time a few fp32 and bf16 steps "
+    early_stopping_patience: int = option(0, "Stop after this many evaluations without improvement (0 = never).")
+    mixed_precision: str = option("auto", "no, fp16, bf16 or auto: on a GPU with bf16, time a few fp32 and bf16 steps "
                                 "of the first batch and keep the faster (small backbones can be slower in bf16); "
                                 "fp32 elsewhere. The choice is printed and kept in metrics.json.")
-    group_by_length: bool = _opt(True, "Batch comparisons of similar length together to cut padding.")
-    seed: int = _opt(0, "Seed for initialisation, shuffling and dropout.")
-    log_with: list = _opt(["tensorboard"], "Accelerate trackers: tensorboard, wandb, mlflow (installed ones only).")
-    progress: bool = _opt(True, "Show progress bars.")
-    num_workers: int = _opt(0, "DataLoader worker processes.")
+    group_by_length: bool = option(True, "Batch comparisons of similar length together to cut padding.")
+    seed: int = option(0, "Seed for initialisation, shuffling and dropout.")
+    log_with: list = option(["tensorboard"], "Accelerate trackers: tensorboard, wandb, mlflow (installed ones only).")
+    progress: bool = option(True, "Show progress bars.")
+    num_workers: int = option(0, "DataLoader worker processes.")
 
     def __post_init__(self) -> None:
-        _positive("train.epochs", self.epochs)
+        positive("train.epochs", self.epochs)
         if self.max_steps is not None:
-            _positive("train.max_steps", self.max_steps)
+            positive("train.max_steps", self.max_steps)
         if self.max_tokens_per_batch is not None:
-            _positive("train.max_tokens_per_batch", self.max_tokens_per_batch)
+            positive("train.max_tokens_per_batch", self.max_tokens_per_batch)
         for name in ("batch_size", "eval_batch_size", "grad_accum", "save_total_limit"):
-            _positive(f"train.{name}", getattr(self, name))
+            positive(f"train.{name}", getattr(self, name))
         for name in ("lr_backbone", "lr_head", "lr_fusion"):
-            _positive(f"train.{name}", getattr(self, name))
-        _positive("train.mixup_alpha", self.mixup_alpha, allow_zero=True)
+            positive(f"train.{name}", getattr(self, name))
+        positive("train.mixup_alpha", self.mixup_alpha, allow_zero=True)
         for name in ("weight_decay", "max_grad_norm", "center_rewards", "margin_scale", "eval_every",
                      "save_every", "early_stopping_patience", "num_workers", "focal_gamma"):
-            _positive(f"train.{name}", getattr(self, name), allow_zero=True)
+            positive(f"train.{name}", getattr(self, name), allow_zero=True)
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"train.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
         if not 0.0 <= self.label_smoothing < 0.5:
@@ -199,40 +201,40 @@ class TrainConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class MultimodalConfig:
-    fusion: str = _opt("attention", "How image and text meet: attention (cross-attention both ways, then "
+    fusion: str = option("attention", "How image and text meet: attention (cross-attention both ways, then "
                        "self-attention over the joint tokens, gated with the pooled path; sees where things are) or "
                        "concat (pooled image, pooled text, their product and cosine; cheaper).")
-    hidden: int = _opt(256, "Width of the fusion layers and heads.")
-    layers: int = _opt(2, "fusion=attention: self-attention layers over the joint image and text tokens.")
-    attention_heads: int = _opt(4, "fusion=attention: attention heads (must divide hidden).")
-    dropout: float = _opt(0.1, "Dropout in the fusion layers and heads.")
-    head_layers: int = _opt(2, "Residual MLP blocks in the reward heads (0: a linear head).")
-    freeze_towers: bool = _opt(True, "Keep the image and text towers frozen (only fusion and heads learn; tower "
+    hidden: int = option(256, "Width of the fusion layers and heads.")
+    layers: int = option(2, "fusion=attention: self-attention layers over the joint image and text tokens.")
+    attention_heads: int = option(4, "fusion=attention: attention heads (must divide hidden).")
+    dropout: float = option(0.1, "Dropout in the fusion layers and heads.")
+    head_layers: int = option(2, "Residual MLP blocks in the reward heads (0: a linear head).")
+    freeze_towers: bool = option(True, "Keep the image and text towers frozen (only fusion and heads learn; tower "
                                "outputs can be cached). false: fine-tune them, fully or with LoRA (model.lora).")
-    cache: bool = _opt(True, "With frozen towers, compute tower outputs once and keep them on disk (cache_dir), so "
+    cache: bool = option(True, "With frozen towers, compute tower outputs once and keep them on disk (cache_dir), so "
                        "training epochs never run the towers.")
-    cache_dir: str | None = _opt(None, "Embedding cache folder (default: $XDG_CACHE_HOME/rewardlab/embeddings, "
+    cache_dir: str | None = option(None, "Embedding cache folder (default: $XDG_CACHE_HOME/rewardlab/embeddings, "
                                  "~/.cache/... when unset); entries are keyed by image content, backbone weights and "
                                  "preprocessing, so one folder serves every run.")
-    image_size: int | None = _opt(None, "Input size of the image tower (default: the tower's own, e.g. 224); images "
+    image_size: int | None = option(None, "Input size of the image tower (default: the tower's own, e.g. 224); images "
                                   "are resized on the shorter side and centre-cropped.")
-    scales: list = _opt([], "Several input sizes, e.g. [128, 224]: the tower sees each, and their tokens are "
+    scales: list = option([], "Several input sizes, e.g. [128, 224]: the tower sees each, and their tokens are "
                         "concatenated (overrides image_size). Empty: image_size only.")
-    augment: list = _opt([], "Training augmentations: any of hflip, rotate, crop, color (never hue). hflip swaps "
+    augment: list = option([], "Training augmentations: any of hflip, rotate, crop, color (never hue). hflip swaps "
                          "left and right: leave it out when prompts name horizontal positions. Evaluation and "
                          "scoring never augment.")
-    augment_views: int = _opt(4, "augment with the cache: augmented views cached per image (computed once); each "
+    augment_views: int = option(4, "augment with the cache: augmented views cached per image (computed once); each "
                               "training batch picks one of them or the clean image at random.")
-    text_blind: bool = _opt(False, "Replace every prompt with the empty text: a control that shows how much of the "
+    text_blind: bool = option(False, "Replace every prompt with the empty text: a control that shows how much of the "
                             "model's accuracy needs the prompt.")
-    tower_batch_size: int = _opt(32, "Images per tower pass when filling the cache.")
+    tower_batch_size: int = option(32, "Images per tower pass when filling the cache.")
 
     def __post_init__(self) -> None:
         _choice("multimodal.fusion", self.fusion, ("attention", "concat"))
         for name in ("hidden", "attention_heads", "tower_batch_size"):
-            _positive(f"multimodal.{name}", getattr(self, name))
+            positive(f"multimodal.{name}", getattr(self, name))
         for name in ("layers", "head_layers", "augment_views"):
-            _positive(f"multimodal.{name}", getattr(self, name), allow_zero=True)
+            positive(f"multimodal.{name}", getattr(self, name), allow_zero=True)
         if self.hidden % self.attention_heads:
             raise ValueError(f"multimodal.attention_heads={self.attention_heads} must divide "
                              f"multimodal.hidden={self.hidden}")

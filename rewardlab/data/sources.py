@@ -42,7 +42,7 @@ def _decode(data: bytes, path: Path, offset: int) -> str:
                         "cannot be decoded; is this a binary file, or text in another encoding?") from None
 
 
-def _text_lines(path: Path) -> Iterator[str]:
+def text_lines(path: Path) -> Iterator[str]:
     """The file's lines as text, decoded one by one so an error can name its byte offset."""
     offset = 0
     with _open_binary(path) as fh:
@@ -60,7 +60,7 @@ def _kind(path: Path) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
-    for line_no, line in enumerate(_text_lines(path), start=1):
+    for line_no, line in enumerate(text_lines(path), start=1):
         if not line.strip():
             continue
         where = f"{path}:{line_no}"
@@ -91,7 +91,7 @@ def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[str, Row]]:
-    reader = csv.DictReader(_text_lines(path))
+    reader = csv.DictReader(text_lines(path))
     if reader.fieldnames is None:
         return
     for i, row in enumerate(reader, start=2):  # line 1 is the header

@@ -354,10 +354,11 @@ def _cmd_kinds(args) -> int:
 
 
 def _cmd_losses(args) -> int:
-    from rewardlab.losses import LOSSES
+    from rewardlab.losses import LOSSES, OUTCOME_LOSS_HELP, loss_names
 
-    for name, fn in sorted(LOSSES.items()):
-        print(f"{name}: {(fn.__doc__ or '').strip().splitlines()[0]}")
+    for name in loss_names():
+        text = OUTCOME_LOSS_HELP[name] if name in OUTCOME_LOSS_HELP else (LOSSES[name].__doc__ or "").strip()
+        print(f"{name}: {text.splitlines()[0]}")
     return 0
 
 

@@ -45,7 +45,8 @@ class DataConfig:
     train: str = option("default", "Training data: a .jsonl/.json/.csv/.parquet file (optionally .gz), "
                       "'hf:NAME' for a Hugging Face dataset, or 'default' for the embedded data set.")
     eval: str | None = option(None, "Held-out data in the same forms as `train`; when unset, a split of `train` is used.")
-    format: str = option("auto", "Row format: auto, pairs, implicit_prompt, chat, rankings, ratings or item_ratings "
+    format: str = option("auto", "Row format: auto, pairs, implicit_prompt, chat, rankings, ratings, ab (prompt, "
+                       "response_a, response_b, winner a / b / tie; or Chatbot Arena's columns) or item_ratings "
                        "(one row per response with a rating column per attribute; rows of a prompt form pairs).")
     columns: dict = option({}, "Column mapping {our_name: your_column}, e.g. {prompt: question, chosen: good}.")
     hf_split: str = option("train", "Split to read for 'hf:' sources.")
@@ -55,9 +56,15 @@ class DataConfig:
     rating_range: list = option([], "Ratings formats: [low, high]; a rating outside it is an error. Empty: any finite number.")
     aggregate_pairs: bool = option(True, "item_ratings format: also form overall pairs from the mean rating of rows "
                                  "rated on every attribute; they train the aggregate.")
+    winner_codes: dict = option({}, "ab format: what integer winners mean, e.g. {0: a, 1: b, 2: tie}; integer "
+                              "winners are an error without it (the codes differ between data sets).")
     eval_fraction: float = option(0.2, "Fraction of groups held out when `eval` is unset.")
     split_by: str = option("prompt", "Field that groups examples for the split (prompt, group, labeler, ...; "
                          "'pair' splits by example). No group appears on both sides.")
+    stratify: bool = option(False, "Train/eval split keeps the proportions of outcomes (A / B / tie; 'a' for plain "
+                          "pairs) on both sides, still never splitting a group (scikit-learn StratifiedGroupKFold).")
+    folds: int = option(1, "Cross-validation folds over `train` (split by `split_by`, stratified with `stratify`); "
+                      "1 = a single train/eval split.")
     seed: int = option(0, "Seed of the train/eval split.")
     on_bad_row: str = option("error", "What to do with an invalid row: 'error' stops naming file, row and field; "
                            "'skip' drops it and reports how many and why.")
@@ -70,7 +77,7 @@ class DataConfig:
     assistant_marker: str = option("\n\nAssistant:", "implicit_prompt format: the marker that opens the final response.")
 
     def __post_init__(self) -> None:
-        _choice("data.format", self.format, ("auto", "pairs", "implicit_prompt", "chat", "rankings", "ratings",
+        _choice("data.format", self.format, ("auto", "pairs", "implicit_prompt", "chat", "rankings", "ratings", "ab",
                                              "item_ratings"))
         if self.rating_range and (len(self.rating_range) != 2 or not all(
                 isinstance(x, (int, float)) for x in self.rating_range) or self.rating_range[0] >= self.rating_range[1]):
@@ -82,6 +89,13 @@ class DataConfig:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"data.eval_fraction={self.eval_fraction!r} must be in [0, 1)")
         positive("data.max_length", self.max_length)
+        for code, outcome in self.winner_codes.items():
+            if isinstance(code, bool) or not str(code).strip().lstrip("+-").isdigit():
+                raise ValueError(f"data.winner_codes: key {code!r} must be an integer code, "
+                                 "e.g. {0: a, 1: b, 2: tie}")
+            _choice(f"data.winner_codes[{code}]", outcome, ("a", "b", "tie"))
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 1:
+            raise ValueError(f"data.folds={self.folds!r} must be a whole number >= 1 (1 = no cross-validation)")
         if self.max_prompt_tokens is not None and not 0 <= self.max_prompt_tokens < self.max_length:
             raise ValueError(f"data.max_prompt_tokens={self.max_prompt_tokens!r} must be in [0, max_length)")
         if self.max_examples is not None:
@@ -194,9 +208,9 @@ class TrainConfig:
         _choice("train.schedule", self.schedule, ("cosine", "linear", "constant"))
         _choice("train.balance", self.balance, ("none", "attribute", "attribute_gap"))
         _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
-        from rewardlab.losses import LOSSES  # late import: losses imports torch
+        from rewardlab.losses import loss_names  # late import: losses imports torch
 
-        _choice("train.loss", self.loss, sorted(LOSSES))
+        _choice("train.loss", self.loss, loss_names())
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,11 @@ the batch's :class:`~rewardlab.data.collate.PairTable` (margin, tie, labeler, ..
 and returns the P per-pair terms. :func:`weighted_mean` reduces them with the
 pairs' weights. Names are looked up with :func:`get_loss`; an unknown name raises.
 
+Outcome losses (``rao_kupper``, ``davidson``, ``three_class``) are the negative
+log-likelihood of the observed outcome (i wins, or a tie) under the model's
+:mod:`~rewardlab.models.outcomes` model, whose tie parameter is learned with it.
+:func:`build_pair_loss` turns any name into the trainer's ``(judged, pairs) -> (P,)``.
+
 Example:
     >>> import torch
     >>> from rewardlab.data.collate import PairTable
@@ -22,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from rewardlab.data.collate import PairTable
+from rewardlab.models.outcomes import Judged
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -69,9 +75,65 @@ LOSSES: dict[str, LossFn] = {
 }
 
 
+# Outcome losses: loss name -> the outcome model (rewardlab.models.outcomes) whose likelihood it is.
+OUTCOME_LOSSES: dict[str, str] = {
+    "rao_kupper": "rao_kupper",
+    "davidson": "davidson",
+    "three_class": "three_class",
+}
+OUTCOME_LOSS_HELP = {
+    "rao_kupper": "Tie-aware Bradley-Terry (Rao-Kupper): P(tie) from a learned threshold on the reward gap.",
+    "davidson": "Tie-aware Bradley-Terry (Davidson): P(tie) proportional to a learned nu times sqrt(p_i p_j).",
+    "three_class": "Cross-entropy over A / B / tie for pairwise models (cross-encoder, LLM judge), both orders averaged.",
+}
+
+
+def loss_names() -> list[str]:
+    return sorted({*LOSSES, *OUTCOME_LOSSES})
+
+
 def get_loss(name: str) -> LossFn:
-    """The loss registered under ``name``; raises ``ValueError`` listing valid names."""
+    """The scalar pairwise loss registered under ``name``; raises ``ValueError`` listing valid names."""
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(LOSSES))}") from None
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(loss_names())}") from None
+
+
+def outcome_model_for(loss: str) -> str:
+    """The outcome model a loss trains: its own likelihood for outcome losses, Bradley–Terry otherwise."""
+    return OUTCOME_LOSSES.get(loss, "bradley_terry")
+
+
+def outcome_nll(judged: Judged, pairs: PairTable) -> torch.Tensor:
+    """-log P(observed outcome): class 0 (the pair's first item won) or 2 (a tie). (P, 3) -> (P,)."""
+    observed = torch.where(pairs.tie, 2, 0)
+    return -judged.log_probs.gather(1, observed[:, None]).squeeze(1)
+
+
+def build_pair_loss(name: str, **params: float) -> Callable[[Judged, PairTable], torch.Tensor]:
+    """The trainer's loss: ``(judged, pairs) -> (P,)`` per-pair terms, for any loss name.
+
+    Scalar losses see each pair's two scores; a tie pair (which has no preferred side) gets
+    the mean of both orders, ½ (ℓ(r_i, r_j) + ℓ(r_j, r_i)), which is smallest at equal
+    rewards. Outcome losses are :func:`outcome_nll`.
+
+    Example:
+        >>> from rewardlab.models.outcomes import BradleyTerry
+        >>> loss = build_pair_loss("bradley_terry")
+        >>> judged = BradleyTerry()(torch.tensor([[1.0], [0.0]]), PairTable.of(2, i=[0, 0], j=[1, 1], tie=[0, 1]))
+        >>> [round(x, 4) for x in loss(judged, PairTable.of(2, tie=[0, 1])).tolist()]  # -log σ(1); ½(-log σ(1) - log σ(-1))
+        [0.3133, 0.8133]
+    """
+    if name in OUTCOME_LOSSES:
+        return outcome_nll
+    fn = get_loss(name)
+
+    def pair_loss(judged: Judged, pairs: PairTable) -> torch.Tensor:
+        forward = fn(judged.chosen, judged.rejected, pairs, **params)
+        if not bool(pairs.tie.any()):
+            return forward
+        backward = fn(judged.rejected, judged.chosen, pairs, **params)
+        return torch.where(pairs.tie, (forward + backward) / 2, forward)
+
+    return pair_loss

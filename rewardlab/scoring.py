@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from rewardlab.models.base import RewardNet, get_kind, read_metadata
+from rewardlab.models.outcomes import outcome_from_metadata
 
 NORMALIZATIONS = ("none", "zscore", "sigmoid", "prompt_mean")
 
@@ -53,6 +54,8 @@ class RewardModel:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         kind = get_kind(read_metadata(path).get("kind", "text"))  # foreign HF models are text models
         model, processor, metadata = kind.load(path, device, dtype)
+        if "outcome" in metadata:
+            model.set_outcome(outcome_from_metadata(metadata["outcome"]).to(device))
         return cls(model, processor, metadata, device)
 
     @property

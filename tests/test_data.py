@@ -73,8 +73,9 @@ def test_rankings_give_all_ordered_pairs_and_ties(tmp_path):
         {"prompt": "q", "responses": ["x", "y", "z"], "ranks": [1, 1, 2]}])
     (c, d), report = load(path)
     assert len(c.pairs) == 6 and set(p[:2] for p in c.pairs) >= {(1, 0), (0, 3), (3, 2)}
-    assert len(d.pairs) == 2  # x and y tie: no pair between them
-    assert report.pairs == 8
+    assert [p[:2] for p in d.pairs if not p.tie] == [(0, 2), (1, 2)]
+    assert [(p.winner, p.loser) for p in d.pairs if p.tie] == [(0, 1)]  # x and y tie: one tie pair
+    assert report.pairs == 9
 
 
 def test_ratings_respect_min_rating_diff(tmp_path):

@@ -177,7 +177,8 @@ def from_chat(row: dict, where: str, ctx: FormatContext) -> Comparison:
     return _pair(prompt, responses[0], responses[1], 0.0, where, row, {"prompt", "chosen", "rejected"})
 
 
-def _scored(row: dict, where: str, scores: list[float], score_name: str, min_diff: float) -> Comparison | None:
+def _scored(row: dict, where: str, scores: list[float], score_name: str, min_diff: float, *, ties: bool = False
+            ) -> Comparison | None:
     prompt = text_field(row, "prompt", where)
     responses = list_field(row, "responses", where)
     if len(responses) < 2:
@@ -191,6 +192,8 @@ def _scored(row: dict, where: str, scores: list[float], score_name: str, min_dif
         raise DataError(where, "responses", "contains the same response twice")
     carried = _carried(row, {"prompt", "responses", score_name})
     pairs = rated_pairs(scores, min_diff, attribute=carried["attribute"])
+    if ties:
+        pairs += tied_pairs(scores, attribute=carried["attribute"])
     if not pairs:
         return None
     return Comparison(prompt=prompt, responses=tuple(responses), pairs=pairs, scores=tuple(scores), source=where,
@@ -206,14 +209,23 @@ def rated_pairs(scores: Sequence[float | None], min_diff: float, attribute: str 
     )
 
 
+def tied_pairs(scores: Sequence[float | None], attribute: str | None = None) -> tuple[Pair, ...]:
+    """One tie pair ``(i, j)``, i < j, per two responses with equal scores (a tie's order carries no meaning)."""
+    n = len(scores)
+    return tuple(Pair(i, j, tie=True, attribute=attribute) for i in range(n) for j in range(i + 1, n)
+                 if scores[i] is not None and scores[i] == scores[j])
+
+
 def from_rankings(row: dict, where: str, ctx: FormatContext) -> Comparison | None:
-    """``prompt, responses`` with ``ranks`` (1 = best; equal ranks are ties) or, without ranks, best first."""
+    """``prompt, responses`` with ``ranks`` (1 = best) or, without ranks, best first.
+
+    Equal ranks are ties: one ``Pair(i, j, tie=True)`` per two tied responses, besides the strict pairs."""
     n = len(list_field(row, "responses", where))
     if row.get("ranks") is None:
         ranks = list(range(1, n + 1))
     else:
         ranks = [number(v, where, f"ranks[{i}]") for i, v in enumerate(list_field(row, "ranks", where))]
-    comparison = _scored(dict(row, ranks=ranks), where, [-r for r in ranks], "ranks", 1e-12)
+    comparison = _scored(dict(row, ranks=ranks), where, [-r for r in ranks], "ranks", 1e-12, ties=True)
     # Margins of rankings are rank gaps; they carry no rating scale, so BT uses none.
     if comparison is None:
         return None
@@ -227,18 +239,28 @@ def from_ratings(row: dict, where: str, ctx: FormatContext) -> Comparison | None
     return _scored(row, where, scores, name, ctx.min_rating_diff)
 
 
+def _from_ab(row: dict, where: str, ctx: FormatContext) -> Comparison:
+    """A / B / tie judgements: see :mod:`rewardlab.data.ab` (imported here on use: it builds on this module)."""
+    from rewardlab.data.ab import from_ab
+
+    return from_ab(row, where, ctx)
+
+
 FORMATS: dict[str, Callable[[dict, str, FormatContext], Comparison | None]] = {
     "pairs": from_pairs,
     "implicit_prompt": from_implicit_prompt,
     "chat": from_chat,
     "rankings": from_rankings,
     "ratings": from_ratings,
+    "ab": _from_ab,
 }
 
 
 def detect_format(row: dict, where: str) -> str:
     """Guess the format from a row's columns."""
     keys = set(row)
+    if "winner_model_a" in keys or ({"response_a", "response_b"} <= keys and "winner" in keys):
+        return "ab"
     if "responses" in keys:
         return "ratings" if keys & {"ratings", "scores"} else "rankings"
     if keys & {"chosen", "rejected"}:
@@ -248,8 +270,9 @@ def detect_format(row: dict, where: str) -> str:
     if "prompt" in keys and keys & {"response", "image"}:
         return "item_ratings"
     raise DataError(where, None, f"cannot tell the format from columns {sorted(keys)}; expected prompt/chosen/"
-                    "rejected, chosen/rejected dialogues, prompt/responses with ranks or ratings, or "
-                    "prompt/response (or image) with rating columns (set data.format and data.columns)")
+                    "rejected, chosen/rejected dialogues, prompt/responses with ranks or ratings, "
+                    "prompt/response_a/response_b/winner, or prompt/response (or image) with rating columns "
+                    "(set data.format and data.columns)")
 
 
 GROUPED_FORMATS = ("item_ratings",)  # rows hold one response each; see rewardlab.data.item_ratings

@@ -72,7 +72,8 @@ def _context(source: str, cfg: DataConfig, render_chat: Renderer, first_row: dic
     attributes = tuple(cfg.attributes) or (infer_attributes(first_row) if first_row else ())
     return FormatContext(min_rating_diff=cfg.min_rating_diff, assistant_marker=cfg.assistant_marker,
                          render_chat=render_chat, base_dir=base_dir, attributes=attributes,
-                         rating_range=tuple(cfg.rating_range), aggregate_pairs=cfg.aggregate_pairs)
+                         rating_range=tuple(cfg.rating_range), aggregate_pairs=cfg.aggregate_pairs,
+                         extra={"winner_codes": dict(cfg.winner_codes)})
 
 
 def _candidates(rows: Iterable[tuple[str, dict]], fmt: str, ctx: FormatContext, report: LoadReport

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rewardlab.evaluation.outcomes import OUTCOMES  # noqa: E402
+
 _STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
           "grid.alpha": 0.3, "font.size": 9}
 
@@ -88,3 +90,38 @@ def group_accuracy(name: str, groups: dict[str, dict], path: Path) -> Path:
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
         ax.set(ylabel="pairwise accuracy", ylim=(0, 1.05), title=f"Accuracy by {name}")
         return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- A / B / tie outcomes
+
+
+def plot_outcome_reliability(metrics: dict, path: str | Path) -> Path:
+    """One-vs-rest reliability curves of a, b and tie (from :func:`outcome_metrics`) against the diagonal."""
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        for i, name in enumerate(OUTCOMES):
+            bins = metrics["reliability"][name]
+            ax.plot([b["mean_confidence"] for b in bins], [b["frequency"] for b in bins], "o-", color=f"C{i}",
+                    label=f"{name} (ECE {metrics['ece_per_class'][name]:.3f})")
+        ax.set(xlabel="predicted probability", ylabel="observed frequency", title="Reliability (one vs rest)",
+               xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+        ax.legend(loc="upper left")
+        return _save(fig, Path(path))
+
+
+def plot_confusion(metrics: dict, path: str | Path) -> Path:
+    """The 3×3 confusion matrix (rows true, columns predicted) from :func:`outcome_metrics`, with counts."""
+    confusion = np.asarray(metrics["confusion"])
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(3.8, 3.4))
+        image = ax.imshow(confusion, cmap="Blues", vmin=0)
+        ax.grid(False)
+        for (row, col), count in np.ndenumerate(confusion):
+            dark = count > confusion.max() / 2
+            ax.text(col, row, str(count), ha="center", va="center", color="white" if dark else "black")
+        ax.set_xticks(range(len(OUTCOMES)), OUTCOMES)
+        ax.set_yticks(range(len(OUTCOMES)), OUTCOMES)
+        ax.set(xlabel="predicted", ylabel="true", title=f"Confusion (n={confusion.sum()})")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        return _save(fig, Path(path))

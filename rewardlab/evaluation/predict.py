@@ -99,11 +99,15 @@ def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predicti
                 if c.scores is not None:
                     out.model_scores.append(overall)
                     out.human_scores.append(np.asarray(c.scores, dtype=np.float64))
-                out.tie_margins.extend(abs(overall[i] - overall[j]) for i, j in _tie_pairs(c, min_rating_diff))
+                if not any(p.tie for p in c.pairs):  # ratings closer than min_rating_diff count as ties
+                    out.tie_margins.extend(abs(overall[i] - overall[j]) for i, j in _tie_pairs(c, min_rating_diff))
                 for p in c.pairs:
                     rs = all_heads[:, _head(heads, p.attribute, c.source)]
                     w, l = p.winner, p.loser
                     margin = float(rs[w] - rs[l])
+                    if p.tie:  # no side is right: the tie statistics read these, accuracy does not
+                        out.tie_margins.append(abs(margin))
+                        continue
                     prob = float(preference_probability(margin, model.temperature))
                     record = {"source": c.source, "prompt": c.prompt, "chosen": _display(c.responses[w]),
                               "rejected": _display(c.responses[l]), "attribute": p.attribute,

@@ -6,6 +6,9 @@ The contract:
   where ``items`` is what the kind's :class:`~rewardlab.data.collate.ItemProcessor`
   collates; ``heads`` names the H columns and the last one is always the overall
   (aggregate) reward — for a plain reward model it is the only one;
+- ``outcome`` (a :mod:`~rewardlab.models.outcomes` model) turns the rewards of a
+  judged pair into P(i wins), P(j wins), P(tie); Bradley–Terry unless the loss is
+  tie-aware or the kind is pairwise (its tie parameter is a model parameter);
 - ``parameter_groups()`` names its trainable parameters by component (``backbone``,
   ``head``, ...) so each component gets its own learning rate;
 - a :class:`ModelKind` makes the processor (it is needed to read the data: chat
@@ -31,6 +34,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from torch import nn
 
+from rewardlab.models.outcomes import BradleyTerry, OutcomeModel, outcome_to_metadata
+
 if TYPE_CHECKING:
     from rewardlab.config import ExperimentConfig
 
@@ -42,6 +47,16 @@ class RewardNet(nn.Module):
     """Base of every model kind. ``forward(**items) -> rewards (N, H)``; ``heads[-1]`` is the aggregate."""
 
     heads: tuple[str, ...] = ("reward",)
+
+    @property
+    def outcome(self) -> OutcomeModel:
+        """How a judged pair's rewards become outcome probabilities (Bradley–Terry by default)."""
+        module = self._modules.get("outcome_model")
+        return module if module is not None else _BRADLEY_TERRY
+
+    def set_outcome(self, outcome: OutcomeModel) -> None:
+        """Attach an outcome model; its parameters (a tie parameter) train and save with the model."""
+        self.outcome_model = outcome
 
     def head_index(self) -> dict[str | None, int]:
         """Attribute name → reward column; ``None`` (an overall judgement) → the aggregate column."""
@@ -67,6 +82,10 @@ class ModelKind:
             empty ``folder`` (the caller makes it atomic).
         load: ``(path, device, dtype) -> (model, processor, metadata)``.
         help: one line for ``rewardlab kinds``.
+        prepare: ``comparison -> comparison`` applied to every comparison before encoding
+            (pairwise kinds turn each judged pair into its two ordered-pair items); None: as is.
+        outcome: the outcome model the kind's outputs need (``three_class`` for pairwise
+            kinds); None: any, chosen by the loss.
     """
 
     name: str
@@ -75,7 +94,11 @@ class ModelKind:
     save: Callable[[RewardNet, object, Path, dict], None]
     load: Callable[[str, torch.device, "torch.dtype | None"], tuple[RewardNet, object, dict]]
     help: str = ""
+    prepare: Callable[[object], object] | None = None
+    outcome: str | None = None
 
+
+_BRADLEY_TERRY = BradleyTerry()
 
 # Kinds are imported on first use, so the library core never imports what a kind needs.
 _LAZY_KINDS: dict[str, str] = {"text": "rewardlab.models.text:TEXT_KIND",
@@ -129,7 +152,8 @@ def save_model(model: RewardNet, processor: object, path: str | Path, metadata: 
     """Save a trained model with its kind's ``save``, atomically; ``extra_files`` are written beside it."""
 
     def write(tmp: Path) -> None:
-        get_kind(kind).save(model, processor, tmp, {**metadata, "kind": kind, "heads": list(model.heads)})
+        get_kind(kind).save(model, processor, tmp, {**metadata, "kind": kind, "heads": list(model.heads),
+                                                   "outcome": outcome_to_metadata(model.outcome)})
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
 

@@ -20,9 +20,10 @@ from rewardlab.data.balance import balance_pairs
 from rewardlab.data.collate import ItemProcessor, PreferenceCollator, encode_comparisons
 from rewardlab.data.load import load_comparisons
 from rewardlab.data.schema import Comparison
-from rewardlab.data.splits import split_by_group
-from rewardlab.losses import get_loss
-from rewardlab.models.base import RewardNet, get_kind, save_model
+from rewardlab.data.splits import split_by_group, stratified_group_split
+from rewardlab.losses import build_pair_loss, outcome_model_for
+from rewardlab.models.base import ModelKind, RewardNet, get_kind, save_model
+from rewardlab.models.outcomes import get_outcome_model
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.optim import build_optimizer, build_scheduler
 from rewardlab.train.precision import choose_precision
@@ -64,8 +65,8 @@ def load_training_data(cfg: ExperimentConfig, processor: ItemProcessor):
         evaluation, eval_report = load_comparisons(cfg.data.eval, cfg.data, render_chat=render)
         reports["eval_source"] = eval_report.__dict__
     else:
-        train, evaluation = split_by_group(train, cfg.data.eval_fraction, split_by=cfg.data.split_by,
-                                           seed=cfg.data.seed)
+        split = stratified_group_split if cfg.data.stratify else split_by_group
+        train, evaluation = split(train, cfg.data.eval_fraction, split_by=cfg.data.split_by, seed=cfg.data.seed)
     if not train:
         raise ValueError(f"no training data left after holding out data.eval_fraction={cfg.data.eval_fraction} "
                          f"of {cfg.data.train}; lower it or give data.eval")
@@ -77,6 +78,19 @@ def attributes_of(comparisons: list[Comparison], cfg: ExperimentConfig) -> list[
     found = {p.attribute for c in comparisons for p in c.pairs if p.attribute is not None}
     order = [a for a in cfg.data.attributes if a in found]
     return order + sorted(found - set(order))
+
+
+def outcome_of(kind: ModelKind, loss: str) -> str:
+    """The outcome model a run trains: the kind's own (pairwise kinds), else the loss's; they must agree."""
+    wanted = outcome_model_for(loss)
+    if kind.outcome is not None and wanted != kind.outcome:
+        raise ValueError(f"model.kind={kind.name} predicts outcomes with {kind.outcome}: set train.loss={kind.outcome} "
+                         f"(got {loss!r})")
+    if kind.outcome is None and wanted == "three_class":
+        raise ValueError(f"train.loss=three_class needs a pairwise model kind (e.g. model.kind=cross_encoder), whose items "
+                         f"are ordered pairs; model.kind={kind.name} scores single responses: use rao_kupper or "
+                         "davidson for ties")
+    return wanted
 
 
 def encode_training_data(cfg: ExperimentConfig, processor: ItemProcessor, train_comps: list[Comparison],
@@ -120,14 +134,19 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
                          "ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ...")
     set_seed(cfg.train.seed)
     kind = get_kind(cfg.model.kind)
+    outcome = outcome_of(kind, cfg.train.loss)
     processor = kind.processor(cfg)
     train_comps, eval_comps, reports = load_training_data(cfg, processor)
+    if kind.prepare is not None:
+        train_comps, eval_comps = [kind.prepare(c) for c in train_comps], [kind.prepare(c) for c in eval_comps]
     attributes = attributes_of(train_comps, cfg)
     unseen = sorted({p.attribute for c in eval_comps for p in c.pairs} - {None, *attributes})
     if unseen:
         raise ValueError(f"the evaluation data rates attribute {unseen[0]!r}, which no training pair rates; "
                          f"the model's heads: {', '.join(attributes) or 'one reward'}")
     model = kind.build(cfg, attributes, processor)
+    if outcome != model.outcome.name:
+        model.set_outcome(get_outcome_model(outcome))
     train_enc, eval_enc, reports = encode_training_data(cfg, processor, train_comps, eval_comps, reports,
                                                         verbose=state.is_main_process)
     collator = PreferenceCollator(processor, model.head_index(), mixup_alpha=cfg.train.mixup_alpha,
@@ -142,9 +161,9 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
     optimizer = build_optimizer(model.parameter_groups(), cfg.train)
     metadata = {"backbone": cfg.model.backbone, "temperature": 1.0}
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    loss_params = {"margin_scale": cfg.train.margin_scale, "label_smoothing": cfg.train.label_smoothing,
-                   "focal_gamma": cfg.train.focal_gamma}
-    trainer = Trainer(accelerator=acc, model=model, loss_fn=get_loss(cfg.train.loss), loss_params=loss_params,
+    loss_fn = build_pair_loss(cfg.train.loss, margin_scale=cfg.train.margin_scale,
+                              label_smoothing=cfg.train.label_smoothing, focal_gamma=cfg.train.focal_gamma)
+    trainer = Trainer(accelerator=acc, model=model, loss_fn=loss_fn,
                       optimizer=optimizer, scheduler_factory=lambda o, n: build_scheduler(o, cfg.train, n),
                       train_data=train_enc, eval_data=eval_enc,
                       collator=collator, cfg=cfg.train, output_dir=out,
@@ -169,9 +188,10 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
     metadata.update(reward_mean=float(aggregate.mean()), reward_std=float(aggregate.std()),
                     head_stats={h: [float(train_pred.rewards[:, k].mean()), float(train_pred.rewards[:, k].std())]
                                 for k, h in enumerate(raw.heads)})
-    metrics = {"heads": list(raw.heads), "train": train_pred.summary(raw.heads)}
+    ties = raw.outcome.ties
+    metrics = {"heads": list(raw.heads), "train": train_pred.summary(raw.heads, ties)}
     if eval_enc:
-        metrics["eval"] = trainer.predict(eval_enc).summary(raw.heads)
+        metrics["eval"] = trainer.predict(eval_enc).summary(raw.heads, ties)
     metrics.update(best_step=state.best_step, steps=state.step, data=reports, **trainer.throughput)
     model_dir = out / "model"
     if acc.is_main_process:

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from rewardlab.config import TrainConfig
 from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator
 from rewardlab.data.sampling import TokenBudgetBatchSampler
-from rewardlab.losses import LossFn, reward_centering_penalty, weighted_mean
-from rewardlab.metrics import is_improvement, pairwise_summary
+from rewardlab.losses import reward_centering_penalty, weighted_mean
+from rewardlab.metrics import is_improvement, outcome_summary, pairwise_summary
 from rewardlab.models.base import RewardNet
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.ema import EMA
@@ -74,23 +74,30 @@ class Predictions:
     chosen: np.ndarray  # (P,)
     rejected: np.ndarray  # (P,)
     rewards: np.ndarray  # (N, H) every item's rewards (for statistics)
+    tie: np.ndarray  # (P,) bool: the data calls the pair a tie
+    log_probs: np.ndarray  # (P, 3) log P(first wins), log P(second wins), log P(tie)
 
-    def summary(self, heads: tuple[str, ...]) -> dict:
-        """Pairwise metrics over all pairs, and per head where the model has several."""
-        out = pairwise_summary(self.chosen, self.rejected)
+    def summary(self, heads: tuple[str, ...], ties: bool = False) -> dict:
+        """Pairwise metrics over the decided pairs, per head where the model has several, and the
+        three-way (A / B / tie) metrics when the data has ties or the model predicts them (``ties``)."""
+        won = ~self.tie
+        out = pairwise_summary(self.chosen[won], self.rejected[won])
         if len(heads) > 1:
-            out["by_head"] = {name: pairwise_summary(self.chosen[self.head == h], self.rejected[self.head == h])
-                              for h, name in enumerate(heads) if (self.head == h).any()}
+            out["by_head"] = {name: pairwise_summary(self.chosen[won & (self.head == h)],
+                                                     self.rejected[won & (self.head == h)])
+                              for h, name in enumerate(heads) if (won & (self.head == h)).any()}
+        if ties or self.tie.any():
+            out.update(outcome_summary(self.log_probs, self.tie))
         return out
 
 
 class Trainer:
-    def __init__(self, *, accelerator: Accelerator, model: RewardNet, loss_fn: LossFn,
-                 loss_params: dict, optimizer: torch.optim.Optimizer, scheduler_factory: Callable, train_data: Sequence[EncodedComparison],
+    def __init__(self, *, accelerator: Accelerator, model: RewardNet, loss_fn: Callable,
+                 optimizer: torch.optim.Optimizer, scheduler_factory: Callable, train_data: Sequence[EncodedComparison],
                  eval_data: Sequence[EncodedComparison], collator: PreferenceCollator, cfg: TrainConfig,
                  output_dir: Path, on_evaluate: Callable[[int, dict], None] | None = None):
         self.acc, self.cfg, self.output_dir = accelerator, cfg, Path(output_dir)
-        self.loss_fn, self.loss_params = loss_fn, loss_params
+        self.loss_fn = loss_fn  # (judged, pairs) -> per-pair terms (P,); see rewardlab.losses.build_pair_loss
         self.on_evaluate = on_evaluate  # called with (step, metrics) after each evaluation; may raise to stop
         self.collator, self.eval_data = collator, list(eval_data)
         lengths = [c.longest for c in train_data]
@@ -118,25 +125,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _step(self, batch: dict, normalizer: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward one batch; returns (loss, rewards (N, H), chosen (P,), rejected (P,)).
+    def _step(self, batch: dict, normalizer: torch.Tensor | None = None):
+        """Forward one batch; returns (loss, rewards (N, H), judged pairs).
 
-        The loss is Σ w·ℓ / ``normalizer`` (the pair weight of the whole optimiser step, see
-        :meth:`_accumulate`), or the batch's weighted mean when no normalizer is given.
+        The model's outcome model reads each pair's rewards (on the pair's own head) and
+        gives its scores and outcome log-probabilities. The loss is Σ w·ℓ / ``normalizer``
+        (the pair weight of the whole optimiser step, see :meth:`_accumulate`), or the
+        batch's weighted mean when no normalizer is given.
         """
         rewards = self.model(**batch["items"])  # (N, H)
         pairs = batch["pairs"]
-        chosen = rewards[pairs.i, pairs.head]  # (P,) each pair on its own head
-        rejected = rewards[pairs.j, pairs.head]
-        per_pair = self.loss_fn(chosen, rejected, pairs, **self.loss_params)
+        judged = self.raw_model.outcome(rewards, pairs)  # chosen (P,), rejected (P,), log_probs (P, 3)
+        per_pair = self.loss_fn(judged, pairs)
         if normalizer is None:
             loss = weighted_mean(per_pair, pairs.weight)
         else:
             loss = (per_pair * pairs.weight).sum() / normalizer
         if self.cfg.center_rewards > 0:
             loss = loss + self.cfg.center_rewards * reward_centering_penalty(rewards[:, -1])
-        return loss, rewards, chosen, rejected
+        return loss, rewards, judged
 
     def _step_groups(self, loader) -> Iterator[list[dict]]:
         """The loader's micro-batches in groups of ``grad_accum``: one group per optimiser step."""
@@ -162,7 +169,7 @@ class Trainer:
             last = k == len(group) - 1
             with contextlib.nullcontext() if last else acc.no_sync(self.model):  # all-reduce once, at the end
                 with acc.autocast():
-                    loss, _, _, _ = self._step(batch, normalizer)
+                    loss, _, _ = self._step(batch, normalizer)
                 acc.backward(loss)
             summed += loss.item()
         return summed * float(normalizer) / max(float(local), 1e-12)
@@ -176,7 +183,7 @@ class Trainer:
         self.model.eval()
         shard = list(data)[self.acc.process_index:: self.acc.num_processes]
         shard.sort(key=lambda c: c.longest)
-        rows: list[tuple[int, int, float, float]] = []
+        rows: list[tuple] = []
         rewards: list[list[float]] = []
         i = 0
         while i < len(shard):  # batches of about eval_batch_size items, shortest first
@@ -187,17 +194,20 @@ class Trainer:
                 i += 1
             collated = send_to_device(self.collator(batch), self.acc.device)
             with self.acc.autocast():
-                _, r, c, rj = self._step(collated)
+                _, r, judged = self._step(collated)
             pairs = collated["pairs"]
-            rows.extend(zip(pairs.comparison.tolist(), pairs.head.tolist(), c.tolist(), rj.tolist()))
+            rows.extend(zip(pairs.comparison.tolist(), pairs.head.tolist(), judged.chosen.float().tolist(),
+                            judged.rejected.float().tolist(), pairs.tie.tolist(), judged.log_probs.float().tolist()))
             rewards.extend(r.float().tolist())
         rows = sorted(gather_object(rows), key=lambda t: t[0])  # stable: pair order within a comparison kept
         rewards = gather_object(rewards)
         self.model.train(was_training)
-        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+        arr = np.asarray([r[:4] for r in rows], dtype=np.float64).reshape(-1, 4)
         heads = len(self.raw_model.heads)
         return Predictions(arr[:, 0].astype(int), arr[:, 1].astype(int), arr[:, 2], arr[:, 3],
-                           np.asarray(rewards, dtype=np.float64).reshape(-1, heads))
+                           np.asarray(rewards, dtype=np.float64).reshape(-1, heads),
+                           np.asarray([r[4] for r in rows], dtype=bool),
+                           np.asarray([r[5] for r in rows], dtype=np.float64).reshape(-1, 3))
 
     def evaluate(self) -> dict[str, float]:
         if self.ema is not None:
@@ -205,7 +215,7 @@ class Trainer:
                 pred = self.predict(self.eval_data)
         else:
             pred = self.predict(self.eval_data)
-        return pred.summary(self.raw_model.heads)
+        return pred.summary(self.raw_model.heads, ties=self.raw_model.outcome.ties)
 
     # ------------------------------------------------------------------ resume state
 

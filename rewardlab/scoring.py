@@ -23,6 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from rewardlab.data.collate import PairTable
+from rewardlab.data.schema import Comparison, Pair
 from rewardlab.models.base import RewardNet, get_kind, read_metadata
 from rewardlab.models.outcomes import outcome_from_metadata
 
@@ -37,10 +39,27 @@ class Ranked:
     scores: list[float]
 
 
+@dataclass(frozen=True)
+class JudgedComparison:
+    """A comparison's pairs as the model judges them.
+
+    ``chosen`` / ``rejected`` (P,): each pair's two scores (rewards on the pair's head, or
+    log P(first) / log P(second) for pairwise kinds); ``log_probs`` (P, 3): log P(first wins),
+    log P(second wins), log P(tie); ``rewards`` (K, H): each response's rewards (None for
+    pairwise kinds, which score pairs only).
+    """
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    log_probs: np.ndarray
+    rewards: np.ndarray | None
+
+
 class RewardModel:
     """A loaded reward model: its network, its item processor and the checkpoint's metadata."""
 
     def __init__(self, model: RewardNet, processor, metadata: dict, device: str | torch.device = "cpu"):
+        self.kind = get_kind(metadata.get("kind", "text"))
         self.model = model.to(device).eval()
         self.processor = processor
         self.device = torch.device(device)
@@ -141,6 +160,41 @@ class RewardModel:
             raise ValueError("best_of_n needs at least one response")
         best = self.rank(prompt, responses).order[0]
         return best, responses[best]
+
+    # ------------------------------------------------------------------ judging pairs
+
+    @torch.inference_mode()
+    def judge(self, comparisons: Sequence[Comparison], *, batch_size: int = 32) -> list[JudgedComparison]:
+        """Each comparison's pairs judged by the model's outcome model, whatever the kind.
+
+        Single-response kinds score each distinct (prompt, response) once and compare rewards on each
+        pair's head; pairwise kinds score the ordered pairs their ``prepare`` makes.
+        """
+        prepared = [self.kind.prepare(c) for c in comparisons] if self.kind.prepare else list(comparisons)
+        keys = list(dict.fromkeys((c.prompt, r) for c in prepared for r in c.responses))
+        scores = self.score_heads([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)
+        row = {k: i for i, k in enumerate(keys)}
+        heads = self.model.head_index()
+        out = []
+        for c in prepared:
+            for p in c.pairs:
+                if p.attribute not in heads:
+                    names = ", ".join(h for h in heads if h is not None)
+                    raise ValueError(f"{c.source}: the data rates attribute {p.attribute!r}, which the model has no "
+                                     f"head for (heads: {names})")
+            rewards = torch.from_numpy(scores[[row[(c.prompt, r)] for r in c.responses]])
+            table = PairTable.of(len(c.pairs), i=[p.winner for p in c.pairs], j=[p.loser for p in c.pairs],
+                                 tie=[p.tie for p in c.pairs], head=[heads[p.attribute] for p in c.pairs])
+            judged = self.model.outcome(rewards.to(self.device), table.to(self.device))
+            out.append(JudgedComparison(*(x.float().cpu().numpy() for x in judged),
+                                        None if self.kind.prepare else rewards.numpy()))
+        return out
+
+    def compare(self, prompt: str, a: object, b: object) -> dict[str, float]:
+        """P(a wins), P(b wins), P(tie) for two responses to ``prompt`` (ties only from tie-aware models)."""
+        judged = self.judge([Comparison(prompt, (a, b), (Pair(0, 1),))])[0]
+        probs = np.exp(judged.log_probs[0])
+        return dict(zip(("a", "b", "tie"), (probs / probs.sum()).tolist()))
 
     def preference_probability(self, prompt: str, a: object, b: object) -> float:
         """P(a ≻ b) = σ((r_a - r_b) / T), with the calibrated temperature T where one was fitted."""

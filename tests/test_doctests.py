@@ -7,6 +7,7 @@ import pytest
 
 MODULES = ["rewardlab.data.augment", "rewardlab.data.balance", "rewardlab.data.collate", "rewardlab.data.encode",
            "rewardlab.data.image_items", "rewardlab.data.images", "rewardlab.data.sampling", "rewardlab.losses",
+           "rewardlab.models.outcomes", "rewardlab.models.pairwise", "rewardlab.evaluation.outcomes", "rewardlab.ratings",
            "rewardlab.reward_function", "rewardlab.scoring", "rewardlab.serve.client"]
 
 

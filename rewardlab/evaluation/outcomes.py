@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support

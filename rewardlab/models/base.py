@@ -102,7 +102,9 @@ _BRADLEY_TERRY = BradleyTerry()
 
 # Kinds are imported on first use, so the library core never imports what a kind needs.
 _LAZY_KINDS: dict[str, str] = {"text": "rewardlab.models.text:TEXT_KIND",
-                               "multimodal": "rewardlab.models.multimodal:MULTIMODAL_KIND"}
+                               "multimodal": "rewardlab.models.multimodal:MULTIMODAL_KIND",
+                               "cross_encoder": "rewardlab.models.pairwise:CROSS_ENCODER_KIND",
+                               "judge": "rewardlab.models.judge:JUDGE_KIND"}
 _KINDS: dict[str, ModelKind] = {}
 
 

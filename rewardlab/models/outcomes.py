@@ -100,12 +100,12 @@ class RaoKupper(OutcomeModel):
         eta = self.eta.to(diff.dtype)
         log_i, log_j = F.logsigmoid(diff - eta), F.logsigmoid(-diff - eta)
         # P(tie) = 1 - σ(d-η) - σ(-d-η) = σ(η-d) - σ(-d-η): a difference of sigmoids, computed in log space
-        log_tie = F.logsigmoid(eta - diff) + torch.log(-torch.expm1(
-            F.logsigmoid(-diff - eta) - F.logsigmoid(eta - diff)).clamp_min(1e-30))
+        log_tie = F.logsigmoid(eta - diff) + torch.log((-torch.expm1(
+            F.logsigmoid(-diff - eta) - F.logsigmoid(eta - diff))).clamp_min(1e-30))
         return torch.stack([log_i, log_j, log_tie], dim=-1)
 
     def extra_metadata(self) -> dict:
-        return {"eta": float(self.eta)}
+        return {"eta": float(self.eta.detach())}
 
 
 class Davidson(OutcomeModel):
@@ -129,7 +129,7 @@ class Davidson(OutcomeModel):
         return torch.stack([diff / 2, -diff / 2, log_nu], dim=-1).log_softmax(-1)
 
     def extra_metadata(self) -> dict:
-        return {"nu": float(self.log_nu.exp())}
+        return {"nu": float(self.log_nu.detach().exp())}
 
 
 class ThreeClass(OutcomeModel):

@@ -1,0 +1,139 @@
+"""Pairwise kinds read prompt, A and B together; their items are *ordered pairs* of responses.
+
+:func:`ordered_pairs` is their ``ModelKind.prepare``: every judged pair (w, l) of a
+comparison becomes two items, the tuples ``(w, l)`` and ``(l, w)``, and one
+:class:`~rewardlab.data.schema.Pair` between them, so the shared batch contract
+(unique items + pair table) and trainer are unchanged. A pairwise model returns
+three logits per item — first wins, second wins, tie — and the
+:class:`~rewardlab.models.outcomes.ThreeClass` outcome model averages both orders:
+training sees every pair both ways (swap augmentation) and predictions cannot
+depend on position.
+
+The kind here, ``cross_encoder``, is a Hugging Face sequence classifier with three
+labels reading ``prompt`` and ``A <sep> B`` as one text; the LLM judge
+(:mod:`rewardlab.models.judge`) is another pairwise kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from rewardlab.config import ExperimentConfig
+from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
+from rewardlab.data.schema import Comparison, Pair
+from rewardlab.models.backbones import load_backbone, prepare_tokenizer, resolve_backbone
+from rewardlab.models.base import CONFIG_KEY, ModelKind, read_metadata
+from rewardlab.models.outcomes import ThreeClass
+from rewardlab.models.text import TextRewardModel
+
+PAIR_LABELS = ("first", "second", "tie")
+
+
+def ordered_pairs(comparison: Comparison) -> Comparison:
+    """Responses → ordered pairs: each judged pair (w, l) gives items (w, l) and (l, w) and one Pair between them.
+
+    Example:
+        >>> c = Comparison("p", ("x", "y", "z"), (Pair(0, 1), Pair(2, 1, tie=True)))
+        >>> out = ordered_pairs(c)
+        >>> out.responses
+        (('x', 'y'), ('y', 'x'), ('z', 'y'), ('y', 'z'))
+        >>> [(p.winner, p.loser, p.tie) for p in out.pairs]
+        [(0, 1, False), (2, 3, True)]
+    """
+    responses: dict[tuple, int] = {}
+    pairs = []
+
+    def index(item: tuple) -> int:
+        return responses.setdefault(item, len(responses))
+
+    for p in comparison.pairs:
+        w, l = comparison.responses[p.winner], comparison.responses[p.loser]
+        pairs.append(p._replace(winner=index((w, l)), loser=index((l, w))))
+    return dataclasses.replace(comparison, responses=tuple(responses), pairs=tuple(pairs), scores=None)
+
+
+class PairTextItems(TextItems):
+    """Text items for ordered pairs: ``prompt`` and ``first <sep> second`` encoded as one text pair.
+
+    Each response keeps at most half of the tokens the prompt leaves, so a long first
+    answer cannot push the second out of the window.
+    """
+
+    def __init__(self, encoder: TextEncoder, separator: str | None = None):
+        super().__init__(encoder)
+        tok = encoder.tokenizer
+        self.separator = separator or (f" {tok.sep_token} " if tok.sep_token else "\n\n[Response B]\n")
+
+    def encode_items(self, prompts: Sequence[str], responses: Sequence[object]) -> tuple[list[TextItem], int]:
+        for i, r in enumerate(responses):
+            if not (isinstance(r, tuple) and len(r) == 2 and all(isinstance(x, str) for x in r)):
+                raise TypeError(f"item {i}: a pairwise model reads two text responses (A, B), got {type(r).__name__}")
+        spec, tok = self.encoder.spec, self.tokenizer
+        half = max(1, (spec.max_length - spec.max_prompt_tokens - self.encoder.n_special - 4) // 2)
+        firsts, seconds = [r[0] for r in responses], [r[1] for r in responses]
+        cut = []
+        for texts in (firsts, seconds):
+            offsets = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            cut.append([self.encoder._cut(t, o, half, spec.response_truncation) for t, o in zip(texts, offsets)])
+        joined = [a + self.separator + b for a, b in zip(*cut)]
+        return super().encode_items(prompts, joined)
+
+
+def build_cross_encoder(cfg: ExperimentConfig, attributes: Sequence[str], processor: PairTextItems
+                        ) -> TextRewardModel:
+    if attributes:
+        raise ValueError(f"model.kind=cross_encoder predicts one A / B / tie outcome; the data rates attributes "
+                         f"{', '.join(attributes)}: use model.kind=text for per-attribute heads")
+    hf_model, _ = load_backbone(cfg.model.backbone, num_labels=len(PAIR_LABELS))
+    if cfg.model.lora:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        hf_model = get_peft_model(hf_model, LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha,
+            lora_dropout=cfg.model.lora_dropout, target_modules=cfg.model.lora_target_modules or None))
+    model = TextRewardModel(hf_model)
+    model.heads = PAIR_LABELS
+    model.set_outcome(ThreeClass())
+    return model
+
+
+def _processor(cfg: ExperimentConfig) -> PairTextItems:
+    from transformers import AutoTokenizer
+
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(resolve_backbone(cfg.model.backbone)))
+    return PairTextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data)))
+
+
+def _save(model: TextRewardModel, processor: PairTextItems, folder: Path, metadata: dict) -> None:
+    hf = model.merged_model()
+    hf.config.id2label = dict(enumerate(PAIR_LABELS))
+    hf.config.label2id = {name: i for i, name in enumerate(PAIR_LABELS)}
+    setattr(hf.config, CONFIG_KEY, {**metadata, "encoding": processor.encoder.spec.to_dict(),
+                                    "separator": processor.separator})
+    hf.save_pretrained(folder, safe_serialization=True)
+    processor.tokenizer.save_pretrained(folder)
+
+
+def _load(path: str, device: torch.device, dtype: torch.dtype | None):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=dtype)
+    metadata = read_metadata(path)
+    prepare_tokenizer(tokenizer, hf)
+    model = TextRewardModel(hf)
+    model.heads = PAIR_LABELS
+    model.set_outcome(ThreeClass())
+    processor = PairTextItems(TextEncoder(tokenizer, EncodingSpec(**metadata["encoding"])), metadata["separator"])
+    return model.to(device).eval(), processor, metadata
+
+
+CROSS_ENCODER_KIND = ModelKind(
+    name="cross_encoder", processor=_processor, build=build_cross_encoder, save=_save, load=_load,
+    prepare=ordered_pairs, outcome="three_class",
+    help="Pairwise cross-encoder: reads prompt, A and B together and predicts A / B / tie (3-class head), both "
+         "orders averaged; a plain 3-label AutoModelForSequenceClassification folder.")

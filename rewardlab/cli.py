@@ -4,6 +4,7 @@
     rewardlab eval  --model DIR --data FILE [--out DIR] [--group-by FIELD ...]
     rewardlab score --model DIR --data FILE --out FILE [--normalize zscore]
     rewardlab calibrate --model DIR --data FILE
+    rewardlab adapt --model DIR --data FILE --labeler ID
     rewardlab compare EVAL_DIR EVAL_DIR ...
     rewardlab demo  [--task text|image] [--out runs/demo]
     rewardlab tune  --config cfg.yaml --space space.yaml --trials N [--storage URL] [--study NAME] [--refit]
@@ -28,7 +29,7 @@ from rewardlab.config import describe, load_config
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="File or hf:NAME to read (same forms as data.train).")
-    p.add_argument("--format", default="auto", help="Row format (auto, pairs, implicit_prompt, chat, rankings, ratings).")
+    p.add_argument("--format", default="auto", help="Row format (auto, pairs, implicit_prompt, chat, rankings, ratings, item_ratings, ab).")
     p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
                    help="Stop at the first invalid row, or skip and report invalid rows.")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
@@ -71,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--holdout", type=float, default=0.5,
                    help="Fraction of prompts held out to report ECE after fitting (0 = report on the fit data).")
+
+    p = sub.add_parser("adapt", help="Onboard a new labeler into a personalised model from a few of their "
+                       "judgements (trains only that labeler's parameters).")
+    p.add_argument("--model", required=True, help="A personalised model folder.")
+    _add_data_options(p)
+    p.add_argument("--labeler", required=True, help="The new labeler's id.")
+    p.add_argument("--out", help="Where to write the model with the new labeler (default: replace --model).")
+    p.add_argument("--steps", type=int, default=100, help="Full-batch Adam steps.")
+    p.add_argument("--lr", type=float, default=0.05)
 
     p = sub.add_parser("compare", help="Put several evaluation folders side by side.")
     p.add_argument("runs", nargs="+", help="Folders written by `rewardlab eval`.")
@@ -296,6 +306,15 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_adapt(args) -> int:
+    from rewardlab.adapt import adapt
+
+    r = adapt(args.model, args.data, args.labeler, args.out, data_cfg=_data_config(args), steps=args.steps, lr=args.lr)
+    print(f"labeler {r.labeler!r}: {r.pairs} judgements, accuracy on them {r.accuracy_before:.3f} (population) -> "
+          f"{r.accuracy_after:.3f} (personal), {r.seconds:.1f} s; written to {r.model_dir}")
+    return 0
+
+
 def _cmd_compare(args) -> int:
     from rewardlab.evaluation.compare import compare
 
@@ -363,7 +382,7 @@ def _cmd_losses(args) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "score": _cmd_score, "demo": _cmd_demo,
-            "calibrate": _cmd_calibrate, "compare": _cmd_compare, "tune": _cmd_tune, "generate": _cmd_generate, "label": _cmd_label,
+            "calibrate": _cmd_calibrate, "adapt": _cmd_adapt, "compare": _cmd_compare, "tune": _cmd_tune, "generate": _cmd_generate, "label": _cmd_label,
             "best-of-n": _cmd_best_of_n, "serve": _cmd_serve,
             "options": _cmd_options, "backbones": _cmd_backbones, "kinds": _cmd_kinds, "losses": _cmd_losses}
 

@@ -102,6 +102,13 @@ class DataConfig:
             positive("data.max_examples", self.max_examples)
 
 
+JUDGE_PLACEHOLDERS = ("{prompt}", "{response_a}", "{response_b}")
+JUDGE_TEMPLATE = ("Please act as an impartial judge and evaluate the two responses to the user prompt below. "
+                  "Which response is better?\n\n[User prompt]\n{prompt}\n\n[Response A]\n{response_a}\n\n"
+                  "[Response B]\n{response_b}\n\nAnswer with one letter: A if response A is better, B if response B "
+                  "is better, or C for a tie.")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     kind: str = option("text", "Model kind (see `rewardlab kinds`): text (a text reward model) or multimodal "
@@ -112,6 +119,8 @@ class ModelConfig:
     aggregate_weights: dict = option({}, "aggregate=weighted: {attribute: weight}; unnamed attributes weigh 0.")
     backbone: str = option("minilm", "Backbone: a registry name (see `rewardlab backbones`), a local folder, "
                          "or a Hugging Face hub id; it must load as AutoModelForSequenceClassification. "
+                         "model.kind=judge: a causal LM (folder, hub id, .gguf file, or smollm2 for the offline "
+                         "SmolLM2-135M-Instruct, which also stands in for the default minilm, an encoder). "
                          "model.kind=multimodal: dual (EfficientNet-Lite0 + MiniLM, offline), a CLIPModel or "
                          "SiglipModel folder or hub id, or open_clip:MODEL[:PRETRAINED].")
     lora: bool = option(False, "Train LoRA adapters (PEFT) instead of the full backbone; the head is always trained. "
@@ -124,6 +133,21 @@ class ModelConfig:
     packing: bool = option(False, "Padding-free training for decoders whose attention takes per-sequence position ids "
                          "(Llama, Qwen2, Mistral, Gemma, Phi-3 class): a batch's sequences are concatenated without "
                          "padding and each reward is read at its own last token.")
+    quantize_4bit: bool = option(False, "QLoRA: load the backbone in 4 bits (bitsandbytes NF4) and train LoRA adapters "
+                               "on it (needs model.lora=true, a CUDA GPU and bitsandbytes); model.kind=judge.")
+    personalization: str = option("none", "Per-labeler rewards from the data's labeler column: none; tokens (a "
+                                "trainable <user:ID> token in front of the text); embedding (a learned user vector "
+                                "FiLM-conditions the features of the reward layer); lowrank (each user's reward adds "
+                                "a user mix of personal_rank shared reward directions). A population reward is learned "
+                                "too and scores unknown labelers.")
+    min_labeler_pairs: int = option(5, "personalization: labelers with fewer training pairs get no parameters of their "
+                                  "own; their data trains the population reward.")
+    labeler_dropout: float = option(0.2, "personalization: share of training items scored as the population (no "
+                                  "labeler), so the population reward learns from everyone.")
+    personal_rank: int = option(4, "personalization=lowrank: number of shared reward directions.")
+    judge_template: str = option(JUDGE_TEMPLATE, "model.kind=judge: the judge's instruction, with the placeholders "
+                               "{prompt}, {response_a} and {response_b}; it is sent as a user turn through the chat "
+                               "template and the judge answers with one token: A, B or C (tie).")
 
     def __post_init__(self) -> None:
         _choice("model.aggregate", self.aggregate, ("mean", "weighted", "learned", "gate"))
@@ -134,6 +158,17 @@ class ModelConfig:
         positive("model.lora_alpha", self.lora_alpha)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"model.lora_dropout={self.lora_dropout!r} must be in [0, 1)")
+        _choice("model.personalization", self.personalization, ("none", "tokens", "embedding", "lowrank"))
+        positive("model.min_labeler_pairs", self.min_labeler_pairs)
+        positive("model.personal_rank", self.personal_rank)
+        if not 0.0 <= self.labeler_dropout < 1.0:
+            raise ValueError(f"model.labeler_dropout={self.labeler_dropout!r} must be in [0, 1)")
+        if self.quantize_4bit and not self.lora:
+            raise ValueError("model.quantize_4bit=true trains LoRA adapters on a 4-bit backbone: set model.lora=true")
+        missing = [p for p in JUDGE_PLACEHOLDERS if p not in self.judge_template]
+        if missing:
+            raise ValueError(f"model.judge_template lacks the placeholder(s) {', '.join(missing)}; it must contain "
+                             f"{', '.join(JUDGE_PLACEHOLDERS)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,6 +312,9 @@ class ExperimentConfig:
         if self.model.aggregate == "gate" and not multimodal:
             raise ValueError(f"model.aggregate=gate needs model.kind=multimodal (got {self.model.kind!r}); "
                              "choose mean, weighted or learned")
+        if multimodal and self.model.personalization == "tokens":
+            raise ValueError("model.personalization=tokens is for text kinds; image+text models take embedding or "
+                             "lowrank (both work with frozen, cached towers)")
         if multimodal and self.model.lora and self.multimodal.freeze_towers:
             raise ValueError("model.lora=true trains adapters on the towers: set multimodal.freeze_towers=false")
 

@@ -27,6 +27,7 @@ from rewardlab.data.collate import PairTable
 from rewardlab.data.schema import Comparison, Pair
 from rewardlab.models.base import RewardNet, get_kind, read_metadata
 from rewardlab.models.outcomes import outcome_from_metadata
+from rewardlab.models.personal import POPULATION, Personal, load_personal, personalize
 
 NORMALIZATIONS = ("none", "zscore", "sigmoid", "prompt_mean")
 
@@ -75,14 +76,14 @@ class RewardModel:
         model, processor, metadata = kind.load(path, device, dtype)
         if "outcome" in metadata:
             model.set_outcome(outcome_from_metadata(metadata["outcome"]).to(device))
+        if "personalization" in metadata:
+            model, processor = load_personal(model, processor, path, metadata["personalization"])
         return cls(model, processor, metadata, device)
 
     @property
     def heads(self) -> tuple[str, ...]:
         """Names of the reward columns; the last is the overall reward."""
         return tuple(self.model.heads)
-
-    # ------------------------------------------------------------------ scoring
 
     def normalize_scores(self, scores: np.ndarray, normalize: str, prompts: Sequence[str] = ()) -> np.ndarray:
         """``scores`` (N, H) or (N,) normalised as ``normalize`` says; ``prompt_mean`` groups rows by ``prompts``."""
@@ -112,15 +113,67 @@ class RewardModel:
             return (scores - self.metadata["reward_mean"]) / max(self.metadata["reward_std"], 1e-8)
         raise ValueError(f"normalize={normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
 
+    # ------------------------------------------------------------------ labelers
+
+    @property
+    def labelers(self) -> list[str]:
+        """The labelers a personalised model has parameters for (empty for population models)."""
+        return list(self.metadata.get("personalization", {}).get("labelers", []))
+
+    def labeler_source(self, labeler: str | None) -> str:
+        """Which reward scores ``labeler``: ``personal`` (its own parameters) or ``population``."""
+        return "personal" if labeler is not None and labeler in self.labelers else "population"
+
+    def _labeler_index(self, labeler: str | None, unknown_labeler: str) -> int:
+        if labeler is None:
+            return POPULATION
+        if not isinstance(labeler, str) or not labeler.strip():
+            raise ValueError(f"labeler must be a non-empty string id, got {labeler!r}")
+        if "personalization" not in self.metadata:
+            if unknown_labeler == "error":
+                raise ValueError(f"labeler {labeler!r}: this model is not personalised (it has one population reward)")
+            return POPULATION
+        index = self.model.labeler_index()
+        if labeler not in index and unknown_labeler == "error":
+            known = ", ".join(self.labelers[:10]) + (" ..." if len(self.labelers) > 10 else "")
+            raise ValueError(f"unknown labeler {labeler!r}; the model knows {len(index)} labelers ({known}). Score "
+                             "with the population reward (unknown_labeler='population') or onboard them with "
+                             "`rewardlab adapt`")
+        return index.get(labeler, POPULATION)
+
+    def _with_labelers(self, responses: Sequence[object], labelers: Sequence[str | None] | str | None,
+                       unknown_labeler: str) -> list[object]:
+        if unknown_labeler not in ("population", "error"):
+            raise ValueError(f"unknown_labeler={unknown_labeler!r}; choose population or error")
+        if labelers is None:  # items already carry their labeler, or are the population's
+            return list(responses)
+        if isinstance(labelers, str):
+            labelers = [labelers] * len(responses)
+        if len(labelers) != len(responses):
+            raise ValueError(f"got {len(labelers)} labelers for {len(responses)} responses")
+        if "personalization" not in self.metadata:
+            for u in set(labelers):
+                self._labeler_index(u, unknown_labeler)  # checks, raises where asked to
+            return list(responses)
+        cache = {u: self._labeler_index(u, unknown_labeler) for u in set(labelers)}
+        return [Personal(cache[u], r) for u, r in zip(labelers, responses)]
+
+    # ------------------------------------------------------------------ scoring
+
     @torch.inference_mode()
     def score_heads(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,
-                    normalize: str = "none") -> np.ndarray:
+                    normalize: str = "none", labeler: Sequence[str | None] | str | None = None,
+                    unknown_labeler: str = "population") -> np.ndarray:
         """Every head's reward for aligned (prompt, response) lists: (N, H), in input order.
 
-        Items are batched cheapest first (shortest texts together) to cut padding.
+        ``labeler`` (one id, or one per item) picks a personalised model's labeler; a labeler it
+        has no parameters for is scored with the population reward, or raises with
+        ``unknown_labeler="error"`` (:meth:`labeler_source` says which reward applies). Items are
+        batched cheapest first (shortest texts together) to cut padding.
         """
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+        responses = self._with_labelers(responses, labeler, unknown_labeler)
         if not prompts:
             return np.zeros((0, len(self.heads)))
         for i, p in enumerate(prompts):
@@ -136,16 +189,21 @@ class RewardModel:
         return self.normalize_scores(scores, normalize, prompts)
 
     def score_batch(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,
-                    normalize: str = "none") -> list[float]:
-        """Overall rewards of aligned (prompt, response) lists, in input order."""
-        return self.score_heads(prompts, responses, batch_size=batch_size, normalize=normalize)[:, -1].tolist()
+                    normalize: str = "none", **labelers) -> list[float]:
+        """Overall rewards of aligned (prompt, response) lists, in input order (``labeler`` as in score_heads)."""
+        return self.score_heads(prompts, responses, batch_size=batch_size, normalize=normalize,
+                                **labelers)[:, -1].tolist()
 
-    def score(self, prompt: str, response: object, *, normalize: str = "none") -> float:
-        return self.score_batch([prompt], [response], normalize=normalize)[0]
+    def score(self, prompt: str, response: object, *, normalize: str = "none", labeler: str | None = None,
+              unknown_labeler: str = "population") -> float:
+        """The overall reward of one response (for ``labeler``'s taste where the model is personalised)."""
+        return self.score_batch([prompt], [response], normalize=normalize, labeler=labeler,
+                                unknown_labeler=unknown_labeler)[0]
 
-    def score_attributes(self, prompt: str, response: object, *, normalize: str = "none") -> dict[str, float]:
+    def score_attributes(self, prompt: str, response: object, *, normalize: str = "none",
+                         labeler: str | None = None) -> dict[str, float]:
         """Every head's score by name (per attribute, then the aggregate) for one response."""
-        row = self.score_heads([prompt], [response], normalize=normalize)[0]
+        row = self.score_heads([prompt], [response], normalize=normalize, labeler=labeler)[0]
         return dict(zip(self.heads, row.tolist()))
 
     def rank(self, prompt: str, responses: Sequence[object], **kwargs) -> Ranked:
@@ -171,6 +229,9 @@ class RewardModel:
         pair's head; pairwise kinds score the ordered pairs their ``prepare`` makes.
         """
         prepared = [self.kind.prepare(c) for c in comparisons] if self.kind.prepare else list(comparisons)
+        if "personalization" in self.metadata:  # each comparison judged by its own labeler's reward
+            index = self.model.labeler_index()
+            prepared = [personalize(c, index) for c in prepared]
         keys = list(dict.fromkeys((c.prompt, r) for c in prepared for r in c.responses))
         scores = self.score_heads([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)
         row = {k: i for i, k in enumerate(keys)}
@@ -190,9 +251,12 @@ class RewardModel:
                                         None if self.kind.prepare else rewards.numpy()))
         return out
 
-    def compare(self, prompt: str, a: object, b: object) -> dict[str, float]:
-        """P(a wins), P(b wins), P(tie) for two responses to ``prompt`` (ties only from tie-aware models)."""
-        judged = self.judge([Comparison(prompt, (a, b), (Pair(0, 1),))])[0]
+    def compare(self, prompt: str, a: object, b: object, *, labeler: str | None = None,
+                unknown_labeler: str = "population") -> dict[str, float]:
+        """P(a wins), P(b wins), P(tie) for two responses to ``prompt`` (ties only from tie-aware models),
+        as ``labeler`` would judge where the model is personalised."""
+        self._labeler_index(labeler, unknown_labeler)  # raises for an unknown labeler where asked to
+        judged = self.judge([Comparison(prompt, (a, b), (Pair(0, 1),), labeler=labeler)])[0]
         probs = np.exp(judged.log_probs[0])
         return dict(zip(("a", "b", "tie"), (probs / probs.sum()).tolist()))
 

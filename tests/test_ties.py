@@ -160,3 +160,18 @@ def test_kind_and_loss_must_agree(tiny_bert, tmp_path):
     cfg = type(cfg)(**{**cfg.__dict__, "model": type(cfg.model)(**{**cfg.model.__dict__, "kind": "cross_encoder"})})
     with pytest.raises(ValueError, match="model.kind=cross_encoder predicts outcomes with three_class"):
         train(cfg)
+
+
+@pytest.mark.parametrize("kind,loss", [("text", "davidson"), ("cross_encoder", "three_class")])
+def test_eval_reports_three_way_metrics_for_tie_aware_and_pairwise_models(tiny_bert, tmp_path, kind, loss):
+    from rewardlab.evaluation.run import evaluate
+
+    data = write_jsonl(tmp_path / "ab.jsonl", _ab_rows())
+    cfg = tiny_config(tiny_bert, data, tmp_path / "run", epochs=1, loss=loss)
+    cfg = type(cfg)(**{**cfg.__dict__, "model": type(cfg.model)(**{**cfg.model.__dict__, "kind": kind})})
+    result = evaluate(str(train(cfg).model_dir), str(data), tmp_path / "eval", n_boot=10, progress=False)
+    o = result.metrics["outcomes"]
+    assert o["pairs"] == 24 and o["per_class"]["tie"]["support"] == 8 and len(o["confusion"]) == 3
+    assert result.metrics["pairs"] == 16  # accuracy reads the decided pairs only
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0
+    assert "A / B / tie: accuracy" in result.summary()

@@ -159,6 +159,13 @@ class TextItems:
     def cost(self, item: TextItem) -> int:
         return len(item[0])
 
+    def with_prefix_token(self, item: TextItem, token: int) -> TextItem:
+        """``token`` in front of the text: after a leading special token ([CLS], <bos>), else first."""
+        ids, types = item
+        at = 1 if ids and ids[0] in set(self.tokenizer.all_special_ids) else 0
+        new_types = None if types is None else (*types[:at], types[0] if types else 0, *types[at:])
+        return (*ids[:at], token, *ids[at:]), new_types
+
     def padded_cost(self, costs: Sequence[int]) -> int:
         """Tokens a batch of items with these costs occupies: no padding when packed."""
         return sum(costs) if self.packing else len(costs) * max(costs)

@@ -37,6 +37,8 @@ class ScoredPairs:
     model_scores: list[np.ndarray] = field(default_factory=list)  # per comparison with human scores
     human_scores: list[np.ndarray] = field(default_factory=list)
     tie_margins: list[float] = field(default_factory=list)  # |margin| of pairs the data calls a tie
+    outcome_probs: list[np.ndarray] = field(default_factory=list)  # every pair's (a, b, tie) probabilities
+    outcome_labels: list[int] = field(default_factory=list)  # 0: a won, 1: b won, 2: tie
     worst: list = field(default_factory=list)  # heap of (-confidence_wrong, n, record)
 
     @property
@@ -66,18 +68,19 @@ def response_scores(model: RewardModel, comparisons: Sequence[Comparison], batch
 
 
 def pair_margins(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> np.ndarray:
-    """r(winner) - r(loser) of every pair, each read on its attribute's head (the aggregate for overall pairs)."""
-    heads = model.model.head_index()
-    return np.array([rs[p.winner, heads[p.attribute]] - rs[p.loser, heads[p.attribute]]
-                     for c, rs in zip(comparisons, response_scores(model, comparisons, batch_size)) for p in c.pairs])
+    """The model's margin for the winner of every decided pair: r(winner) - r(loser) on the pair's head
+    (log P(winner) - log P(loser) for pairwise kinds)."""
+    return np.array([j.chosen[k] - j.rejected[k] for c, j in zip(comparisons, model.judge(comparisons, batch_size=batch_size))
+                     for k, p in enumerate(c.pairs) if not p.tie])
 
 
-def _head(heads: dict, attribute: str | None, where: str) -> int:
-    if attribute not in heads:
-        names = ", ".join(h for h in heads if h is not None)
-        raise ValueError(f"{where}: the data rates attribute {attribute!r}, which the model has no head for "
-                         f"(heads: {names})")
-    return heads[attribute]
+def ab_frame(pair, log_probs: np.ndarray) -> tuple[np.ndarray, int]:
+    """A pair's outcome probabilities in the (a, b, tie) frame of its responses (a = the lower index) and its label."""
+    probs = np.exp(log_probs)
+    probs = probs / probs.sum()
+    if pair.winner < pair.loser:
+        return probs, 2 if pair.tie else 0
+    return probs[[1, 0, 2]], 2 if pair.tie else 1
 
 
 def _display(response: object) -> str:
@@ -89,33 +92,36 @@ def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predicti
                  min_rating_diff: float = 1.0, keep_worst: int = 20, progress: bool = True) -> ScoredPairs:
     """Score every pair of ``comparisons``; write ``predictions.jsonl``; return the per-pair columns."""
     out = ScoredPairs(fields={name: [] for name in (*group_by, *SECTION_FIELDS, ATTRIBUTE_FIELD)})
-    heads = model.model.head_index()
     counter = itertools.count()
     bar = tqdm(desc="scoring", unit="pair", disable=not progress, dynamic_ncols=True)
     with predictions_path.open("w") as fh:
         for chunk in _chunks(comparisons, chunk_size):
-            for c, all_heads in zip(chunk, response_scores(model, chunk, batch_size)):
-                overall = all_heads[:, -1]
-                if c.scores is not None:
-                    out.model_scores.append(overall)
-                    out.human_scores.append(np.asarray(c.scores, dtype=np.float64))
-                if not any(p.tie for p in c.pairs):  # ratings closer than min_rating_diff count as ties
-                    out.tie_margins.extend(abs(overall[i] - overall[j]) for i, j in _tie_pairs(c, min_rating_diff))
-                for p in c.pairs:
-                    rs = all_heads[:, _head(heads, p.attribute, c.source)]
+            for c, judged in zip(chunk, model.judge(chunk, batch_size=batch_size)):
+                if judged.rewards is not None:  # single-response kinds: rank statistics of the overall reward
+                    overall = judged.rewards[:, -1]
+                    if c.scores is not None:
+                        out.model_scores.append(overall)
+                        out.human_scores.append(np.asarray(c.scores, dtype=np.float64))
+                    if not any(p.tie for p in c.pairs):  # ratings closer than min_rating_diff count as ties
+                        out.tie_margins.extend(abs(overall[i] - overall[j]) for i, j in _tie_pairs(c, min_rating_diff))
+                for k, p in enumerate(c.pairs):
+                    probs, label = ab_frame(p, judged.log_probs[k])
+                    out.outcome_probs.append(probs)
+                    out.outcome_labels.append(label)
                     w, l = p.winner, p.loser
-                    margin = float(rs[w] - rs[l])
+                    margin = float(judged.chosen[k] - judged.rejected[k])
                     if p.tie:  # no side is right: the tie statistics read these, accuracy does not
                         out.tie_margins.append(abs(margin))
                         continue
                     prob = float(preference_probability(margin, model.temperature))
                     record = {"source": c.source, "prompt": c.prompt, "chosen": _display(c.responses[w]),
                               "rejected": _display(c.responses[l]), "attribute": p.attribute,
-                              "chosen_score": float(rs[w]), "rejected_score": float(rs[l]), "margin": margin,
+                              "chosen_score": float(judged.chosen[k]), "rejected_score": float(judged.rejected[k]),
+                              "margin": margin,
                               "probability": prob, "correct": margin > 0}
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    out.chosen.append(float(rs[w]))
-                    out.rejected.append(float(rs[l]))
+                    out.chosen.append(float(judged.chosen[k]))
+                    out.rejected.append(float(judged.rejected[k]))
                     out.chosen_len.append(response_length(c.responses[w]))
                     out.rejected_len.append(response_length(c.responses[l]))
                     for name in out.fields:

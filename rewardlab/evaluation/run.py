@@ -16,6 +16,7 @@ from rewardlab.data.splits import split_by_group
 from rewardlab.evaluation import plots as P
 from rewardlab.evaluation.calibration import fit_temperature, store_temperature
 from rewardlab.evaluation.invariance import run_invariance_checks
+from rewardlab.evaluation.outcomes import outcome_metrics
 from rewardlab.evaluation.predict import pair_margins, score_stream
 from rewardlab.evaluation.report import render_report
 from rewardlab.evaluation.summary import summarize
@@ -46,6 +47,11 @@ class EvalResult:
                          f"(prefers the longer reply in {lb['model_prefers_longer_rate']:.0%} of pairs)")
         for name, m in self.metrics.get("attributes", {}).items():
             lines.append(f"  {name}: accuracy {m['accuracy']['value']:.3f} ({m['pairs']} pairs)")
+        if "outcomes" in self.metrics:
+            o = self.metrics["outcomes"]
+            lines.append(f"A / B / tie: accuracy {o['accuracy']:.3f}, log-loss {o['log_loss']:.4f} (class prior "
+                         f"{o['class_prior_log_loss']:.4f}, uniform {o['uniform_log_loss']:.4f}), macro-F1 "
+                         f"{o['macro_f1']:.3f}")
         if "ranking" in self.metrics:
             lines.append(f"spearman: {self.metrics['ranking']['spearman']['value']}")
         failed = [c["check"] for c in self.metrics.get("invariance", []) if not c["passed"]]
@@ -86,8 +92,12 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
                           batch_size=batch_size, min_rating_diff=data_cfg.min_rating_diff, progress=progress)
     metrics = {"model": str(model_path), "data": data, **summarize(scored, temperature=model.temperature,
                                                                    group_by=group_by, n_boot=n_boot)}
-    triples = [(c.prompt, c.responses[p.winner], c.responses[p.loser]) for c in first for p in c.pairs[:1]]
-    metrics["invariance"] = run_invariance_checks(model, *zip(*triples)) if triples else []
+    if scored.outcome_labels and (model.model.outcome.ties or 2 in scored.outcome_labels):
+        metrics["outcomes"] = outcome_metrics(np.asarray(scored.outcome_probs), np.asarray(scored.outcome_labels))
+    triples = [(c.prompt, c.responses[p.winner], c.responses[p.loser]) for c in first for p in c.pairs[:1]
+               if not p.tie]
+    single = model.kind.prepare is None  # the checks score single responses
+    metrics["invariance"] = run_invariance_checks(model, *zip(*triples)) if triples and single else []
     metrics["data_report"] = report.__dict__
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if plots:
@@ -100,6 +110,10 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
         }
         for name, groups in metrics["groups"].items():
             figures[f"group_{name}"] = P.group_accuracy(name, groups, out_dir / f"accuracy_by_{name}.png")
+        if "outcomes" in metrics:
+            figures["outcome_reliability"] = P.plot_outcome_reliability(metrics["outcomes"],
+                                                                        out_dir / "outcome_reliability.png")
+            figures["confusion"] = P.plot_confusion(metrics["outcomes"], out_dir / "confusion.png")
         if "attributes" in metrics:
             figures["attributes"] = P.group_accuracy("attribute", metrics["attributes"],
                                                      out_dir / "accuracy_by_attribute.png")

@@ -58,6 +58,11 @@ class RewardNet(nn.Module):
         """Attach an outcome model; its parameters (a tie parameter) train and save with the model."""
         self.outcome_model = outcome
 
+    def head_layer(self) -> nn.Module:
+        """The final layer mapping features (N, [L,] D) to rewards; personalisation conditions its input."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its reward layer, so it cannot be "
+                                  "personalised (model.personalization)")
+
     def head_index(self) -> dict[str | None, int]:
         """Attribute name → reward column; ``None`` (an overall judgement) → the aggregate column."""
         index: dict[str | None, int] = {name: i for i, name in enumerate(self.heads)}
@@ -154,8 +159,14 @@ def save_model(model: RewardNet, processor: object, path: str | Path, metadata: 
     """Save a trained model with its kind's ``save``, atomically; ``extra_files`` are written beside it."""
 
     def write(tmp: Path) -> None:
-        get_kind(kind).save(model, processor, tmp, {**metadata, "kind": kind, "heads": list(model.heads),
-                                                   "outcome": outcome_to_metadata(model.outcome)})
+        meta = {**metadata, "kind": kind, "heads": list(model.heads), "outcome": outcome_to_metadata(model.outcome)}
+        base, base_processor = model, processor
+        if hasattr(model, "personal_state"):  # a personalised wrapper: the kind saves what it wraps
+            from rewardlab.models.personal import save_personal
+
+            meta["personalization"] = save_personal(model, tmp)
+            base, base_processor = model.base, processor.inner
+        get_kind(kind).save(base, base_processor, tmp, meta)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
 

@@ -92,6 +92,9 @@ class MultimodalRewardModel(RewardNet):
             else self.aggregator(rewards)
         return torch.cat([rewards, overall.float()[:, None]], dim=1)  # (N, A + 1)
 
+    def head_layer(self) -> nn.Module:
+        return self.head.out
+
     def train(self, mode: bool = True) -> "MultimodalRewardModel":
         super().train(mode)
         if self.tower_mode == "frozen":

@@ -24,7 +24,7 @@ import torch
 
 from rewardlab.config import ExperimentConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
-from rewardlab.data.schema import Comparison, Pair
+from rewardlab.data.schema import Comparison
 from rewardlab.models.backbones import load_backbone, prepare_tokenizer, resolve_backbone
 from rewardlab.models.base import CONFIG_KEY, ModelKind, read_metadata
 from rewardlab.models.outcomes import ThreeClass
@@ -37,6 +37,7 @@ def ordered_pairs(comparison: Comparison) -> Comparison:
     """Responses → ordered pairs: each judged pair (w, l) gives items (w, l) and (l, w) and one Pair between them.
 
     Example:
+        >>> from rewardlab.data.schema import Pair
         >>> c = Comparison("p", ("x", "y", "z"), (Pair(0, 1), Pair(2, 1, tie=True)))
         >>> out = ordered_pairs(c)
         >>> out.responses

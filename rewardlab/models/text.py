@@ -101,6 +101,15 @@ class TextRewardModel(RewardNet):
         model = self.hf_model
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
+    def head_layer(self) -> nn.Module:
+        """The sequence classifier's output projection (``score`` of decoders, ``classifier`` of BERT-likes)."""
+        base = self._base()
+        for name in ("score", "classifier"):
+            layer = getattr(base, name, None)
+            if layer is not None:
+                return getattr(layer, "out_proj", layer)  # RoBERTa / DeBERTa heads end in out_proj
+        raise NotImplementedError(f"{type(base).__name__} has no score / classifier layer to personalise")
+
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """``backbone`` (or its LoRA adapters), and ``head`` = everything outside the base model."""
         prefix = self._base().base_model_prefix
@@ -133,9 +142,17 @@ def check_packable(hf_model: nn.Module, backbone: str) -> None:
                          f"decoders of these types: {', '.join(PACKABLE)}. Set model.packing=false")
 
 
-def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = ()) -> tuple[TextRewardModel, object]:
-    """Backbone from the registry (one output per attribute, or one), with LoRA when asked; (model, tokenizer)."""
+def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = (), vocab_size: int | None = None
+                     ) -> tuple[TextRewardModel, object]:
+    """Backbone from the registry (one output per attribute, or one), with LoRA when asked; (model, tokenizer).
+
+    ``vocab_size`` larger than the backbone's (tokens added to the tokenizer, e.g. labeler tokens) grows
+    the input embeddings, whose new rows then train with the model (with LoRA too).
+    """
     hf_model, tokenizer = load_backbone(cfg.backbone, num_labels=max(1, len(attributes)))
+    grown = vocab_size is not None and vocab_size > hf_model.get_input_embeddings().weight.shape[0]
+    if grown:
+        hf_model.resize_token_embeddings(vocab_size)
     if cfg.packing:
         check_packable(hf_model, cfg.backbone)
     if cfg.gradient_checkpointing:
@@ -149,6 +166,8 @@ def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = ()) -> tuple[
             hf_model = get_peft_model(hf_model, lora)
         except ValueError as err:
             raise ValueError(f"LoRA could not adapt {cfg.backbone!r}: {err}; set model.lora_target_modules") from None
+        if grown:  # the added tokens' embeddings must learn: train the input embedding matrix too
+            hf_model.get_input_embeddings().weight.requires_grad_(True)
     aggregator = Aggregator(aggregate_weights(cfg, attributes), learned=cfg.aggregate == "learned") \
         if attributes else None
     return TextRewardModel(hf_model, attributes, aggregator), tokenizer
@@ -165,7 +184,7 @@ def _processor(cfg: ExperimentConfig) -> TextItems:
 
 
 def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: TextItems) -> TextRewardModel:
-    model, _ = build_text_model(cfg.model, attributes)
+    model, _ = build_text_model(cfg.model, attributes, vocab_size=len(processor.tokenizer))
     return model
 
 

@@ -24,6 +24,8 @@ from rewardlab.data.splits import split_by_group, stratified_group_split
 from rewardlab.losses import build_pair_loss, outcome_model_for
 from rewardlab.models.base import ModelKind, RewardNet, get_kind, save_model
 from rewardlab.models.outcomes import get_outcome_model
+from rewardlab.models.personal import (PersonalItems, PersonalizedRewardNet, add_labeler_tokens, labeler_table,
+                                       personalize)
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.optim import build_optimizer, build_scheduler
 from rewardlab.train.precision import choose_precision
@@ -93,6 +95,24 @@ def outcome_of(kind: ModelKind, loss: str) -> str:
     return wanted
 
 
+def labelers_of(cfg: ExperimentConfig, train_comps: list[Comparison], eval_comps: list[Comparison],
+                reports: dict) -> list[str]:
+    """The labelers that get parameters of their own (>= model.min_labeler_pairs training pairs); reports coverage."""
+    labelers, counts = labeler_table(train_comps, cfg.model.min_labeler_pairs)
+    if not labelers:
+        raise ValueError(f"model.personalization={cfg.model.personalization}: no labeler has "
+                         f"model.min_labeler_pairs={cfg.model.min_labeler_pairs} training pairs"
+                         + ("" if counts else " (the data has no labeler column; map yours with data.columns)"))
+    known = set(labelers)
+    eval_labelers = {c.labeler for c in eval_comps if c.labeler is not None}
+    reports["labelers"] = {
+        "mode": cfg.model.personalization, "personal": len(labelers), "population_only": len(counts) - len(labelers),
+        "train_pairs_personal": sum(n for u, n in counts.items() if u in known),
+        "train_pairs_population": sum(len(c.pairs) for c in train_comps if c.labeler not in known),
+        "eval_labelers_known": len(eval_labelers & known), "eval_labelers_unknown": len(eval_labelers - known)}
+    return labelers
+
+
 def encode_training_data(cfg: ExperimentConfig, processor: ItemProcessor, train_comps: list[Comparison],
                          eval_comps: list[Comparison], reports: dict, *, verbose: bool = True):
     """Encode the loaded data; returns (train, eval) encoded comparisons and the data report."""
@@ -139,12 +159,23 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
     train_comps, eval_comps, reports = load_training_data(cfg, processor)
     if kind.prepare is not None:
         train_comps, eval_comps = [kind.prepare(c) for c in train_comps], [kind.prepare(c) for c in eval_comps]
+    personal = None
+    if cfg.model.personalization != "none":
+        personal = labelers_of(cfg, train_comps, eval_comps, reports)
+        index = {u: i for i, u in enumerate(personal)}
+        train_comps = [personalize(c, index) for c in train_comps]
+        eval_comps = [personalize(c, index) for c in eval_comps]
     attributes = attributes_of(train_comps, cfg)
     unseen = sorted({p.attribute for c in eval_comps for p in c.pairs} - {None, *attributes})
     if unseen:
         raise ValueError(f"the evaluation data rates attribute {unseen[0]!r}, which no training pair rates; "
                          f"the model's heads: {', '.join(attributes) or 'one reward'}")
+    token_ids = add_labeler_tokens(processor.tokenizer, personal) if cfg.model.personalization == "tokens" else []
     model = kind.build(cfg, attributes, processor)
+    if personal is not None:
+        model = PersonalizedRewardNet(model, cfg.model.personalization, personal, rank=cfg.model.personal_rank)
+        processor = PersonalItems(processor, cfg.model.personalization, token_ids, dropout=cfg.model.labeler_dropout,
+                                  seed=cfg.train.seed)
     if outcome != model.outcome.name:
         model.set_outcome(get_outcome_model(outcome))
     train_enc, eval_enc, reports = encode_training_data(cfg, processor, train_comps, eval_comps, reports,

@@ -1,0 +1,149 @@
+"""Personalised reward models: two labelers with opposite tastes, population fallback, save / load, errors."""
+
+import dataclasses
+
+import pytest
+
+from rewardlab.scoring import RewardModel
+from rewardlab.train.run import train
+
+from conftest import tiny_config, write_jsonl
+
+TOPICS = ["eggs", "bread", "tea", "rice", "soup", "pasta", "coffee", "salad", "beans", "pizza"]
+
+
+def _answers(k: int) -> tuple[str, str]:
+    topic = TOPICS[k % len(TOPICS)]
+    concise = f"Cook the {topic}."
+    detailed = (f"First wash the {topic}, then heat the pan slowly, add salt and water, stir it for a while, "
+                f"taste it, wait ten minutes and serve the {topic} warm with some herbs on top.")
+    return concise, detailed
+
+
+def opposite_tastes(n_prompts: int) -> list[dict]:
+    """alice prefers the concise answer, bob the detailed one, on the same prompts."""
+    rows = []
+    for k in range(n_prompts):
+        concise, detailed = _answers(k)
+        prompt = f"How do I make dish {k}?"
+        rows.append({"prompt": prompt, "chosen": concise, "rejected": detailed, "labeler": "alice"})
+        rows.append({"prompt": prompt, "chosen": detailed, "rejected": concise, "labeler": "bob"})
+    return rows
+
+
+def accuracy_by_labeler(rm: RewardModel, rows: list[dict]) -> dict[str, float]:
+    out = {}
+    for who in ("alice", "bob"):
+        mine = [r for r in rows if r["labeler"] == who]
+        chosen = rm.score_batch([r["prompt"] for r in mine], [r["chosen"] for r in mine], labeler=who)
+        rejected = rm.score_batch([r["prompt"] for r in mine], [r["rejected"] for r in mine], labeler=who)
+        out[who] = sum(c > r for c, r in zip(chosen, rejected)) / len(mine)
+    return out
+
+
+@pytest.fixture(scope="module")
+def taste_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tastes")
+    return write_jsonl(root / "train.jsonl", opposite_tastes(40)), opposite_tastes(60)[80:]  # 20 unseen prompts
+
+
+def _train(backbone, data, out, mode, epochs=6, **model):
+    cfg = tiny_config(backbone, data, out, epochs=epochs, lr_head=3e-3)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_by="prompt"),
+                              model=dataclasses.replace(cfg.model, personalization=mode, **model))
+    return train(cfg)
+
+
+@pytest.mark.parametrize("mode", ["embedding", "lowrank", "tokens"])
+def test_opposite_tastes_population_is_at_chance_personal_is_right_for_both(tiny_bert, taste_data, tmp_path, mode):
+    data, held_out = taste_data
+    result = _train(tiny_bert, data, tmp_path / mode, mode)
+    assert result.metrics["data"]["labelers"]["personal"] == 2
+    rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
+    assert rm.labelers == ["alice", "bob"] and rm.labeler_source("alice") == "personal"
+    personal = accuracy_by_labeler(rm, held_out)
+    assert min(personal.values()) >= 0.9, personal
+    # the population reward cannot serve both: it is right for one labeler exactly when wrong for the other
+    rows = held_out
+    population = [rm.score("p", r["chosen"]) > rm.score("p", r["rejected"]) for r in rows]
+    assert sum(population) / len(population) == pytest.approx(0.5, abs=0.01)
+
+
+def test_population_model_sits_at_chance_for_each(tiny_bert, taste_data, tmp_path):
+    data, held_out = taste_data
+    result = _train(tiny_bert, data, tmp_path / "none", "none")
+    rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
+    acc = accuracy_by_labeler(rm, held_out)  # labelers are ignored by a population model
+    assert acc["alice"] + acc["bob"] == pytest.approx(1.0, abs=1e-9)  # each pair is one labeler's win, the other's loss
+    assert rm.labeler_source("alice") == "population"
+
+
+def test_unknown_labelers_fall_back_to_the_population_or_raise(tiny_bert, taste_data, tmp_path):
+    data, _ = taste_data
+    rm = RewardModel.from_pretrained(str(_train(tiny_bert, data, tmp_path / "e", "embedding", epochs=1).model_dir),
+                                     device="cpu")
+    a = "Cook the eggs."
+    assert rm.score("q", a, labeler="carol") == pytest.approx(rm.score("q", a), abs=1e-6)
+    assert rm.labeler_source("carol") == "population"
+    with pytest.raises(ValueError, match="unknown labeler 'carol'; the model knows 2 labelers \\(alice, bob\\)"):
+        rm.score("q", a, labeler="carol", unknown_labeler="error")
+    with pytest.raises(ValueError, match="labeler must be a non-empty string id"):
+        rm.score("q", a, labeler="  ")
+    p = rm.compare("q", a, "Cook it for a long time.", labeler="bob")
+    assert sum(p.values()) == pytest.approx(1.0)
+
+
+def test_labelers_with_too_few_pairs_fold_into_the_population(tiny_bert, tmp_path):
+    rows = opposite_tastes(12) + [{"prompt": "Rare?", "chosen": "Yes.", "rejected": "No.", "labeler": "rare"}]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    result = _train(tiny_bert, data, tmp_path / "r", "lowrank", epochs=1, min_labeler_pairs=3)
+    report = result.metrics["data"]["labelers"]
+    assert report["personal"] == 2 and report["population_only"] == 1
+    no_labelers = write_jsonl(tmp_path / "n.jsonl", [{k: v for k, v in r.items() if k != "labeler"} for r in rows])
+    with pytest.raises(ValueError, match="no labeler has model.min_labeler_pairs=5 .*no labeler column"):
+        _train(tiny_bert, no_labelers, tmp_path / "n", "embedding", epochs=1)
+
+
+# ----------------------------------------------------------------------------- adapt: few-shot onboarding
+
+
+@pytest.mark.parametrize("mode", ["embedding", "lowrank", "tokens"])
+def test_adapt_learns_a_new_labeler_and_leaves_everyone_else_bit_for_bit(tiny_bert, taste_data, tmp_path, mode):
+    import torch
+    from rewardlab.cli import main
+
+    data, held_out = taste_data
+    trained = _train(tiny_bert, data, tmp_path / "base", mode).model_dir
+    # carol likes detail like bob, but only 10 judgements of hers are seen
+    carol = [dict(r, labeler="carol") for r in opposite_tastes(70)[120:] if r["labeler"] == "bob"]
+    carol_file = write_jsonl(tmp_path / "carol.jsonl", carol)
+    out = tmp_path / "adapted"
+    assert main(["adapt", "--model", str(trained), "--data", str(carol_file), "--labeler", "carol",
+                 "--out", str(out)]) == 0
+    before, after = (RewardModel.from_pretrained(str(p), device="cpu") for p in (trained, out))
+    assert after.labelers == ["alice", "bob", "carol"] and after.labeler_source("carol") == "personal"
+    prompts = [r["prompt"] for r in held_out]
+    texts = [r["chosen"] for r in held_out]
+    for who in ("alice", "bob", None):
+        old = torch.tensor(before.score_batch(prompts, texts, labeler=who))
+        new = torch.tensor(after.score_batch(prompts, texts, labeler=who))
+        assert torch.equal(old, new), who  # bit for bit
+    # carol's new reward agrees with her taste on prompts she never judged
+    bob_rows = [r for r in held_out if r["labeler"] == "bob"]
+    chosen = after.score_batch([r["prompt"] for r in bob_rows], [r["chosen"] for r in bob_rows], labeler="carol")
+    rejected = after.score_batch([r["prompt"] for r in bob_rows], [r["rejected"] for r in bob_rows], labeler="carol")
+    assert sum(c > r for c, r in zip(chosen, rejected)) / len(bob_rows) >= 0.9
+
+
+def test_adapt_refuses_known_labelers_and_population_models(tiny_bert, taste_data, tmp_path):
+    from rewardlab.adapt import adapt
+
+    data, _ = taste_data
+    personal = _train(tiny_bert, data, tmp_path / "p", "embedding", epochs=1).model_dir
+    with pytest.raises(ValueError, match="labeler 'alice' is already in"):
+        adapt(str(personal), str(data), "alice")
+    with pytest.raises(ValueError, match="rows judged by 'alice'; adapt reads one labeler's judgements \\('dave'\\)"):
+        adapt(str(personal), str(data), "dave")
+    population = _train(tiny_bert, data, tmp_path / "n", "none", epochs=1).model_dir
+    with pytest.raises(ValueError, match="is not a personalised model"):
+        adapt(str(population), str(data), "dave")

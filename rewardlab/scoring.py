@@ -141,8 +141,10 @@ class RewardModel:
                              "`rewardlab adapt`")
         return index.get(labeler, POPULATION)
 
-    def _with_labelers(self, responses: Sequence[object], labelers: Sequence[str | None] | str | None,
-                       unknown_labeler: str) -> list[object]:
+    def with_labelers(self, responses: Sequence[object], labelers: Sequence[str | None] | str | None,
+                      unknown_labeler: str = "population") -> list[object]:
+        """Responses tagged with their labeler for a personalised model's processor (as they are otherwise);
+        checks every labeler id, raising for unknown ones where ``unknown_labeler="error"``."""
         if unknown_labeler not in ("population", "error"):
             raise ValueError(f"unknown_labeler={unknown_labeler!r}; choose population or error")
         if labelers is None:  # items already carry their labeler, or are the population's
@@ -173,7 +175,7 @@ class RewardModel:
         """
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
-        responses = self._with_labelers(responses, labeler, unknown_labeler)
+        responses = self.with_labelers(responses, labeler, unknown_labeler)
         if not prompts:
             return np.zeros((0, len(self.heads)))
         for i, p in enumerate(prompts):

@@ -147,3 +147,33 @@ def test_adapt_refuses_known_labelers_and_population_models(tiny_bert, taste_dat
     population = _train(tiny_bert, data, tmp_path / "n", "none", epochs=1).model_dir
     with pytest.raises(ValueError, match="is not a personalised model"):
         adapt(str(population), str(data), "dave")
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+def test_the_server_scores_and_compares_per_labeler(tiny_bert, taste_data, tmp_path):
+    from rewardlab.serve.app import create_app
+    from rewardlab.serve.config import ServeConfig
+    from test_serve import post, serving
+
+    data, held_out = taste_data
+    rm = RewardModel.from_pretrained(str(_train(tiny_bert, data, tmp_path / "s", "lowrank").model_dir), device="cpu")
+    row = held_out[0]
+    with serving(create_app({"default": rm}, ServeConfig())) as (url, _):
+        items = [{"prompt": row["prompt"], "response": row["chosen"], "labeler": u} for u in ("alice", "bob", "carol")]
+        code, reply, _ = post(f"{url}/v1/score", {"items": items})
+        assert code == 200 and reply["reward_source"] == ["personal", "personal", "population"]
+        expected = [rm.score(row["prompt"], row["chosen"], labeler=u) for u in ("alice", "bob", "carol")]
+        assert reply["scores"] == pytest.approx(expected, abs=1e-5)
+        code, reply, _ = post(f"{url}/v1/score", {"items": items, "unknown_labeler": "error"})
+        assert code == 422 and "items[2].labeler: unknown labeler 'carol'" in reply["detail"]
+        pair = {"prompt": row["prompt"], "response_a": row["chosen"], "response_b": row["rejected"]}
+        code, reply, _ = post(f"{url}/v1/compare", {"items": [dict(pair, labeler="alice"), dict(pair, labeler="bob")]})
+        assert code == 200 and reply["outcome_model"] == "bradley_terry"
+        alice, bob = reply["probabilities"]
+        assert (alice["a"] > 0.5) != (bob["a"] > 0.5)  # opposite tastes, opposite verdicts
+        assert alice["a"] == pytest.approx(rm.compare(row["prompt"], row["chosen"], row["rejected"],
+                                                      labeler="alice")["a"], abs=1e-5)
+        code, reply, _ = post(f"{url}/v1/compare", {"items": [dict(pair, labeler="")]})
+        assert code == 422 and "labeler must be a non-empty string id" in reply["detail"]

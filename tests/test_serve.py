@@ -133,11 +133,15 @@ def test_bad_requests_are_refused_naming_item_and_field(url, body, status, messa
     assert re.search(message, reply["detail"]), reply["detail"]
 
 
-def test_malformed_json_and_missing_endpoints(url):
+def test_malformed_json_and_compare(url, rm):
     code, reply, _ = post(f"{url}/v1/score", None, raw=b'{"items": [')
     assert code == 422 and reply["detail"].startswith("body: not valid JSON")
-    code, reply, _ = post(f"{url}/v1/compare", {"items": []})
-    assert code == 501 and "not implemented yet" in reply["detail"]
+    code, reply, _ = post(f"{url}/v1/compare", {"items": [{"prompt": "q", "response_a": "yes, do this", "response_b": "no."}]})
+    assert code == 200 and reply["outcome_model"] == "bradley_terry"
+    p = reply["probabilities"][0]
+    assert p == pytest.approx(rm.compare("q", "yes, do this", "no."), abs=1e-5) and p["tie"] == 0.0
+    code, reply, _ = post(f"{url}/v1/compare", {"items": [{"prompt": "q", "response_a": "a"}]})
+    assert code == 422 and "items[0].response_b: Field required" in reply["detail"]
 
 
 def test_good_requests_batched_beside_bad_ones_are_unharmed(url, rm):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Hashable, NamedTuple, Sequence
@@ -50,6 +51,7 @@ from rewardlab.data.schema import Comparison
 from rewardlab.models.base import RewardNet
 
 MODES = ("none", "tokens", "embedding", "lowrank")
+_ACTIVE = threading.local()  # the labelers of the forward pass running in this thread, per model (id)
 POPULATION = -1
 WEIGHTS_FILE = "personal.safetensors"
 
@@ -150,7 +152,12 @@ class PersonalizedRewardNet(RewardNet):
             nn.init.normal_(self.directions.weight, std=width ** -0.5)
             self.mix = nn.Parameter(torch.zeros(n, rank, outputs))  # c_u per user and output
             layer.register_forward_hook(self._low_rank)
-        self._labeler: torch.Tensor | None = None
+
+    @property
+    def _labeler(self) -> torch.Tensor | None:
+        """The labelers (N,) of this thread's running forward pass; the reward layer's hook reads them. Kept per
+        thread so that concurrent scoring threads (the server) never see each other's labelers."""
+        return getattr(_ACTIVE, "labelers", {}).get(id(self))
 
     # the population is index -1: zero user parameters
     def _rows(self, table: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -177,11 +184,12 @@ class PersonalizedRewardNet(RewardNet):
         return output + personal.to(output.dtype)
 
     def forward(self, labeler: torch.Tensor | None = None, **items: torch.Tensor) -> torch.Tensor:
-        self._labeler = labeler
+        active = _ACTIVE.__dict__.setdefault("labelers", {})
+        active[id(self)] = labeler
         try:
             return self.base(**items)
         finally:
-            self._labeler = None
+            active.pop(id(self), None)
 
     @property
     def outcome(self):

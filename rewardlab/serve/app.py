@@ -36,12 +36,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from rewardlab.data.schema import Comparison, Pair
 from rewardlab.reward_function import render_item
 from rewardlab.scoring import NORMALIZATIONS
 from rewardlab.serve.batcher import DynamicBatcher, Overloaded
 from rewardlab.serve.config import ServeConfig
 from rewardlab.serve.metrics import Metrics
-from rewardlab.serve.schemas import OpenRLHFRequest, ScoreItem, ScoreRequest, error_message
+from rewardlab.serve.schemas import CompareRequest, OpenRLHFRequest, ScoreItem, ScoreRequest, error_message
 
 ENDPOINTS = ("/v1/score", "/get_reward", "/health", "/v1/models", "/metrics", "/v1/compare")
 
@@ -79,25 +80,26 @@ class Served:
 
     def info(self) -> dict:
         meta = self.rm.metadata
-        labelers = meta.get("labelers")
         norms = [n for n in NORMALIZATIONS if n != "zscore" or "reward_mean" in meta]
         return {"name": self.name, "path": self.path, "kind": meta.get("kind", "text"), "heads": list(self.rm.heads),
-                "labelers": list(labelers) if labelers is not None else None, "normalizations": norms}
+                "labelers": self.rm.labelers if "personalization" in meta else None,
+                "pairwise": self.rm.kind.prepare is not None, "normalizations": norms}
 
-    def check_items(self, items: list[ScoreItem]) -> None:
+    def check_items(self, items: list, unknown_labeler: str = "population") -> None:
         """422 naming the item for an attribute the model lacks, or a labeler it cannot take."""
-        heads, labelers = self.rm.heads, self.rm.metadata.get("labelers")
+        heads = self.rm.heads
         for i, it in enumerate(items):
-            if it.attribute is not None and it.attribute not in heads:
+            if getattr(it, "attribute", None) is not None and it.attribute not in heads:
                 raise ApiError(422, f"items[{i}].attribute: {it.attribute!r} is not a head of model {self.name!r}; "
                                     f"heads: {', '.join(heads)}")
             if it.labeler is not None:
-                if labelers is None:
+                if "personalization" not in self.rm.metadata:
                     raise ApiError(422, f"items[{i}].labeler: model {self.name!r} is not personalised (it has no "
                                         "labeler table); leave labeler out")
-                if it.labeler not in labelers:
-                    raise ApiError(422, f"items[{i}].labeler: {it.labeler!r} is not a labeler of model "
-                                        f"{self.name!r}; labelers: {', '.join(map(str, labelers))}")
+                try:
+                    self.rm.with_labelers([None], it.labeler, unknown_labeler)
+                except ValueError as err:
+                    raise ApiError(422, f"items[{i}].labeler: {err}") from None
 
     def check_normalize(self, normalize: str, field_name: str) -> None:
         try:  # a one-row dry run: raises for zscore on a model without reward statistics
@@ -105,12 +107,13 @@ class Served:
         except ValueError as err:
             raise ApiError(422, f"{field_name}: {err}") from None
 
-    async def rows(self, prompts: list, responses: list) -> tuple[np.ndarray, list[str], int]:
+    async def rows(self, prompts: list, responses: list, labelers: list | None = None
+                   ) -> tuple[np.ndarray, list[str], int]:
         """Rewards (n, H) of the items, the rendered prompts, and how many items were truncated."""
         def encode():
             texts = [render_item(self.rm.processor.render_chat, p, r) for p, r in zip(prompts, responses)]
             ps, rs = [t[0] for t in texts], [t[1] for t in texts]
-            items, truncated = self.rm.processor.encode_items(ps, rs)
+            items, truncated = self.rm.processor.encode_items(ps, self.rm.with_labelers(rs, labelers))
             return ps, items, truncated
 
         try:
@@ -233,15 +236,22 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
         s = pick(body.model)
         _check_sizes([(f"items[{i}].{f}", getattr(it, f)) for i, it in enumerate(body.items)
                       for f in ("prompt", "response")], len(body.items), cfg.max_items, cfg.max_text_chars, "items")
-        s.check_items(body.items)
+        if s.rm.kind.prepare is not None:
+            raise ApiError(422, f"model {s.name!r} is pairwise (model.kind={s.rm.kind.name}): it judges pairs, "
+                                "not single responses; use POST /v1/compare")
+        s.check_items(body.items, body.unknown_labeler)
         s.check_normalize(body.normalize, "normalize")
-        rows, prompts, truncated = await s.rows([it.prompt for it in body.items], [it.response for it in body.items])
+        labelers = [it.labeler for it in body.items]
+        rows, prompts, truncated = await s.rows([it.prompt for it in body.items], [it.response for it in body.items],
+                                                labelers)
         heads = s.rm.heads
         idx = np.arange(len(rows))
         col = np.array([heads.index(it.attribute) if it.attribute else len(heads) - 1 for it in body.items], dtype=int)
         out = {"model": s.name, "scores": rows[idx, col].tolist(), "truncated": truncated}
         if len(heads) > 1:
             out["attributes"] = {h: rows[:, j].tolist() for j, h in enumerate(heads)}
+        if "personalization" in s.rm.metadata:  # which reward scored each item
+            out["reward_source"] = [s.rm.labeler_source(u) for u in labelers]
         if body.normalize != "none":
             out["normalize"] = body.normalize
             out["normalized"] = s.rm.normalize_scores(rows, body.normalize, prompts)[idx, col].tolist()
@@ -279,8 +289,25 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/compare")
-    async def compare() -> dict:
-        raise ApiError(501, "POST /v1/compare (A/B/tie models) is not implemented yet; use /v1/score")
+    async def compare(body: CompareRequest) -> dict:
+        """P(a), P(b), P(tie) per pair: from the outcome model of any kind (ties only from tie-aware ones)."""
+        s = pick(body.model)
+        _check_sizes([(f"items[{i}].{f}", getattr(it, f)) for i, it in enumerate(body.items)
+                      for f in ("prompt", "response_a", "response_b")], len(body.items), cfg.max_items,
+                     cfg.max_text_chars, "items")
+        s.check_items(body.items, body.unknown_labeler)
+        comparisons = [Comparison(it.prompt, (it.response_a, it.response_b), (Pair(0, 1),), labeler=it.labeler)
+                       for it in body.items]
+        try:
+            judged = await run_in_threadpool(s.rm.judge, comparisons)
+        except (TypeError, ValueError) as err:
+            raise ApiError(422, str(err)) from None
+        probs = [np.exp(j.log_probs[0]) / np.exp(j.log_probs[0]).sum() for j in judged]
+        out = {"model": s.name, "outcome_model": s.rm.model.outcome.name,
+               "probabilities": [dict(zip(("a", "b", "tie"), p.tolist())) for p in probs]}
+        if "personalization" in s.rm.metadata:
+            out["reward_source"] = [s.rm.labeler_source(it.labeler) for it in body.items]
+        return out
 
     return app
 

@@ -44,12 +44,35 @@ class ScoreItem(BaseModel):
 
 
 class ScoreRequest(BaseModel):
-    """``POST /v1/score``: items, the served model to use (default: the first) and a normalisation."""
+    """``POST /v1/score``: items, the served model to use (default: the first) and a normalisation.
+
+    ``unknown_labeler``: a labeler a personalised model has no parameters for is scored with the
+    population reward (``population``, the default; the response says so per item) or refused (``error``)."""
 
     model_config = ConfigDict(extra="forbid")
     items: list[ScoreItem]
     model: StrictStr | None = None
     normalize: Literal[NORMALIZATIONS] = "none"  # type: ignore[valid-type]
+    unknown_labeler: Literal["population", "error"] = "population"
+
+
+class CompareItem(BaseModel):
+    """Two responses to one prompt, judged A / B / tie (as ``labeler`` would, for personalised models)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: StrictStr
+    response_a: StrictStr
+    response_b: StrictStr
+    labeler: StrictStr | None = None
+
+
+class CompareRequest(BaseModel):
+    """``POST /v1/compare``: pairs to judge with the served model (default: the first)."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[CompareItem]
+    model: StrictStr | None = None
+    unknown_labeler: Literal["population", "error"] = "population"
 
 
 class OpenRLHFRequest(BaseModel):

@@ -42,7 +42,7 @@ from rewardlab.scoring import NORMALIZATIONS
 from rewardlab.serve.batcher import DynamicBatcher, Overloaded
 from rewardlab.serve.config import ServeConfig
 from rewardlab.serve.metrics import Metrics
-from rewardlab.serve.schemas import CompareRequest, OpenRLHFRequest, ScoreItem, ScoreRequest, error_message
+from rewardlab.serve.schemas import CompareRequest, OpenRLHFRequest, ScoreRequest, error_message
 
 ENDPOINTS = ("/v1/score", "/get_reward", "/health", "/v1/models", "/metrics", "/v1/compare")
 

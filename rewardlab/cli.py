@@ -249,6 +249,15 @@ def _cmd_train(args) -> int:
     # Shortcuts come first so an explicit --set of the same key wins.
     overrides = [f"{key}={value}" for key, value in shortcuts.items() if value] + list(args.overrides)
     cfg = load_config(args.config, overrides)
+    if cfg.data.folds > 1:
+        from rewardlab.train.run import cross_validate
+
+        cv = cross_validate(cfg)
+        for name in ("accuracy", "log_loss", "three_way_accuracy", "three_way_log_loss"):
+            if name in cv["mean"]:
+                print(f"{name}: {cv['mean'][name]:.4f} ± {cv['std'][name]:.4f} over {cv['folds']} folds")
+        print(f"per-fold models and metrics: {cfg.train.output_dir}/fold-*/; summary: {cfg.train.output_dir}/cv_metrics.json")
+        return 0
     result = train(cfg, resume=args.resume)
     _print_metrics(result.metrics)
     print(f"model: {result.model_dir}\nmetrics: {Path(cfg.train.output_dir) / 'metrics.json'}")

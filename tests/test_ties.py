@@ -175,3 +175,21 @@ def test_eval_reports_three_way_metrics_for_tie_aware_and_pairwise_models(tiny_b
     assert result.metrics["pairs"] == 16  # accuracy reads the decided pairs only
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0
     assert "A / B / tie: accuracy" in result.summary()
+
+
+def test_cross_validation_trains_one_model_per_stratified_fold(tiny_bert, tmp_path, capsys):
+    import json
+
+    from rewardlab.cli import main
+
+    rows = [dict(r, group=f"g{k // 2}") for k, r in enumerate(_ab_rows(24))]
+    data = write_jsonl(tmp_path / "ab.jsonl", rows)
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "cv"), "--set", f"model.backbone={tiny_bert}",
+                 "--set", "data.folds=3", "--set", "data.stratify=true", "--set", "data.split_by=group",
+                 "--set", "train.loss=davidson", "--set", "train.epochs=1", "--set", "data.max_length=64",
+                 "--set", "train.progress=false", "--set", "train.log_with=[]", "--set", "train.save_model=false"])
+    assert code == 0 and "over 3 folds" in capsys.readouterr().out
+    cv = json.loads((tmp_path / "cv" / "cv_metrics.json").read_text())
+    assert len(cv["per_fold"]) == 3 and {"three_way_log_loss", "accuracy"} <= set(cv["mean"])
+    assert sum(f["pairs"] / (1 - f["tie_rate"]) for f in cv["per_fold"]) == pytest.approx(24)  # each pair held out once
+    assert all(0.2 < f["tie_rate"] < 0.45 for f in cv["per_fold"])  # stratified: a third of each fold are ties

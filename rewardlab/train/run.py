@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -127,18 +128,50 @@ def encode_training_data(cfg: ExperimentConfig, processor: ItemProcessor, train_
         print(f"data: {reports['train_pairs']} train pairs / {reports['eval_pairs']} eval pairs; "
               f"truncated sequences: {train_trunc} train, {eval_trunc} eval (max_length={cfg.data.max_length})")
         for key in ("train_source", "eval_source"):
-            if key in reports and reports[key]["skipped"]:
+            if key in reports and reports[key].get("skipped"):
                 print(f"warning: skipped {reports[key]['skipped']} bad rows in {reports[key]['source']}: "
                       + " | ".join(reports[key]["reasons"]))
     return train_enc, eval_enc, reports
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = False,
-          on_evaluate: Callable[[int, dict], None] | None = None) -> TrainResult:
+def cross_validate(cfg: ExperimentConfig) -> dict:
+    """``data.folds``-fold cross-validation: one model per fold under ``<output_dir>/fold-<k>``, each evaluated on
+    its held-out fold (groups by ``data.split_by`` never straddle; outcome-stratified with ``data.stratify``).
+
+    Returns (and writes to ``<output_dir>/cv_metrics.json``) each fold's eval metrics and, per metric,
+    the mean and standard deviation over folds.
+    """
+    import numpy as np
+
+    from rewardlab.data.splits import kfold_splits
+
+    if cfg.data.eval:
+        raise ValueError("data.folds > 1 splits data.train into folds itself: leave data.eval unset")
+    processor = get_kind(cfg.model.kind).processor(cfg)
+    comparisons, report = load_comparisons(cfg.data.train, cfg.data, render_chat=processor.render_chat)
+    folds = kfold_splits(comparisons, cfg.data.folds, split_by=cfg.data.split_by, stratify=cfg.data.stratify,
+                         seed=cfg.data.seed)
+    out = Path(cfg.train.output_dir)
+    per_fold = []
+    for k, split in enumerate(folds):
+        fold_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(out / f"fold-{k}")))
+        per_fold.append(train(fold_cfg, data=split).metrics["eval"])
+    numeric = [m for m in per_fold[0] if all(isinstance(f.get(m), (int, float)) for f in per_fold)]
+    summary = {"folds": cfg.data.folds, "per_fold": per_fold, "source": report.__dict__,
+               "mean": {m: float(np.mean([f[m] for f in per_fold])) for m in numeric},
+               "std": {m: float(np.std([f[m] for f in per_fold], ddof=1)) for m in numeric}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cv_metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[[int, dict], None] | None = None,
+          data: tuple[list[Comparison], list[Comparison]] | None = None) -> TrainResult:
     """Train a reward model as ``cfg`` says; returns where the model went and its metrics.
 
     ``on_evaluate(step, metrics)`` is called after each evaluation (e.g. to report to an
-    Optuna trial); an exception it raises stops training and propagates.
+    Optuna trial); an exception it raises stops training and propagates. ``data`` gives the
+    (train, eval) comparisons directly instead of reading ``cfg.data`` (cross-validation folds).
     """
     out = Path(cfg.train.output_dir)
     resume_from = ckpt.latest_state(out / "states") if resume else None
@@ -156,7 +189,10 @@ def train(cfg: ExperimentConfig, *, resume: bool = False,
     kind = get_kind(cfg.model.kind)
     outcome = outcome_of(kind, cfg.train.loss)
     processor = kind.processor(cfg)
-    train_comps, eval_comps, reports = load_training_data(cfg, processor)
+    if data is None:
+        train_comps, eval_comps, reports = load_training_data(cfg, processor)
+    else:
+        (train_comps, eval_comps), reports = data, {"train_source": {"source": cfg.data.train, "folds": cfg.data.folds}}
     if kind.prepare is not None:
         train_comps, eval_comps = [kind.prepare(c) for c in train_comps], [kind.prepare(c) for c in eval_comps]
     personal = None

@@ -115,6 +115,7 @@ def adapt(model_dir: str, data: str, labeler: str, out: str | Path | None = None
         _only_row(grown, row)
         trained = [grown]
     model.labelers.append(labeler)
+    model.train_pairs[labeler] = sum(len(c.pairs) for c in comparisons)
     index = model.labeler_index()
 
     encoded, _ = encode_comparisons([personalize(c, index) for c in comparisons], rm.processor)

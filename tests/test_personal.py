@@ -177,3 +177,20 @@ def test_the_server_scores_and_compares_per_labeler(tiny_bert, taste_data, tmp_p
                                                       labeler="alice")["a"], abs=1e-5)
         code, reply, _ = post(f"{url}/v1/compare", {"items": [dict(pair, labeler="")]})
         assert code == 422 and "labeler must be a non-empty string id" in reply["detail"]
+
+
+def test_eval_compares_each_labelers_reward_with_the_population(tiny_bert, taste_data, tmp_path):
+    from rewardlab.evaluation.run import evaluate
+
+    data, held_out = taste_data
+    model_dir = _train(tiny_bert, data, tmp_path / "ev", "lowrank").model_dir
+    test = write_jsonl(tmp_path / "test.jsonl", held_out)
+    result = evaluate(str(model_dir), str(test), tmp_path / "eval", n_boot=20, progress=False)
+    personal = result.metrics["personal"]
+    assert set(personal["labelers"]) == {"alice", "bob"}
+    for row in personal["labelers"].values():
+        assert row["reward"] == "personal" and row["train_pairs"] == 32 and row["pairs"] == 20
+        assert row["accuracy"] >= 0.9 and row["gain"] == pytest.approx(row["accuracy"] - row["population_accuracy"])
+    assert personal["overall"]["population_accuracy"] == pytest.approx(0.5)
+    assert (tmp_path / "eval" / "labeler_gains.png").stat().st_size > 0
+    assert "labelers: own reward" in result.summary()

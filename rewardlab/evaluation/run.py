@@ -17,6 +17,7 @@ from rewardlab.evaluation import plots as P
 from rewardlab.evaluation.calibration import fit_temperature, store_temperature
 from rewardlab.evaluation.invariance import run_invariance_checks
 from rewardlab.evaluation.outcomes import outcome_metrics
+from rewardlab.evaluation.personal import labeler_breakdown, plot_gains
 from rewardlab.evaluation.predict import pair_margins, score_stream
 from rewardlab.evaluation.report import render_report
 from rewardlab.evaluation.summary import summarize
@@ -47,6 +48,10 @@ class EvalResult:
                          f"(prefers the longer reply in {lb['model_prefers_longer_rate']:.0%} of pairs)")
         for name, m in self.metrics.get("attributes", {}).items():
             lines.append(f"  {name}: accuracy {m['accuracy']['value']:.3f} ({m['pairs']} pairs)")
+        if self.metrics.get("personal", {}).get("labelers"):
+            o = self.metrics["personal"]["overall"]
+            lines.append(f"labelers: own reward {o['accuracy']:.3f} vs population {o['population_accuracy']:.3f}; "
+                         f"{o['labelers_gaining']} gain, {o['labelers_losing']} lose, {o['labelers_equal']} equal")
         if "outcomes" in self.metrics:
             o = self.metrics["outcomes"]
             lines.append(f"A / B / tie: accuracy {o['accuracy']:.3f}, log-loss {o['log_loss']:.4f} (class prior "
@@ -94,6 +99,9 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
                                                                    group_by=group_by, n_boot=n_boot)}
     if scored.outcome_labels and (model.model.outcome.ties or 2 in scored.outcome_labels):
         metrics["outcomes"] = outcome_metrics(np.asarray(scored.outcome_probs), np.asarray(scored.outcome_labels))
+    if "personalization" in model.metadata:  # each labeler's own reward against the population reward
+        comparisons = iter_comparisons(data, data_cfg, LoadReport(source=data), render_chat=model.processor.render_chat)
+        metrics["personal"] = labeler_breakdown(model, list(comparisons), batch_size=batch_size, n_boot=n_boot)
     triples = [(c.prompt, c.responses[p.winner], c.responses[p.loser]) for c in first for p in c.pairs[:1]
                if not p.tie]
     single = model.kind.prepare is None  # the checks score single responses
@@ -110,6 +118,8 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
         }
         for name, groups in metrics["groups"].items():
             figures[f"group_{name}"] = P.group_accuracy(name, groups, out_dir / f"accuracy_by_{name}.png")
+        if metrics.get("personal", {}).get("labelers"):
+            figures["labelers"] = plot_gains(metrics["personal"], out_dir / "labeler_gains.png")
         if "outcomes" in metrics:
             figures["outcome_reliability"] = P.plot_outcome_reliability(metrics["outcomes"],
                                                                         out_dir / "outcome_reliability.png")

@@ -136,9 +136,11 @@ class PersonalizedRewardNet(RewardNet):
     ``forward(labeler (N,) = None, **items) -> rewards (N, H)``; labeler -1 (or none) is the population.
     """
 
-    def __init__(self, base: RewardNet, mode: str, labelers: Sequence[str], *, rank: int = 4):
+    def __init__(self, base: RewardNet, mode: str, labelers: Sequence[str], *, rank: int = 4,
+                 train_pairs: dict[str, int] | None = None):
         super().__init__()
         self.base, self.mode, self.labelers, self.rank = base, mode, list(labelers), rank
+        self.train_pairs = dict(train_pairs or {})  # judgements each labeler was trained on (for evaluation)
         self.heads = base.heads
         layer = base.head_layer()
         weight = next(p for p in layer.parameters() if p.dim() == 2)  # (outputs, D)
@@ -212,7 +214,7 @@ class PersonalizedRewardNet(RewardNet):
         return {n: p.detach().contiguous().clone() for n, p in self.named_parameters() if not n.startswith("base.")}
 
     def metadata(self) -> dict:
-        return {"mode": self.mode, "labelers": self.labelers, "rank": self.rank}
+        return {"mode": self.mode, "labelers": self.labelers, "rank": self.rank, "train_pairs": self.train_pairs}
 
     def labeler_index(self) -> dict[str, int]:
         return {u: i for i, u in enumerate(self.labelers)}
@@ -235,7 +237,8 @@ def save_personal(model: PersonalizedRewardNet, folder: Path) -> dict:
 
 def load_personal(model: RewardNet, processor, path: str | Path, meta: dict) -> tuple[PersonalizedRewardNet, PersonalItems]:
     """Rebuild a personalised model saved by :func:`save_personal` around its loaded base model."""
-    personal = PersonalizedRewardNet(model, meta["mode"], meta["labelers"], rank=meta.get("rank", 4))
+    personal = PersonalizedRewardNet(model, meta["mode"], meta["labelers"], rank=meta.get("rank", 4),
+                                     train_pairs=meta.get("train_pairs"))
     state = personal.personal_state()
     if state:
         saved = load_file(str(Path(path) / WEIGHTS_FILE))

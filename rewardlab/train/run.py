@@ -209,7 +209,9 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     token_ids = add_labeler_tokens(processor.tokenizer, personal) if cfg.model.personalization == "tokens" else []
     model = kind.build(cfg, attributes, processor)
     if personal is not None:
-        model = PersonalizedRewardNet(model, cfg.model.personalization, personal, rank=cfg.model.personal_rank)
+        counts = labeler_table(train_comps, 1)[1]
+        model = PersonalizedRewardNet(model, cfg.model.personalization, personal, rank=cfg.model.personal_rank,
+                                      train_pairs={u: counts.get(u, 0) for u in personal})
         processor = PersonalItems(processor, cfg.model.personalization, token_ids, dropout=cfg.model.labeler_dropout,
                                   seed=cfg.train.seed)
     if outcome != model.outcome.name:

@@ -312,9 +312,10 @@ class ExperimentConfig:
         if self.model.aggregate == "gate" and not multimodal:
             raise ValueError(f"model.aggregate=gate needs model.kind=multimodal (got {self.model.kind!r}); "
                              "choose mean, weighted or learned")
-        if multimodal and self.model.personalization == "tokens":
-            raise ValueError("model.personalization=tokens is for text kinds; image+text models take embedding or "
-                             "lowrank (both work with frozen, cached towers)")
+        if multimodal and self.model.personalization == "tokens" and self.multimodal.freeze_towers:
+            raise ValueError("model.personalization=tokens puts a trainable token in front of the text tower's input: "
+                             "set multimodal.freeze_towers=false (full or LoRA towers), or use embedding or lowrank, "
+                             "which work with frozen, cached towers")
         if multimodal and self.model.lora and self.multimodal.freeze_towers:
             raise ValueError("model.lora=true trains adapters on the towers: set multimodal.freeze_towers=false")
 

@@ -389,7 +389,7 @@ def test_mixup_goes_through_training(tiny_clip, image_data, tiny_bert, pairs_fil
     assert pairs(mixed.metrics) == pytest.approx(3 * pairs(plain.metrics), rel=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["embedding", "lowrank"])
+@pytest.mark.parametrize("mode", ["embedding", "lowrank", "tokens"])
 def test_image_models_personalise_save_and_load(tiny_clip, image_data, tmp_path, mode):
     rows = [json.loads(line) for line in image_data.read_text().splitlines()]
     prompts = sorted({row["prompt"] for row in rows})
@@ -397,12 +397,14 @@ def test_image_models_personalise_save_and_load(tiny_clip, image_data, tmp_path,
         row["labeler"] = f"rater{prompts.index(row['prompt']) % 2}"
     data = image_data.parent / f"rated_{mode}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    towers = ["multimodal.freeze_towers=false", "model.lora=true", "train.lr_backbone=0.01"] if mode == "tokens" else []
     cfg = mm_config(tiny_clip, data, tmp_path / "run", f"model.personalization={mode}", "model.min_labeler_pairs=1",
-                    "train.epochs=2", "train.lr_head=0.01")
+                    "train.epochs=2", "train.lr_head=0.01", *towers)
     result = train(cfg)
     assert result.metrics["data"]["labelers"]["personal"] == 2
     rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
-    assert (result.model_dir / "personal.safetensors").is_file() and rm.labelers == ["rater0", "rater1"]
+    assert rm.labelers == ["rater0", "rater1"]  # tokens live in the text tower; the others in personal.safetensors
+    assert (result.model_dir / "personal.safetensors").is_file() == (mode != "tokens")
     images = sorted((image_data.parent / "images").glob("*.png"))[:4]
     prompts = ["a red circle above a blue square, striped"] * 4
     by_rater = [rm.score_heads(prompts, images, labeler=u) for u in ("rater0", "rater1")]

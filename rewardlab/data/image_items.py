@@ -156,6 +156,18 @@ class ImageTextItems:
     def cost(self, item: ImageTextItem) -> int:
         return len(item.text)
 
+    def with_prefix_token(self, item: ImageTextItem, token: int) -> ImageTextItem:
+        """``token`` in front of the prompt's text: after a leading special token ([CLS], <bos>), else first."""
+        if self.spec.cached:
+            raise ValueError("a labeler token changes the text tower's input, so its output cannot be cached: "
+                             "personalization=tokens needs multimodal.freeze_towers=false")
+        ids = item.text
+        at = 1 if ids and ids[0] in set(self.tokenizer.all_special_ids) else 0
+        ids = (*ids[:at], token, *ids[at:])
+        if len(ids) > self.spec.max_text_tokens:  # keep the last token: CLIP pools at its end-of-text token
+            ids = (*ids[: self.spec.max_text_tokens - 1], ids[-1])
+        return item._replace(text=ids)
+
     def collate(self, items: Sequence[ImageTextItem], extra_padding: int = 0) -> dict[str, torch.Tensor]:
         """Stack items into model inputs (see the module docstring); ``extra_padding`` more masked text positions."""
         if self.spec.cached:

@@ -180,8 +180,11 @@ def _processor(cfg: ExperimentConfig) -> ImageTextItems:
 
 def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: ImageTextItems) -> MultimodalRewardModel:
     m, mode = cfg.multimodal, tower_mode(cfg)
+    grown = processor.towers.grow_text_vocab(len(processor.tokenizer))  # labeler tokens (personalization=tokens)
     lora = apply_lora(processor.towers, r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
                       targets=cfg.model.lora_target_modules) if mode == "lora" else None
+    if grown:  # the added tokens' embeddings must learn, LoRA or not
+        processor.towers.text_embeddings().weight.requires_grad_(True)
     fusion_config = {"fusion": m.fusion, "hidden": m.hidden, "layers": m.layers, "attention_heads": m.attention_heads,
                      "dropout": m.dropout, "head_layers": m.head_layers}
     return _assemble(processor.towers, attributes, processor.spec, fusion_config, cfg.model.aggregate,
@@ -206,11 +209,14 @@ def _load(path: str, device: torch.device, dtype: torch.dtype | None
         raise ValueError(f"{path}: not a rewardlab multimodal checkpoint (config.json lacks rewardlab.towers / "
                          "rewardlab.preprocessing)")
     towers = load_towers(meta["backbone"], tokenizer_path=str(path))
+    grown = towers.grow_text_vocab(len(towers.tokenizer))  # labeler tokens
     if meta["towers"] == "lora":
         lora = meta["lora"]
         apply_lora(towers, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"], targets=lora["targets"])
     elif meta["towers"] == "frozen":
         towers.requires_grad_(False)
+    if grown:
+        towers.text_embeddings().weight.requires_grad_(True)  # trained, so saved with the tower weights
     spec = ItemSpec.from_dict(meta["preprocessing"])
     attributes = meta.get("attributes", [])
     model = _assemble(towers, attributes, spec, meta["fusion"], meta.get("aggregate", "mean"),

@@ -79,6 +79,27 @@ class Towers(nn.Module):
         """(rows, columns, leading non-grid tokens such as CLS) of the image tokens at input ``size``."""
         raise NotImplementedError
 
+    def text_embeddings(self) -> nn.Embedding:
+        """The text tower's token embedding table (its largest embedding: positions are far fewer)."""
+        tables = [m for m in self.text.modules() if isinstance(m, nn.Embedding)]
+        if not tables:
+            raise ValueError(f"the text tower of {self.name!r} has no token embedding table to grow")
+        return max(tables, key=lambda m: m.num_embeddings)
+
+    def grow_text_vocab(self, size: int) -> list[int]:
+        """Grow the text token table to ``size`` rows (tokens added to the tokenizer, e.g. labeler tokens); the
+        new rows start at the mean embedding. Returns the new rows' ids."""
+        old = self.text_embeddings()
+        if size <= old.num_embeddings:
+            return []
+        new = nn.Embedding(size, old.embedding_dim, padding_idx=old.padding_idx).to(old.weight.device, old.weight.dtype)
+        with torch.no_grad():
+            new.weight[: old.num_embeddings] = old.weight
+            new.weight[old.num_embeddings:] = old.weight.mean(0)
+        parent_name, _, attr = next(n for n, m in self.text.named_modules() if m is old).rpartition(".")
+        setattr(self.text.get_submodule(parent_name) if parent_name else self.text, attr, new)
+        return list(range(old.num_embeddings, size))
+
     def lora_targets(self) -> list[str]:
         """Full names of the modules LoRA adapts by default."""
         raise NotImplementedError

@@ -54,6 +54,7 @@ class JudgedComparison:
     rejected: np.ndarray
     log_probs: np.ndarray
     rewards: np.ndarray | None
+    consistent: np.ndarray | None = None  # (P,) pairwise kinds: each order alone predicts the same outcome
 
 
 class RewardModel:
@@ -249,8 +250,9 @@ class RewardModel:
             table = PairTable.of(len(c.pairs), i=[p.winner for p in c.pairs], j=[p.loser for p in c.pairs],
                                  tie=[p.tie for p in c.pairs], head=[heads[p.attribute] for p in c.pairs])
             judged = self.model.outcome(rewards.to(self.device), table.to(self.device))
-            out.append(JudgedComparison(*(x.float().cpu().numpy() for x in judged),
-                                        None if self.kind.prepare else rewards.numpy()))
+            consistent = None if judged.consistent is None else judged.consistent.cpu().numpy()
+            out.append(JudgedComparison(*(x.float().cpu().numpy() for x in judged[:3]),
+                                        None if self.kind.prepare else rewards.numpy(), consistent))
         return out
 
     def compare(self, prompt: str, a: object, b: object, *, labeler: str | None = None,

@@ -172,6 +172,7 @@ def test_eval_reports_three_way_metrics_for_tie_aware_and_pairwise_models(tiny_b
     result = evaluate(str(train(cfg).model_dir), str(data), tmp_path / "eval", n_boot=10, progress=False)
     o = result.metrics["outcomes"]
     assert o["pairs"] == 24 and o["per_class"]["tie"]["support"] == 8 and len(o["confusion"]) == 3
+    assert o["position_consistency"] == 1.0 if kind == "text" else 0.0 <= o["position_consistency"] <= 1.0
     assert result.metrics["pairs"] == 16  # accuracy reads the decided pairs only
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0
     assert "A / B / tie: accuracy" in result.summary()

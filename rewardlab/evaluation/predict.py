@@ -39,6 +39,7 @@ class ScoredPairs:
     tie_margins: list[float] = field(default_factory=list)  # |margin| of pairs the data calls a tie
     outcome_probs: list[np.ndarray] = field(default_factory=list)  # every pair's (a, b, tie) probabilities
     outcome_labels: list[int] = field(default_factory=list)  # 0: a won, 1: b won, 2: tie
+    position_consistent: list[bool] = field(default_factory=list)  # pairwise kinds: both orders alone agree
     worst: list = field(default_factory=list)  # heap of (-confidence_wrong, n, record)
 
     @property
@@ -108,6 +109,8 @@ def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predicti
                     probs, label = ab_frame(p, judged.log_probs[k])
                     out.outcome_probs.append(probs)
                     out.outcome_labels.append(label)
+                    if judged.consistent is not None:
+                        out.position_consistent.append(bool(judged.consistent[k]))
                     w, l = p.winner, p.loser
                     margin = float(judged.chosen[k] - judged.rejected[k])
                     if p.tie:  # no side is right: the tie statistics read these, accuracy does not

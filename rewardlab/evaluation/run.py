@@ -56,7 +56,7 @@ class EvalResult:
             o = self.metrics["outcomes"]
             lines.append(f"A / B / tie: accuracy {o['accuracy']:.3f}, log-loss {o['log_loss']:.4f} (class prior "
                          f"{o['class_prior_log_loss']:.4f}, uniform {o['uniform_log_loss']:.4f}), macro-F1 "
-                         f"{o['macro_f1']:.3f}")
+                         f"{o['macro_f1']:.3f}, position consistency {o['position_consistency']:.3f}")
         if "ranking" in self.metrics:
             lines.append(f"spearman: {self.metrics['ranking']['spearman']['value']}")
         failed = [c["check"] for c in self.metrics.get("invariance", []) if not c["passed"]]
@@ -99,6 +99,10 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
                                                                    group_by=group_by, n_boot=n_boot)}
     if scored.outcome_labels and (model.model.outcome.ties or 2 in scored.outcome_labels):
         metrics["outcomes"] = outcome_metrics(np.asarray(scored.outcome_probs), np.asarray(scored.outcome_labels))
+        # Scores of single responses cannot depend on position; pairwise kinds average both orders, and here
+        # report how often each order alone would have predicted the same outcome.
+        metrics["outcomes"]["position_consistency"] = float(np.mean(scored.position_consistent)) \
+            if scored.position_consistent else 1.0
     if "personalization" in model.metadata:  # each labeler's own reward against the population reward
         comparisons = iter_comparisons(data, data_cfg, LoadReport(source=data), render_chat=model.processor.render_chat)
         metrics["personal"] = labeler_breakdown(model, list(comparisons), batch_size=batch_size, n_boot=n_boot)

@@ -37,11 +37,16 @@ OUTCOMES = ("a", "b", "tie")  # column order of outcome probabilities: the pair'
 
 
 class Judged(NamedTuple):
-    """Per-pair outputs of an outcome model: scores (P,), (P,) and log-probabilities (P, 3)."""
+    """Per-pair outputs of an outcome model: scores (P,), (P,) and log-probabilities (P, 3).
+
+    ``consistent`` (P,) bool, for models that read the pair in an order: whether the predictions
+    made from each order alone agree (position consistency); None where order cannot matter.
+    """
 
     chosen: torch.Tensor
     rejected: torch.Tensor
     log_probs: torch.Tensor
+    consistent: torch.Tensor | None = None
 
 
 class OutcomeModel(nn.Module):
@@ -149,7 +154,8 @@ class ThreeClass(OutcomeModel):
         as_first = rewards[pairs.i, :3].float().log_softmax(-1)  # (P, 3): (i wins, j wins, tie)
         as_second = rewards[pairs.j, :3].float().log_softmax(-1)[:, [1, 0, 2]]  # swapped back to (i, j, tie)
         log_probs = torch.logaddexp(as_first, as_second) - math.log(2.0)
-        return Judged(log_probs[:, 0], log_probs[:, 1], log_probs)
+        consistent = as_first.argmax(-1) == as_second.argmax(-1)
+        return Judged(log_probs[:, 0], log_probs[:, 1], log_probs, consistent)
 
 
 OUTCOME_MODELS: dict[str, type[OutcomeModel]] = {

@@ -258,6 +258,17 @@ def _cmd_train(args) -> int:
                 print(f"{name}: {cv['mean'][name]:.4f} ± {cv['std'][name]:.4f} over {cv['folds']} folds")
         print(f"per-fold models and metrics: {cfg.train.output_dir}/fold-*/; summary: {cfg.train.output_dir}/cv_metrics.json")
         return 0
+    if cfg.train.ensemble_size > 1:
+        from rewardlab.train.ensemble import train_ensemble
+
+        result = train_ensemble(cfg)
+        m = result.metrics.get("eval")
+        if m:
+            members = ", ".join(f"{a:.3f}" for a in m["member_accuracy"])
+            print(f"ensemble of {m['members']}: accuracy {m['accuracy']:.3f} (members {members}); uncertainty "
+                  f"finds errors with AUROC {m['std_auroc_for_errors']}")
+        print(f"model: {result.model_dir}")
+        return 0
     result = train(cfg, resume=args.resume)
     _print_metrics(result.metrics)
     print(f"model: {result.model_dir}\nmetrics: {Path(cfg.train.output_dir) / 'metrics.json'}")

@@ -201,6 +201,10 @@ class TrainConfig:
     center_rewards: float = option(0.0, "Weight of a penalty on mean squared reward, keeping rewards centred at 0.")
     balance: str = option("none", "Reweight training pairs so groups contribute equally to the loss: none, attribute "
                         "(each reward head), or attribute_gap (each head x rating-gap bin: small, medium, large).")
+    ensemble_size: int = option(1, "Train this many members (seeds seed, seed+1, ...) and save them as one ensemble "
+                              "checkpoint: scores are their mean, their spread is the uncertainty. 1 = one model.")
+    ensemble_bootstrap: bool = option(False, "ensemble_size > 1: each member trains on its own bootstrap resample "
+                                    "(drawn with replacement) of the training comparisons.")
     ema_decay: float = option(0.0, "Keep an exponential moving average of weights with this decay (0 = off); "
                             "evaluation and the saved model use it.")
     eval_every: int = option(0, "Evaluate every N optimiser steps (0 = once per epoch).")
@@ -226,7 +230,7 @@ class TrainConfig:
             positive("train.max_steps", self.max_steps)
         if self.max_tokens_per_batch is not None:
             positive("train.max_tokens_per_batch", self.max_tokens_per_batch)
-        for name in ("batch_size", "eval_batch_size", "grad_accum", "save_total_limit"):
+        for name in ("batch_size", "eval_batch_size", "grad_accum", "save_total_limit", "ensemble_size"):
             positive(f"train.{name}", getattr(self, name))
         for name in ("lr_backbone", "lr_head", "lr_fusion"):
             positive(f"train.{name}", getattr(self, name))

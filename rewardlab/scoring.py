@@ -191,6 +191,47 @@ class RewardModel:
             scores[idx] = self.model(**inputs).float().cpu().numpy()
         return self.normalize_scores(scores, normalize, prompts)
 
+    # ------------------------------------------------------------------ ensembles
+
+    @property
+    def is_ensemble(self) -> bool:
+        return hasattr(self.model, "member_rewards")
+
+    def forward_rows(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Rewards of a collated batch: (B, H), or for ensembles (B, H·(K+1)): the mean's H columns, then each
+        member's (what the server's batcher computes)."""
+        if not self.is_ensemble:
+            return self.model(**inputs)
+        members = self.model.member_rewards(**inputs)  # (K, B, H)
+        return torch.cat([members.mean(0), *members], dim=1)
+
+    @property
+    def row_width(self) -> int:
+        """Columns of :meth:`forward_rows`."""
+        return len(self.heads) * (1 + len(self.model.members) if self.is_ensemble else 1)
+
+    def uncertainty(self, member_rows: np.ndarray, lam: float = 1.0) -> dict[str, np.ndarray]:
+        """From members' rewards (K, N): mean, std, conservative = mean - lam·std, and the worst case (min)."""
+        mean, std = member_rows.mean(0), member_rows.std(0)
+        return {"mean": mean, "std": std, "conservative": mean - lam * std, "min": member_rows.min(0)}
+
+    @torch.inference_mode()
+    def score_uncertainty(self, prompts: Sequence[str], responses: Sequence[object], *, lam: float = 1.0,
+                          batch_size: int = 32) -> dict[str, list[float]]:
+        """An ensemble's overall reward per item with its uncertainty: mean, std (member disagreement),
+        conservative (mean − lam·std, against over-optimisation) and min (the worst member)."""
+        if not self.is_ensemble:
+            raise ValueError("score_uncertainty needs an ensemble (train with train.ensemble_size >= 2)")
+        items, _ = self.processor.encode_items(list(prompts), list(responses))
+        k, h = len(self.model.members), len(self.heads)
+        rows = np.empty((len(items), self.row_width))
+        for start in range(0, len(items), batch_size):
+            batch = self.processor.collate(items[start: start + batch_size])
+            rows[start: start + batch_size] = self.forward_rows(
+                {n: v.to(self.device) for n, v in batch.items()}).float().cpu().numpy()
+        members = rows[:, h:].reshape(len(items), k, h)[:, :, -1].T  # (K, N) overall rewards
+        return {name: values.tolist() for name, values in self.uncertainty(members, lam).items()}
+
     def score_batch(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,
                     normalize: str = "none", **labelers) -> list[float]:
         """Overall rewards of aligned (prompt, response) lists, in input order (``labeler`` as in score_heads)."""

@@ -15,6 +15,7 @@ from rewardlab.data.load import LoadReport, iter_comparisons
 from rewardlab.data.splits import split_by_group
 from rewardlab.evaluation import plots as P
 from rewardlab.evaluation.calibration import fit_temperature, store_temperature
+from rewardlab.evaluation.ensemble import ensemble_breakdown
 from rewardlab.evaluation.invariance import run_invariance_checks
 from rewardlab.evaluation.outcomes import outcome_metrics
 from rewardlab.evaluation.personal import labeler_breakdown, plot_gains
@@ -48,6 +49,12 @@ class EvalResult:
                          f"(prefers the longer reply in {lb['model_prefers_longer_rate']:.0%} of pairs)")
         for name, m in self.metrics.get("attributes", {}).items():
             lines.append(f"  {name}: accuracy {m['accuracy']['value']:.3f} ({m['pairs']} pairs)")
+        if "ensemble" in self.metrics:
+            e = self.metrics["ensemble"]
+            lines.append(f"ensemble of {e['members']}: accuracy {e['accuracy']:.3f} (members "
+                         f"{', '.join(f'{a:.3f}' for a in e['member_accuracy'])}); std finds errors with AUROC "
+                         f"{e['std_auroc_for_errors']}; without the 25 % most uncertain: "
+                         f"{e['accuracy_without_most_uncertain_25pct']:.3f}")
         if self.metrics.get("personal", {}).get("labelers"):
             o = self.metrics["personal"]["overall"]
             lines.append(f"labelers: own reward {o['accuracy']:.3f} vs population {o['population_accuracy']:.3f}; "
@@ -103,6 +110,9 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
         # report how often each order alone would have predicted the same outcome.
         metrics["outcomes"]["position_consistency"] = float(np.mean(scored.position_consistent)) \
             if scored.position_consistent else 1.0
+    if model.is_ensemble:  # the ensemble against its members, and whether its uncertainty finds its errors
+        comparisons = iter_comparisons(data, data_cfg, LoadReport(source=data), render_chat=model.processor.render_chat)
+        metrics["ensemble"] = ensemble_breakdown(model, list(comparisons), batch_size=batch_size)
     if "personalization" in model.metadata:  # each labeler's own reward against the population reward
         comparisons = iter_comparisons(data, data_cfg, LoadReport(source=data), render_chat=model.processor.render_chat)
         metrics["personal"] = labeler_breakdown(model, list(comparisons), batch_size=batch_size, n_boot=n_boot)

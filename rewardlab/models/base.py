@@ -109,7 +109,8 @@ _BRADLEY_TERRY = BradleyTerry()
 _LAZY_KINDS: dict[str, str] = {"text": "rewardlab.models.text:TEXT_KIND",
                                "multimodal": "rewardlab.models.multimodal:MULTIMODAL_KIND",
                                "cross_encoder": "rewardlab.models.pairwise:CROSS_ENCODER_KIND",
-                               "judge": "rewardlab.models.judge:JUDGE_KIND"}
+                               "judge": "rewardlab.models.judge:JUDGE_KIND",
+                               "ensemble": "rewardlab.models.ensemble:ENSEMBLE_KIND"}
 _KINDS: dict[str, ModelKind] = {}
 
 

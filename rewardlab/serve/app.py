@@ -82,6 +82,7 @@ class Served:
         meta = self.rm.metadata
         norms = [n for n in NORMALIZATIONS if n != "zscore" or "reward_mean" in meta]
         return {"name": self.name, "path": self.path, "kind": meta.get("kind", "text"), "heads": list(self.rm.heads),
+                "members": len(self.rm.model.members) if self.rm.is_ensemble else None,
                 "labelers": self.rm.labelers if "personalization" in meta else None,
                 "pairwise": self.rm.kind.prepare is not None, "normalizations": norms}
 
@@ -245,6 +246,7 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
         rows, prompts, truncated = await s.rows([it.prompt for it in body.items], [it.response for it in body.items],
                                                 labelers)
         heads = s.rm.heads
+        members, rows = rows[:, len(heads):], rows[:, : len(heads)]  # ensembles: each member's columns follow
         idx = np.arange(len(rows))
         col = np.array([heads.index(it.attribute) if it.attribute else len(heads) - 1 for it in body.items], dtype=int)
         out = {"model": s.name, "scores": rows[idx, col].tolist(), "truncated": truncated}
@@ -252,6 +254,10 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
             out["attributes"] = {h: rows[:, j].tolist() for j, h in enumerate(heads)}
         if "personalization" in s.rm.metadata:  # which reward scored each item
             out["reward_source"] = [s.rm.labeler_source(u) for u in labelers]
+        if s.rm.is_ensemble:  # member disagreement on each item's reported head
+            per_member = members.reshape(len(rows), -1, len(heads))[idx, :, col].T  # (K, n)
+            spread = s.rm.uncertainty(per_member, body.uncertainty_lambda)
+            out["uncertainty"] = {k: spread[k].tolist() for k in ("std", "conservative", "min")}
         if body.normalize != "none":
             out["normalize"] = body.normalize
             out["normalized"] = s.rm.normalize_scores(rows, body.normalize, prompts)[idx, col].tolist()

@@ -68,7 +68,7 @@ class DynamicBatcher:
 
     def __init__(self, reward_model, cfg: BatcherConfig = BatcherConfig(), metrics=None, name: str = "default"):
         self.rm, self.cfg, self.metrics, self.name = reward_model, cfg, metrics, name
-        self.heads = len(reward_model.heads)
+        self.heads = reward_model.row_width  # H, or H·(K+1) for ensembles (the mean, then each member)
         self._queue: deque[_Request] = deque()
         self._queued_items = self._queued_tokens = 0
         self._cond = threading.Condition()
@@ -174,7 +174,7 @@ class DynamicBatcher:
             try:
                 with torch.inference_mode(), self._autocast():
                     inputs = rm.processor.collate([r.items[i] for r, i in live])
-                    rewards = rm.model(**{k: v.to(rm.device) for k, v in inputs.items()})  # (B, H)
+                    rewards = rm.forward_rows({k: v.to(rm.device) for k, v in inputs.items()})  # (B, H[·(K+1)])
                 rows = rewards.float().cpu().numpy()
             except Exception as err:  # noqa: BLE001 — the error goes to the requests in this pass only
                 for r in {id(r): r for r, _ in live}.values():

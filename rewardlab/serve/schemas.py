@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictStr
 from pydantic.json_schema import WithJsonSchema
 
 from rewardlab.scoring import NORMALIZATIONS
@@ -54,6 +54,7 @@ class ScoreRequest(BaseModel):
     model: StrictStr | None = None
     normalize: Literal[NORMALIZATIONS] = "none"  # type: ignore[valid-type]
     unknown_labeler: Literal["population", "error"] = "population"
+    uncertainty_lambda: float = Field(1.0, ge=0.0, le=100.0)  # ensembles: conservative = mean - lambda * std
 
 
 class CompareItem(BaseModel):

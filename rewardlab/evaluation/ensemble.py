@@ -1,0 +1,46 @@
+"""Does the ensemble beat its members, and does its uncertainty find its errors?
+
+Every decided pair gets each member's margin; the ensemble's margin is their mean and
+its uncertainty their standard deviation. Reported: the ensemble's accuracy against each
+member's, the ROC-AUC of the standard deviation for telling misranked pairs from right
+ones (0.5: uncertainty says nothing), and accuracy once the most uncertain 10 % / 25 % of
+pairs are set aside (it should rise).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from rewardlab.data.schema import Comparison
+from rewardlab.evaluation.predict import pair_margins
+from rewardlab.scoring import RewardModel
+
+
+def member_margins(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> np.ndarray:
+    """Each member's margin for the winner of every decided pair: (K, P)."""
+    members = model.model.members
+    kind = {"kind": model.model.member_kind}
+    return np.stack([pair_margins(RewardModel(m, model.processor, kind, model.device), comparisons, batch_size)
+                     for m in members])
+
+
+def uncertainty_metrics(margins: np.ndarray, set_aside: Sequence[float] = (0.1, 0.25)) -> dict:
+    """Ensemble vs members and uncertainty quality from member margins (K, P)."""
+    mean, std = margins.mean(0), margins.std(0)
+    wrong = mean <= 0
+    order = np.argsort(std, kind="stable")  # most certain first
+    out = {"pairs": int(margins.shape[1]), "members": int(margins.shape[0]),
+           "accuracy": float((~wrong).mean()), "member_accuracy": [float((m > 0).mean()) for m in margins],
+           "mean_std": float(std.mean()),
+           "std_auroc_for_errors": float(roc_auc_score(wrong, std)) if 0 < wrong.sum() < len(wrong) else None}
+    for share in set_aside:
+        keep = order[: len(order) - int(round(share * len(order)))]
+        out[f"accuracy_without_most_uncertain_{round(share * 100)}pct"] = float((~wrong[keep]).mean())
+    return out
+
+
+def ensemble_breakdown(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> dict:
+    return uncertainty_metrics(member_margins(model, comparisons, batch_size))

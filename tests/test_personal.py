@@ -54,10 +54,23 @@ def _train(backbone, data, out, mode, epochs=6, **model):
     return train(cfg)
 
 
+@pytest.fixture(scope="module")
+def trained_mode(tiny_bert, taste_data, tmp_path_factory):
+    """A model per personalization mode trained once on the opposite tastes, shared by the tests below."""
+    cache = {}
+
+    def get(mode: str):
+        if mode not in cache:
+            cache[mode] = _train(tiny_bert, taste_data[0], tmp_path_factory.mktemp(mode), mode)
+        return cache[mode]
+
+    return get
+
+
 @pytest.mark.parametrize("mode", ["embedding", "lowrank", "tokens"])
-def test_opposite_tastes_population_is_at_chance_personal_is_right_for_both(tiny_bert, taste_data, tmp_path, mode):
-    data, held_out = taste_data
-    result = _train(tiny_bert, data, tmp_path / mode, mode)
+def test_opposite_tastes_population_is_at_chance_personal_is_right_for_both(trained_mode, taste_data, mode):
+    held_out = taste_data[1]
+    result = trained_mode(mode)
     assert result.metrics["data"]["labelers"]["personal"] == 2
     rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
     assert rm.labelers == ["alice", "bob"] and rm.labeler_source("alice") == "personal"
@@ -69,19 +82,17 @@ def test_opposite_tastes_population_is_at_chance_personal_is_right_for_both(tiny
     assert sum(population) / len(population) == pytest.approx(0.5, abs=0.01)
 
 
-def test_population_model_sits_at_chance_for_each(tiny_bert, taste_data, tmp_path):
-    data, held_out = taste_data
-    result = _train(tiny_bert, data, tmp_path / "none", "none")
+def test_population_model_sits_at_chance_for_each(trained_mode, taste_data):
+    held_out = taste_data[1]
+    result = trained_mode("none")
     rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
     acc = accuracy_by_labeler(rm, held_out)  # labelers are ignored by a population model
     assert acc["alice"] + acc["bob"] == pytest.approx(1.0, abs=1e-9)  # each pair is one labeler's win, the other's loss
     assert rm.labeler_source("alice") == "population"
 
 
-def test_unknown_labelers_fall_back_to_the_population_or_raise(tiny_bert, taste_data, tmp_path):
-    data, _ = taste_data
-    rm = RewardModel.from_pretrained(str(_train(tiny_bert, data, tmp_path / "e", "embedding", epochs=1).model_dir),
-                                     device="cpu")
+def test_unknown_labelers_fall_back_to_the_population_or_raise(trained_mode):
+    rm = RewardModel.from_pretrained(str(trained_mode("embedding").model_dir), device="cpu")
     a = "Cook the eggs."
     assert rm.score("q", a, labeler="carol") == pytest.approx(rm.score("q", a), abs=1e-6)
     assert rm.labeler_source("carol") == "population"
@@ -108,12 +119,12 @@ def test_labelers_with_too_few_pairs_fold_into_the_population(tiny_bert, tmp_pat
 
 
 @pytest.mark.parametrize("mode", ["embedding", "lowrank", "tokens"])
-def test_adapt_learns_a_new_labeler_and_leaves_everyone_else_bit_for_bit(tiny_bert, taste_data, tmp_path, mode):
+def test_adapt_learns_a_new_labeler_and_leaves_everyone_else_bit_for_bit(trained_mode, taste_data, tmp_path, mode):
     import torch
     from rewardlab.cli import main
 
-    data, held_out = taste_data
-    trained = _train(tiny_bert, data, tmp_path / "base", mode).model_dir
+    held_out = taste_data[1]
+    trained = trained_mode(mode).model_dir
     # carol likes detail like bob, but only 10 judgements of hers are seen
     carol = [dict(r, labeler="carol") for r in opposite_tastes(70)[120:] if r["labeler"] == "bob"]
     carol_file = write_jsonl(tmp_path / "carol.jsonl", carol)
@@ -135,16 +146,16 @@ def test_adapt_learns_a_new_labeler_and_leaves_everyone_else_bit_for_bit(tiny_be
     assert sum(c > r for c, r in zip(chosen, rejected)) / len(bob_rows) >= 0.9
 
 
-def test_adapt_refuses_known_labelers_and_population_models(tiny_bert, taste_data, tmp_path):
+def test_adapt_refuses_known_labelers_and_population_models(trained_mode, taste_data):
     from rewardlab.adapt import adapt
 
-    data, _ = taste_data
-    personal = _train(tiny_bert, data, tmp_path / "p", "embedding", epochs=1).model_dir
+    data = taste_data[0]
+    personal = trained_mode("embedding").model_dir
     with pytest.raises(ValueError, match="labeler 'alice' is already in"):
         adapt(str(personal), str(data), "alice")
     with pytest.raises(ValueError, match="rows judged by 'alice'; adapt reads one labeler's judgements \\('dave'\\)"):
         adapt(str(personal), str(data), "dave")
-    population = _train(tiny_bert, data, tmp_path / "n", "none", epochs=1).model_dir
+    population = trained_mode("none").model_dir
     with pytest.raises(ValueError, match="is not a personalised model"):
         adapt(str(population), str(data), "dave")
 
@@ -152,13 +163,13 @@ def test_adapt_refuses_known_labelers_and_population_models(tiny_bert, taste_dat
 # ----------------------------------------------------------------------------- the server
 
 
-def test_the_server_scores_and_compares_per_labeler(tiny_bert, taste_data, tmp_path):
+def test_the_server_scores_and_compares_per_labeler(trained_mode, taste_data):
     from rewardlab.serve.app import create_app
     from rewardlab.serve.config import ServeConfig
     from test_serve import post, serving
 
-    data, held_out = taste_data
-    rm = RewardModel.from_pretrained(str(_train(tiny_bert, data, tmp_path / "s", "lowrank").model_dir), device="cpu")
+    held_out = taste_data[1]
+    rm = RewardModel.from_pretrained(str(trained_mode("lowrank").model_dir), device="cpu")
     row = held_out[0]
     with serving(create_app({"default": rm}, ServeConfig())) as (url, _):
         items = [{"prompt": row["prompt"], "response": row["chosen"], "labeler": u} for u in ("alice", "bob", "carol")]
@@ -179,11 +190,11 @@ def test_the_server_scores_and_compares_per_labeler(tiny_bert, taste_data, tmp_p
         assert code == 422 and "labeler must be a non-empty string id" in reply["detail"]
 
 
-def test_eval_compares_each_labelers_reward_with_the_population(tiny_bert, taste_data, tmp_path):
+def test_eval_compares_each_labelers_reward_with_the_population(trained_mode, taste_data, tmp_path):
     from rewardlab.evaluation.run import evaluate
 
-    data, held_out = taste_data
-    model_dir = _train(tiny_bert, data, tmp_path / "ev", "lowrank").model_dir
+    held_out = taste_data[1]
+    model_dir = trained_mode("lowrank").model_dir
     test = write_jsonl(tmp_path / "test.jsonl", held_out)
     result = evaluate(str(model_dir), str(test), tmp_path / "eval", n_boot=20, progress=False)
     personal = result.metrics["personal"]

@@ -178,9 +178,15 @@ def _processor(cfg: ExperimentConfig) -> ImageTextItems:
     return ImageTextItems(towers, spec, writable=True, progress=cfg.train.progress).train(True)
 
 
+def _grow_for_added_tokens(towers: Towers) -> list[int]:
+    """Grow the text tower's token table to a tokenizer that had tokens added (open_clip's cannot)."""
+    tokenizer = towers.tokenizer
+    return towers.grow_text_vocab(len(tokenizer)) if hasattr(tokenizer, "__len__") else []
+
+
 def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: ImageTextItems) -> MultimodalRewardModel:
     m, mode = cfg.multimodal, tower_mode(cfg)
-    grown = processor.towers.grow_text_vocab(len(processor.tokenizer))  # labeler tokens (personalization=tokens)
+    grown = _grow_for_added_tokens(processor.towers)  # labeler tokens (personalization=tokens)
     lora = apply_lora(processor.towers, r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
                       targets=cfg.model.lora_target_modules) if mode == "lora" else None
     if grown:  # the added tokens' embeddings must learn, LoRA or not
@@ -209,7 +215,7 @@ def _load(path: str, device: torch.device, dtype: torch.dtype | None
         raise ValueError(f"{path}: not a rewardlab multimodal checkpoint (config.json lacks rewardlab.towers / "
                          "rewardlab.preprocessing)")
     towers = load_towers(meta["backbone"], tokenizer_path=str(path))
-    grown = towers.grow_text_vocab(len(towers.tokenizer))  # labeler tokens
+    grown = _grow_for_added_tokens(towers)  # labeler tokens
     if meta["towers"] == "lora":
         lora = meta["lora"]
         apply_lora(towers, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"], targets=lora["targets"])

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSONL file to write.")
     p.add_argument("--normalize", choices=("none", "zscore", "sigmoid"), default="none")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--resume", action="store_true", help="Continue an interrupted run: chunks already written are "
+                   "kept, not rescored.")
+    p.add_argument("--chunk-size", type=int, default=1024, help="Rows per chunk (the unit of sharding and resume).")
 
     p = sub.add_parser("calibrate", help="Fit a temperature on validation data and store it with the model.")
     p.add_argument("--model", required=True, help="Local model folder (the temperature is written into it).")
@@ -309,10 +312,17 @@ def _cmd_score(args) -> int:
 
     from rewardlab.scoring import RewardModel
 
-    model = RewardModel.from_pretrained(args.model)
-    n = score_rows(model, read_rows(args.data), Path(args.out), normalize=args.normalize,
-                   batch_size=args.batch_size)
-    print(f"scored {n} rows -> {args.out}")
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # one shard per process under accelerate
+    model = RewardModel.from_pretrained(args.model, device=str(state.device))
+    n = score_rows(model, read_rows(args.data), Path(args.out), normalize=args.normalize, batch_size=args.batch_size,
+                   resume=args.resume, process_index=state.process_index, num_processes=state.num_processes,
+                   wait=state.wait_for_everyone, chunk_size=args.chunk_size)
+    if state.is_main_process:
+        print(f"scored {n} rows -> {args.out}" + (f" ({state.num_processes} processes)" if state.num_processes > 1
+                                                   else ""))
     return 0
 
 

@@ -49,3 +49,67 @@ def test_processes_that_fail_to_join_are_a_clear_error(tiny_bert, pairs_file, tm
     monkeypatch.setenv("WORLD_SIZE", "2")  # as a launcher sets it, with no process group behind it
     with __import__("pytest").raises(ValueError, match="2 processes were launched but Accelerate joined 1"):
         train(tiny_config(tiny_bert, pairs_file, tmp_path / "x"))
+
+
+def _score_rows_file(tmp_path, n=45):
+    rows = [{"prompt": f"q{i}", "response": f"answer number {i} " * (1 + i % 5), "id": i} for i in range(n)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_two_processes_score_shards_merged_in_input_order(tiny_bert, tmp_path):
+    data = _score_rows_file(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(_free_port()), "-m", "rewardlab", "score", "--model", tiny_bert, "--data", str(data),
+           "--out", str(tmp_path / "two.jsonl"), "--chunk-size", "8"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "scored 45 rows" in proc.stdout and "(2 processes)" in proc.stdout
+    from rewardlab.cli import main
+
+    assert main(["score", "--model", tiny_bert, "--data", str(data), "--out", str(tmp_path / "one.jsonl")]) == 0
+    two = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
+    one = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in two] == list(range(45))  # input order
+    assert [r["response_score"] for r in two] == [__import__("pytest").approx(r["response_score"], abs=1e-5) for r in one]
+    assert not list(tmp_path.glob(".two.jsonl*"))  # shards cleaned up
+
+
+def test_an_interrupted_scoring_run_resumes_without_rescoring(tiny_bert, tmp_path):
+    import pytest
+
+    from rewardlab.data.sources import read_rows
+    from rewardlab.evaluation.score_file import score_rows
+
+    data = _score_rows_file(tmp_path)
+    rm = RewardModel.from_pretrained(tiny_bert, device="cpu")
+    calls = []
+    original = rm.score_heads
+
+    def dying(prompts, *args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed while scoring the 4th chunk
+        calls.append(len(prompts))
+        return original(prompts, *args, **kwargs)
+
+    rm.score_heads = dying
+    out = tmp_path / "scored.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        score_rows(rm, read_rows(str(data)), out, chunk_size=8)
+    assert not out.exists() and len(calls) == 3
+    shard = tmp_path / ".scored.jsonl.shard-0-of-1"
+    with shard.open("a") as fh:
+        fh.write('{"torn": ')  # a chunk cut mid-write
+    calls.clear()
+    rm.score_heads = lambda prompts, *a, **k: (calls.append(len(prompts)), original(prompts, *a, **k))[1]
+    assert score_rows(rm, read_rows(str(data)), out, chunk_size=8, resume=True) == 45
+    assert calls == [8, 8, 5]  # only the 3 chunks not yet written
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == list(range(45))
+    fresh = tmp_path / "fresh.jsonl"
+    score_rows(RewardModel.from_pretrained(tiny_bert, device="cpu"), read_rows(str(data)), fresh, chunk_size=8)
+    assert [r["response_score"] for r in rows] == pytest.approx(
+        [json.loads(x)["response_score"] for x in fresh.read_text().splitlines()], abs=1e-6)

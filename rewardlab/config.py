@@ -187,6 +187,8 @@ class TrainConfig:
     lr_backbone: float = option(2e-5, "Learning rate of the backbone (or its LoRA adapters).")
     lr_head: float = option(1e-4, "Learning rate of the scalar head.")
     lr_fusion: float = option(3e-4, "model.kind=multimodal: learning rate of the fusion layers (trained from scratch).")
+    lr_outcome: float = option(0.02, "Tie-aware losses (rao_kupper, davidson): learning rate of the tie parameter "
+                             "(one scalar, no weight decay).")
     mixup_alpha: float = option(0.0, "Mixup for preference pairs (0 = off): each pair (a over b) adds mixed items "
                               "λa+(1-λ)b and λb+(1-λ)a, λ ~ Beta(alpha, alpha), judged with soft label λ. Needs items "
                               "that can be mixed (model.kind=multimodal), not token ids.")
@@ -232,7 +234,7 @@ class TrainConfig:
             positive("train.max_tokens_per_batch", self.max_tokens_per_batch)
         for name in ("batch_size", "eval_batch_size", "grad_accum", "save_total_limit", "ensemble_size"):
             positive(f"train.{name}", getattr(self, name))
-        for name in ("lr_backbone", "lr_head", "lr_fusion"):
+        for name in ("lr_backbone", "lr_head", "lr_fusion", "lr_outcome"):
             positive(f"train.{name}", getattr(self, name))
         positive("train.mixup_alpha", self.mixup_alpha, allow_zero=True)
         for name in ("weight_decay", "max_grad_norm", "center_rewards", "margin_scale", "eval_every",

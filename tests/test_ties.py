@@ -194,3 +194,18 @@ def test_cross_validation_trains_one_model_per_stratified_fold(tiny_bert, tmp_pa
     assert len(cv["per_fold"]) == 3 and {"three_way_log_loss", "accuracy"} <= set(cv["mean"])
     assert sum(f["pairs"] / (1 - f["tie_rate"]) for f in cv["per_fold"]) == pytest.approx(24)  # each pair held out once
     assert all(0.2 < f["tie_rate"] < 0.45 for f in cv["per_fold"])  # stratified: a third of each fold are ties
+
+
+def test_the_tie_parameter_has_its_own_learning_rate_and_no_weight_decay(tiny_bert, tmp_path):
+    from rewardlab.models.base import get_kind
+    from rewardlab.models.outcomes import Davidson
+    from rewardlab.train.optim import build_optimizer
+
+    data = write_jsonl(tmp_path / "ab.jsonl", _ab_rows(6))
+    cfg = tiny_config(tiny_bert, data, tmp_path / "o", loss="davidson", lr_outcome=0.1, weight_decay=0.5)
+    model = get_kind("text").build(cfg, [], get_kind("text").processor(cfg))
+    model.set_outcome(Davidson())
+    groups = {g["name"]: g for g in build_optimizer(model.parameter_groups(), cfg.train).param_groups
+              if g["name"] == "outcome"}
+    assert groups["outcome"]["lr"] == 0.1 and groups["outcome"]["weight_decay"] == 0.0
+    assert groups["outcome"]["params"] == [model.outcome.log_nu]

@@ -16,13 +16,20 @@ def build_optimizer(named_groups: dict[str, list[tuple[str, torch.nn.Parameter]]
     """AdamW over named parameter groups ``{"backbone": [...], "head": [...]}``.
 
     Each group gets its own learning rate (``lr_backbone`` / ``lr_head``, and ``lr_fusion`` for a
-    multimodal model's ``fusion`` group); biases and norm weights get no weight decay.
+    multimodal model's ``fusion`` group, ``lr_outcome`` for a tie-aware outcome model's parameter);
+    biases, norm weights and the tie parameter get no weight decay.
     """
-    lrs = {"backbone": cfg.lr_backbone, "head": cfg.lr_head, "fusion": cfg.lr_fusion}
+    lrs = {"backbone": cfg.lr_backbone, "head": cfg.lr_head, "fusion": cfg.lr_fusion, "outcome": cfg.lr_outcome}
+    # The outcome model's tie parameter (Rao-Kupper's eta, Davidson's nu) is one scalar the whole data set informs:
+    # its own learning rate, and no weight decay pulling it toward an arbitrary value.
+    outcome = [(n, p) for ps in named_groups.values() for n, p in ps if "outcome_model." in n]
+    named_groups = {g: [(n, p) for n, p in ps if "outcome_model." not in n] for g, ps in named_groups.items()}
+    if outcome:
+        named_groups["outcome"] = outcome
     groups = []
     for group, params in named_groups.items():
-        decay = [p for n, p in params if not n.endswith(_NO_DECAY)]
-        no_decay = [p for n, p in params if n.endswith(_NO_DECAY)]
+        decay = [p for n, p in params if not n.endswith(_NO_DECAY) and group != "outcome"]
+        no_decay = [p for n, p in params if n.endswith(_NO_DECAY) or group == "outcome"]
         for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
             if ps:
                 groups.append({"params": ps, "lr": lrs[group], "weight_decay": wd, "name": group})

@@ -68,3 +68,17 @@ def test_one_step_is_the_same_however_the_budget_cuts_the_pairs(no_dropout_bert,
             torch.testing.assert_close(weights[budget][name], value, rtol=0, atol=2e-6, msg=f"{budget}: {name}")
     changed = load_file(__import__("pathlib").Path(no_dropout_bert) / "model.safetensors")
     assert any(not torch.equal(changed[k], base[k]) for k in base if k in changed)  # the step did move the weights
+
+
+def test_equal_lengths_are_ordered_by_key_so_repeated_pairs_share_a_batch():
+    from rewardlab.data.collate import LengthGroupedBatchSampler
+
+    # 12 comparisons all cut at the same length; comparisons 0, 5 and 9 judge the same pair (one key)
+    keys = [100 + k for k in range(12)]
+    keys[5] = keys[9] = keys[0]
+    for seed in range(5):
+        batches = LengthGroupedBatchSampler([64] * 12, 4, seed=seed, keys=keys).batches()
+        assert any({0, 5, 9} <= set(b) for b in batches), batches
+    # without keys, the order of equal lengths is the shuffle's
+    spread = [LengthGroupedBatchSampler([64] * 12, 4, seed=s).batches() for s in range(5)]
+    assert not all(any({0, 5, 9} <= set(b) for b in bs) for bs in spread)

@@ -13,6 +13,7 @@ indexes the pairs, so a ranking of K responses costs K items, not K(K-1).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields
 from typing import Hashable, Iterator, Mapping, Protocol, Sequence
 
@@ -95,6 +96,12 @@ class PairTable:
         for name, value in columns.items():
             default[name] = torch.as_tensor(value, dtype=default[name].dtype)
         return cls(**default)
+
+
+def item_key(comparison: EncodedComparison) -> int:
+    """A stable 63-bit digest of a comparison's items: equal for comparisons of the same items, in every process."""
+    digest = hashlib.blake2b(repr(sorted(map(repr, comparison.items))).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def encode_comparisons(comparisons: Sequence[Comparison], processor: ItemProcessor
@@ -227,14 +234,17 @@ class LengthGroupedBatchSampler:
     """Seeded shuffled batches of indices, grouped by length to cut padding.
 
     Indices are shuffled with ``seed + epoch``; within mega-batches of
-    ``batch_size * 50`` they are sorted by length and cut into batches, whose
+    ``batch_size * 50`` they are sorted by length (then ``keys``) and cut into batches, whose
     order is shuffled again. The same (seed, epoch) always gives the same batches,
     which is what exact resume relies on.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                 group_by_length: bool = True, mega: int = 50):
+                 group_by_length: bool = True, mega: int = 50, keys: Sequence[int] | None = None):
         self.lengths = np.asarray(lengths)
+        # Equal lengths (common: everything cut at max_length) are ordered by ``keys``, so comparisons with the
+        # same items (one pair judged by several labelers) land in the same batch and are encoded once there.
+        self.keys = np.asarray(keys) if keys is not None else np.zeros(len(self.lengths), dtype=np.int64)
         self.batch_size = batch_size
         self.seed, self.shuffle, self.group_by_length, self.mega = seed, shuffle, group_by_length, mega
         self.epoch = 0
@@ -252,7 +262,7 @@ class LengthGroupedBatchSampler:
         out = []
         for start in range(0, n, size):
             chunk = order[start: start + size]
-            out.extend(self._cut(chunk[np.argsort(-self.lengths[chunk], kind="stable")]))
+            out.extend(self._cut(chunk[np.lexsort((self.keys[chunk], -self.lengths[chunk]))]))
         if self.shuffle:
             out = [out[i] for i in rng.permutation(len(out))]
         return out

@@ -38,8 +38,8 @@ class TokenBudgetBatchSampler(LengthGroupedBatchSampler):
     """
 
     def __init__(self, lengths: Sequence[int], items: Sequence[int], max_tokens: int, batch_size: int, *,
-                 seed: int = 0, shuffle: bool = True, mega: int = 50):
-        super().__init__(lengths, batch_size, seed=seed, shuffle=shuffle, group_by_length=True, mega=mega)
+                 seed: int = 0, shuffle: bool = True, mega: int = 50, keys: Sequence[int] | None = None):
+        super().__init__(lengths, batch_size, seed=seed, shuffle=shuffle, group_by_length=True, mega=mega, keys=keys)
         self.items = np.asarray(items)
         self.max_tokens = max_tokens
         too_big = [k for k in range(len(self.items)) if padded_cost(self.items[k], self.lengths[k]) > max_tokens]

@@ -27,7 +27,7 @@ from accelerate.utils import gather_object, send_to_device
 from tqdm.auto import tqdm
 
 from rewardlab.config import TrainConfig
-from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator
+from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator, item_key
 from rewardlab.data.sampling import TokenBudgetBatchSampler
 from rewardlab.losses import reward_centering_penalty, weighted_mean
 from rewardlab.metrics import is_improvement, outcome_summary, pairwise_summary
@@ -100,12 +100,12 @@ class Trainer:
         self.loss_fn = loss_fn  # (judged, pairs) -> per-pair terms (P,); see rewardlab.losses.build_pair_loss
         self.on_evaluate = on_evaluate  # called with (step, metrics) after each evaluation; may raise to stop
         self.collator, self.eval_data = collator, list(eval_data)
-        lengths = [c.longest for c in train_data]
+        lengths, keys = [c.longest for c in train_data], [item_key(c) for c in train_data]
         self.sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, seed=cfg.seed,
-                                                 group_by_length=cfg.group_by_length) \
+                                                 group_by_length=cfg.group_by_length, keys=keys) \
             if cfg.max_tokens_per_batch is None else \
             TokenBudgetBatchSampler(lengths, [len(c.items) for c in train_data], cfg.max_tokens_per_batch,
-                                    cfg.batch_size, seed=cfg.seed)
+                                    cfg.batch_size, seed=cfg.seed, keys=keys)
         # Its own generator: otherwise each new iterator draws a seed from the global RNG, shifting the
         # dropout stream of a resumed run away from the uninterrupted one.
         loader = torch.utils.data.DataLoader(list(train_data), batch_sampler=self.sampler, collate_fn=collator,

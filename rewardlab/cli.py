@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", nargs="*", default=[], help="Fields to break metrics down by.")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-plots", action="store_true", help="Skip plots and the HTML report.")
+    p.add_argument("--chunk-size", type=int, default=512, help="Comparisons per chunk (the unit each process of "
+                   "`accelerate launch` takes in turn).")
 
     p = sub.add_parser("score", help="Score (prompt, response) rows and write them with their rewards.")
     p.add_argument("--model", required=True)
@@ -301,8 +303,9 @@ def _cmd_eval(args) -> int:
     else:  # a hub id
         out = Path("runs") / f"eval-{args.model.replace('/', '--')}"
     result = evaluate(args.model, args.data, out, data_cfg=_data_config(args), group_by=args.group_by,
-                      batch_size=args.batch_size, plots=not args.no_plots)
-    print(result.summary())
+                      batch_size=args.batch_size, plots=not args.no_plots, chunk_size=args.chunk_size)
+    if result.metrics:  # under accelerate launch, the main process reports
+        print(result.summary())
     return 0
 
 

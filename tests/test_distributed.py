@@ -113,3 +113,28 @@ def test_an_interrupted_scoring_run_resumes_without_rescoring(tiny_bert, tmp_pat
     score_rows(RewardModel.from_pretrained(tiny_bert, device="cpu"), read_rows(str(data)), fresh, chunk_size=8)
     assert [r["response_score"] for r in rows] == pytest.approx(
         [json.loads(x)["response_score"] for x in fresh.read_text().splitlines()], abs=1e-6)
+
+
+def test_two_processes_evaluate_shards_into_the_same_metrics_and_predictions(tiny_bert, pairs_file, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""}
+    common = ["--model", tiny_bert, "--data", str(pairs_file), "--group-by", "category", "--no-plots",
+              "--chunk-size", "7"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(_free_port()), "-m", "rewardlab", "eval", *common, "--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("pairs: 40") == 1  # one report, from the main process
+    from rewardlab.cli import main
+
+    assert main(["eval", *common, "--out", str(tmp_path / "one")]) == 0
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert two["pairs"] == one["pairs"] == 40
+    for key in ("accuracy", "roc_auc", "log_loss"):
+        assert two["overall"][key]["value"] == __import__("pytest").approx(one["overall"][key]["value"], abs=1e-5)
+        assert two["overall"][key]["ci95"] == __import__("pytest").approx(one["overall"][key]["ci95"], abs=1e-5)
+    assert two["groups"].keys() == one["groups"].keys()
+    lines = [[json.loads(x)["source"] for x in (tmp_path / d / "predictions.jsonl").read_text().splitlines()]
+             for d in ("one", "two")]
+    assert lines[0] == lines[1]  # input order
+    assert not list((tmp_path / "two").glob(".*shard*"))

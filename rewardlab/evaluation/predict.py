@@ -42,9 +42,53 @@ class ScoredPairs:
     position_consistent: list[bool] = field(default_factory=list)  # pairwise kinds: both orders alone agree
     worst: list = field(default_factory=list)  # heap of (-confidence_wrong, n, record)
 
+    boundaries: list[dict] = field(default_factory=list)  # list lengths after each chunk (to merge shards)
+
     @property
     def margins(self) -> np.ndarray:
         return np.asarray(self.chosen) - np.asarray(self.rejected)
+
+    def _lists(self) -> dict[str, list]:
+        out = {name: getattr(self, name) for name in LIST_COLUMNS}
+        out.update({f"fields.{k}": v for k, v in self.fields.items()})
+        return out
+
+    def mark_chunk(self) -> None:
+        self.boundaries.append({name: len(values) for name, values in self._lists().items()})
+
+    def to_json(self) -> dict:
+        """Plain JSON (numbers and lists) of the columns, the chunk boundaries and the worst errors."""
+        lists = {k: [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
+                 for k, values in self._lists().items()}
+        return {"lists": lists, "boundaries": self.boundaries, "worst": self.worst}
+
+    @classmethod
+    def merge(cls, shards: list[dict], keep_worst: int = 20) -> "ScoredPairs":
+        """Shards of :meth:`to_json` (process r scored chunks r, r + N, ...) back in chunk order."""
+        n = len(shards)
+        out = cls(fields={k.split(".", 1)[1]: [] for k in shards[0]["lists"] if k.startswith("fields.")})
+        target = out._lists()
+        starts = [dict.fromkeys(s["lists"], 0) for s in shards]
+        taken = [0] * n
+        for k in itertools.count():
+            r = k % n
+            if taken[r] >= len(shards[r]["boundaries"]):
+                break
+            end = shards[r]["boundaries"][taken[r]]
+            for name, values in shards[r]["lists"].items():
+                target[name].extend(values[starts[r][name]: end[name]])
+                starts[r][name] = end[name]
+            taken[r] += 1
+        out.model_scores = [np.asarray(x) for x in out.model_scores]
+        out.human_scores = [np.asarray(x) for x in out.human_scores]
+        out.outcome_probs = [np.asarray(x) for x in out.outcome_probs]
+        worst = [w for s in shards for w in s["worst"]]
+        out.worst = sorted(worst, key=lambda r: -abs(r["margin"]))[:keep_worst]
+        return out
+
+
+LIST_COLUMNS = ("chosen", "rejected", "chosen_len", "rejected_len", "model_scores", "human_scores", "tie_margins",
+                "outcome_probs", "outcome_labels", "position_consistent")
 
 
 def _chunks(items: Iterable[Comparison], size: int) -> Iterator[list[Comparison]]:
@@ -90,13 +134,19 @@ def _display(response: object) -> str:
 
 def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predictions_path: Path, *,
                  group_by: Sequence[str] = (), batch_size: int = 32, chunk_size: int = 512,
-                 min_rating_diff: float = 1.0, keep_worst: int = 20, progress: bool = True) -> ScoredPairs:
-    """Score every pair of ``comparisons``; write ``predictions.jsonl``; return the per-pair columns."""
+                 min_rating_diff: float = 1.0, keep_worst: int = 20, progress: bool = True,
+                 process_index: int = 0, num_processes: int = 1) -> ScoredPairs:
+    """Score every pair of ``comparisons``; write ``predictions.jsonl``; return the per-pair columns.
+
+    With several processes, this one scores chunks ``process_index``, ``process_index + num_processes``, ...
+    (see :meth:`ScoredPairs.merge`)."""
     out = ScoredPairs(fields={name: [] for name in (*group_by, *SECTION_FIELDS, ATTRIBUTE_FIELD)})
     counter = itertools.count()
     bar = tqdm(desc="scoring", unit="pair", disable=not progress, dynamic_ncols=True)
     with predictions_path.open("w") as fh:
-        for chunk in _chunks(comparisons, chunk_size):
+        for n_chunk, chunk in enumerate(_chunks(comparisons, chunk_size)):
+            if n_chunk % num_processes != process_index:
+                continue
             for c, judged in zip(chunk, model.judge(chunk, batch_size=batch_size)):
                 if judged.rewards is not None:  # single-response kinds: rank statistics of the overall reward
                     overall = judged.rewards[:, -1]
@@ -136,6 +186,7 @@ def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predicti
                         elif item[0] > out.worst[0][0]:
                             heapq.heapreplace(out.worst, item)
                     bar.update(1)
+            out.mark_chunk()
     bar.close()
     out.worst = [r for _, _, r in sorted(out.worst, key=lambda t: (-t[0], t[1]))]
     return out

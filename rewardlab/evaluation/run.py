@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 
 from rewardlab.config import DataConfig
 from rewardlab.data.load import LoadReport, iter_comparisons
@@ -19,7 +21,7 @@ from rewardlab.evaluation.ensemble import ensemble_breakdown
 from rewardlab.evaluation.invariance import run_invariance_checks
 from rewardlab.evaluation.outcomes import outcome_metrics
 from rewardlab.evaluation.personal import labeler_breakdown, plot_gains
-from rewardlab.evaluation.predict import pair_margins, score_stream
+from rewardlab.evaluation.predict import ScoredPairs, pair_margins, score_stream
 from rewardlab.evaluation.report import render_report
 from rewardlab.evaluation.summary import summarize
 from rewardlab.metrics import expected_calibration_error
@@ -89,19 +91,57 @@ def _reliability_curves(metrics: dict, margins: np.ndarray) -> dict[str, list[di
             f"calibrated (T={t:.2f})": metrics["calibration"]["bins_uniform"]}
 
 
+def _score_sharded(model: RewardModel, comparisons, out_dir: Path, state, **kwargs) -> ScoredPairs | None:
+    """Each process scores every N-th chunk; the main process merges the columns and predictions in input order
+    (every process returns after the merge; only the main one gets the merged columns)."""
+    rank, n = state.process_index, state.num_processes
+    shard = score_stream(model, comparisons, out_dir / f".predictions.shard-{rank}", process_index=rank,
+                         num_processes=n, **kwargs)
+    (out_dir / f".scored.shard-{rank}.json").write_text(json.dumps(shard.to_json()))
+    state.wait_for_everyone()
+    merged = None
+    if state.is_main_process:
+        shards = [json.loads((out_dir / f".scored.shard-{r}.json").read_text()) for r in range(n)]
+        merged = ScoredPairs.merge(shards)
+        handles = [(out_dir / f".predictions.shard-{r}").open() for r in range(n)]
+        written = [0] * n
+        with (out_dir / "predictions.jsonl").open("w") as fh:  # the same chunk order, by decided pairs per chunk
+            for k in itertools.count():
+                r = k % n
+                if k // n >= len(shards[r]["boundaries"]):
+                    break
+                end = shards[r]["boundaries"][k // n]["chosen"]
+                fh.writelines(itertools.islice(handles[r], end - written[r]))
+                written[r] = end
+        for r, h in enumerate(handles):
+            h.close()
+            (out_dir / f".predictions.shard-{r}").unlink()
+            (out_dir / f".scored.shard-{r}.json").unlink()
+    state.wait_for_everyone()
+    return merged
+
+
 def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig | None = None,
              group_by: Sequence[str] = (), batch_size: int = 32, plots: bool = True, n_boot: int = 1000,
-             progress: bool = True, model: RewardModel | None = None) -> EvalResult:
+             progress: bool = True, model: RewardModel | None = None, chunk_size: int = 512) -> EvalResult:
     """Evaluate a reward model on preference data and write metrics, predictions, plots and a report."""
     data_cfg = data_cfg or DataConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = model or RewardModel.from_pretrained(model_path)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # under accelerate launch: one shard each
+    model = model or RewardModel.from_pretrained(model_path, device=str(state.device) if state.num_processes > 1
+                                                 else None)
     report = LoadReport(source=data)
     stream = iter_comparisons(data, data_cfg, report, render_chat=model.processor.render_chat)
     first = list(itertools.islice(stream, INVARIANCE_SAMPLE))
-    scored = score_stream(model, itertools.chain(first, stream), out_dir / "predictions.jsonl", group_by=group_by,
-                          batch_size=batch_size, min_rating_diff=data_cfg.min_rating_diff, progress=progress)
+    options = dict(group_by=group_by, batch_size=batch_size, min_rating_diff=data_cfg.min_rating_diff,
+                   progress=progress, chunk_size=chunk_size)
+    if state.num_processes == 1:
+        scored = score_stream(model, itertools.chain(first, stream), out_dir / "predictions.jsonl", **options)
+    else:
+        scored = _score_sharded(model, itertools.chain(first, stream), out_dir, state, **options)
+        if not state.is_main_process:
+            return EvalResult(out_dir=out_dir, metrics={})
     metrics = {"model": str(model_path), "data": data, **summarize(scored, temperature=model.temperature,
                                                                    group_by=group_by, n_boot=n_boot)}
     if scored.outcome_labels and (model.model.outcome.ties or 2 in scored.outcome_labels):

@@ -58,16 +58,24 @@ def expected_calibration_error(margins: np.ndarray, n_bins: int = 10, strategy: 
         edges = np.unique(np.quantile(confidence, np.linspace(0, 1, n_bins + 1)))
     else:
         raise ValueError(f"strategy={strategy!r}; choose uniform or quantile")
+    ece, bins = binned_calibration(confidence, correct, edges)
+    return ece, [{"lo": lo, "hi": hi, "count": n, "confidence": conf, "accuracy": acc}
+                 for lo, hi, n, conf, acc in bins]
+
+
+def binned_calibration(confidence: np.ndarray, outcome: np.ndarray, edges: np.ndarray
+                       ) -> tuple[float, list[tuple[float, float, int, float, float]]]:
+    """ECE = Σ_bins (count / P)·|mean outcome − mean confidence| over the bins ``edges`` make (a value on the
+    last edge joins the last bin), and the non-empty bins as (lo, hi, count, mean confidence, mean outcome)."""
     which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, len(edges) - 2)
     bins, ece = [], 0.0
     for b in range(len(edges) - 1):
         mask = which == b
         if not mask.any():
             continue
-        conf, acc = float(confidence[mask].mean()), float(correct[mask].mean())
-        ece += mask.mean() * abs(acc - conf)
-        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": int(mask.sum()),
-                     "confidence": conf, "accuracy": acc})
+        conf, freq = float(confidence[mask].mean()), float(outcome[mask].mean())
+        ece += mask.mean() * abs(freq - conf)
+        bins.append((float(edges[b]), float(edges[b + 1]), int(mask.sum()), conf, freq))
     return float(ece), bins
 
 

@@ -22,6 +22,8 @@ import math
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
+from rewardlab.metrics import binned_calibration
+
 OUTCOMES = ("a", "b", "tie")
 EPS = 1e-12  # probabilities are clipped here before the log, so a confident miss costs ~27.6 nats, not inf
 ROW_SUM_TOL = 1e-4
@@ -87,18 +89,8 @@ def _reliability(conf: np.ndarray, hit: np.ndarray, n_bins: int) -> tuple[float,
     ``conf`` (P,) is the predicted probability of one outcome, ``hit`` (P,) whether it happened.
     ECE = Σ_bins (count / P) · |frequency - mean confidence|.
     """
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)  # p = 1 joins the last bin
-    ece, bins = 0.0, []
-    for b in range(n_bins):
-        mask = which == b
-        if not mask.any():
-            continue
-        mean_conf, freq = float(conf[mask].mean()), float(hit[mask].mean())
-        ece += mask.mean() * abs(freq - mean_conf)
-        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": int(mask.sum()),
-                     "mean_confidence": mean_conf, "frequency": freq})
-    return float(ece), bins
+    ece, bins = binned_calibration(conf, hit, np.linspace(0.0, 1.0, n_bins + 1))
+    return ece, [{"lo": lo, "hi": hi, "count": n, "mean_confidence": c, "frequency": f} for lo, hi, n, c, f in bins]
 
 
 def outcome_metrics(probs: np.ndarray, labels: np.ndarray, *, swapped_probs: np.ndarray | None = None,

@@ -67,3 +67,19 @@ def load_backbone(name: str, num_labels: int = 1, **kwargs):
                          f"checkpoint has {model.config.num_labels}")
     prepare_tokenizer(tokenizer, model)
     return model, tokenizer
+
+
+def with_lora(model, cfg, task_type: str):
+    """``model`` with PEFT LoRA adapters as ``cfg`` (a ModelConfig) says; ``task_type``: SEQ_CLS or CAUSAL_LM.
+
+    Raises:
+        ValueError: PEFT cannot adapt the architecture by itself (name ``model.lora_target_modules``).
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = LoraConfig(task_type=getattr(TaskType, task_type), r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules or None)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as err:
+        raise ValueError(f"LoRA could not adapt {cfg.backbone!r}: {err}; set model.lora_target_modules") from None

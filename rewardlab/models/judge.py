@@ -35,7 +35,7 @@ from torch import nn
 from rewardlab.config import JUDGE_TEMPLATE, ExperimentConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
 from rewardlab.data.formats import render_plain
-from rewardlab.models.backbones import prepare_tokenizer, resolve_backbone
+from rewardlab.models.backbones import prepare_tokenizer, resolve_backbone, with_lora
 from rewardlab.models.base import CONFIG_KEY, ModelKind, RewardNet, read_metadata
 from rewardlab.models.outcomes import ThreeClass, outcome_to_metadata
 from rewardlab.models.pairwise import PAIR_LABELS, ordered_pairs
@@ -315,14 +315,7 @@ def build_judge(cfg: ExperimentConfig, attributes: Sequence[str], processor: Jud
         if m.lora:
             lm.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     if m.lora:
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=m.lora_r, lora_alpha=m.lora_alpha,
-                          lora_dropout=m.lora_dropout, target_modules=m.lora_target_modules or None)
-        try:
-            lm = get_peft_model(lm, lora)
-        except ValueError as err:
-            raise ValueError(f"LoRA could not adapt {m.backbone!r}: {err}; set model.lora_target_modules") from None
+        lm = with_lora(lm, m, "CAUSAL_LM")
     return JudgeModel(lm, processor.answer_ids)
 
 

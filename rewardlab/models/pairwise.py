@@ -25,7 +25,7 @@ import torch
 from rewardlab.config import ExperimentConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
 from rewardlab.data.schema import Comparison
-from rewardlab.models.backbones import load_backbone, prepare_tokenizer, resolve_backbone
+from rewardlab.models.backbones import load_backbone, prepare_tokenizer, resolve_backbone, with_lora
 from rewardlab.models.base import CONFIG_KEY, ModelKind, read_metadata
 from rewardlab.models.outcomes import ThreeClass
 from rewardlab.models.text import TextRewardModel
@@ -91,11 +91,7 @@ def build_cross_encoder(cfg: ExperimentConfig, attributes: Sequence[str], proces
                          f"{', '.join(attributes)}: use model.kind=text for per-attribute heads")
     hf_model, _ = load_backbone(cfg.model.backbone, num_labels=len(PAIR_LABELS))
     if cfg.model.lora:
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        hf_model = get_peft_model(hf_model, LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha,
-            lora_dropout=cfg.model.lora_dropout, target_modules=cfg.model.lora_target_modules or None))
+        hf_model = with_lora(hf_model, cfg.model, "SEQ_CLS")
     model = TextRewardModel(hf_model)
     model.heads = PAIR_LABELS
     model.set_outcome(ThreeClass())

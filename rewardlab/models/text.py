@@ -19,7 +19,7 @@ from torch import nn
 
 from rewardlab.config import ExperimentConfig, ModelConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
-from rewardlab.models.backbones import load_backbone, prepare_tokenizer, resolve_backbone
+from rewardlab.models.backbones import load_backbone, prepare_tokenizer, resolve_backbone, with_lora
 from rewardlab.models.base import AGGREGATE, CONFIG_KEY, ModelKind, RewardNet, read_metadata
 
 
@@ -158,14 +158,7 @@ def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = (), vocab_siz
     if cfg.gradient_checkpointing:
         hf_model.gradient_checkpointing_enable()
     if cfg.lora:
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                          lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules or None)
-        try:
-            hf_model = get_peft_model(hf_model, lora)
-        except ValueError as err:
-            raise ValueError(f"LoRA could not adapt {cfg.backbone!r}: {err}; set model.lora_target_modules") from None
+        hf_model = with_lora(hf_model, cfg, "SEQ_CLS")
         if grown:  # the added tokens' embeddings must learn: train the input embedding matrix too
             hf_model.get_input_embeddings().weight.requires_grad_(True)
     aggregator = Aggregator(aggregate_weights(cfg, attributes), learned=cfg.aggregate == "learned") \

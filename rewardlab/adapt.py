@@ -96,6 +96,9 @@ def adapt(model_dir: str, data: str, labeler: str, out: str | Path | None = None
     model.requires_grad_(False)
     mode = meta["mode"]
     if mode == "tokens":
+        if not hasattr(model.base, "hf_model"):
+            raise ValueError(f"adapt with labeler tokens supports text models; {model_dir} is "
+                             f"model.kind={rm.kind.name} (use personalization=embedding or lowrank there)")
         (token,) = add_labeler_tokens(rm.processor.tokenizer, [labeler])
         hf = model.base.hf_model
         embeddings = hf.get_input_embeddings()

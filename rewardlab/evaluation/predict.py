@@ -104,14 +104,6 @@ def _tie_pairs(c: Comparison, min_diff: float) -> list[tuple[int, int]]:
     return [(i, j) for i in range(len(s)) for j in range(i + 1, len(s)) if abs(s[i] - s[j]) < max(min_diff, 1e-12)]
 
 
-def response_scores(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> list[np.ndarray]:
-    """Rewards of every comparison's responses on every head (K, H), each distinct (prompt, response) scored once."""
-    keys = list(dict.fromkeys((c.prompt, r) for c in comparisons for r in c.responses))
-    scores = model.score_heads([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)
-    reward = dict(zip(keys, scores))
-    return [np.stack([reward[(c.prompt, r)] for r in c.responses]) for c in comparisons]
-
-
 def pair_margins(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> np.ndarray:
     """The model's margin for the winner of every decided pair: r(winner) - r(loser) on the pair's head
     (log P(winner) - log P(loser) for pairwise kinds)."""

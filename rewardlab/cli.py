@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-row", choices=("error", "skip"), help="Shortcut for --set data.on_bad_row=...")
 
     p = sub.add_parser("eval", help="Evaluate a reward model on preference data.")
-    p.add_argument("--model", required=True, help="rewardlab checkpoint, HF folder or hub id.")
+    p.add_argument("--model", required=True, help="rewardlab checkpoint, HF folder or hub id; or the output folder "
+                   "of a cross-validation run (train with data.folds): each fold's model is evaluated, on its own "
+                   "held-out fold when --data is the data it was cross-validated on.")
     _add_data_options(p)
     p.add_argument("--out", help="Output folder (default: <model>/../eval).")
     p.add_argument("--group-by", nargs="*", default=[], help="Fields to break metrics down by.")
@@ -296,14 +298,23 @@ def _data_config(args):
 def _cmd_eval(args) -> int:
     from rewardlab.evaluation.run import evaluate
 
+    folds = (Path(args.model) / "cv_metrics.json").is_file()  # a cross-validation run: every fold's model
     if args.out:
         out = Path(args.out)
+    elif folds:
+        out = Path(args.model) / "eval"
     elif Path(args.model).is_dir():
         out = Path(args.model).resolve().parent / "eval"
     else:  # a hub id
         out = Path("runs") / f"eval-{args.model.replace('/', '--')}"
-    result = evaluate(args.model, args.data, out, data_cfg=_data_config(args), group_by=args.group_by,
-                      batch_size=args.batch_size, plots=not args.no_plots, chunk_size=args.chunk_size)
+    options = dict(data_cfg=_data_config(args), group_by=args.group_by, batch_size=args.batch_size,
+                   plots=not args.no_plots, chunk_size=args.chunk_size)
+    if folds:
+        from rewardlab.evaluation.run import evaluate_folds
+
+        result = evaluate_folds(args.model, args.data, out, **options)
+    else:
+        result = evaluate(args.model, args.data, out, **options)
     if result.metrics:  # under accelerate launch, the main process reports
         print(result.summary())
     return 0

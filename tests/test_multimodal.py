@@ -146,6 +146,19 @@ def test_multi_scale_adds_the_tokens_of_each_scale(tiny_clip, image_data, tmp_pa
     assert two["image_tokens"].shape[1] == (1 + 4 * 4) + (1 + 8 * 8)
 
 
+def test_token_pooling_shrinks_every_scales_grid_and_survives_a_save(tiny_clip, image_data, tmp_path):
+    cfg = mm_config(tiny_clip, image_data, tmp_path / "r", "multimodal.scales=[32, 64]", "multimodal.token_pool=2")
+    model, processor, batch = built(cfg, n=2)
+    assert batch["items"]["image_tokens"].shape[1] == (1 + 4 * 4) + (1 + 8 * 8)  # the cache keeps every token
+    assert model.image_positions.shape[0] == (1 + 2 * 2) + (1 + 4 * 4)  # the fusion reads the pooled grids
+    rewards = model.eval()(**batch["items"])
+    assert rewards.shape == (batch["items"]["image_tokens"].shape[0], len(ATTRIBUTES) + 1)
+    folder = save_model(model, processor, tmp_path / "model", {"temperature": 1.0}, kind="multimodal")
+    assert json.loads((folder / "config.json").read_text())["rewardlab"]["fusion"]["token_pool"] == 2
+    loaded = RewardModel.from_pretrained(str(folder), device="cpu")
+    torch.testing.assert_close(loaded.model(**batch["items"]), rewards)
+
+
 @pytest.mark.parametrize("fusion", ["concat", "attention"])
 def test_both_fusions_score_every_head(tiny_clip, image_data, tmp_path, fusion):
     model, _, batch = built(mm_config(tiny_clip, image_data, tmp_path / "r", f"multimodal.fusion={fusion}"))
@@ -339,6 +352,7 @@ def test_open_clip_towers_through_its_interface(monkeypatch, image_data, tmp_pat
     ("multimodal.attention_heads=3", r"multimodal.attention_heads=3 must divide multimodal.hidden=256"),
     ("multimodal.augment=[blur]", r"multimodal.augment='blur' is not valid"),
     ("multimodal.scales=[8]", r"whole numbers of pixels in \[16, 4096\], got 8"),
+    ("multimodal.token_pool=0", r"multimodal.token_pool=0 must be > 0"),
     ("multimodal.dropout=1", r"multimodal.dropout=1.0 must be in \[0, 1\)"),
     ("train.lr_fusion=0", r"train.lr_fusion=0.0 must be > 0"),
     ("model.aggregate=gate", r"model.aggregate=gate needs model.kind=multimodal"),

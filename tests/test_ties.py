@@ -178,7 +178,8 @@ def test_eval_reports_three_way_metrics_for_tie_aware_and_pairwise_models(tiny_b
     assert "A / B / tie: accuracy" in result.summary()
 
 
-def test_cross_validation_trains_one_model_per_stratified_fold(tiny_bert, tmp_path, capsys):
+def test_cross_validation_trains_one_model_per_stratified_fold_and_eval_scores_each_on_its_fold(
+        tiny_bert, tmp_path, capsys):
     import json
 
     from rewardlab.cli import main
@@ -188,12 +189,28 @@ def test_cross_validation_trains_one_model_per_stratified_fold(tiny_bert, tmp_pa
     code = main(["train", "--data", str(data), "--out", str(tmp_path / "cv"), "--set", f"model.backbone={tiny_bert}",
                  "--set", "data.folds=3", "--set", "data.stratify=true", "--set", "data.split_by=group",
                  "--set", "train.loss=davidson", "--set", "train.epochs=1", "--set", "data.max_length=64",
-                 "--set", "train.progress=false", "--set", "train.log_with=[]", "--set", "train.save_model=false"])
+                 "--set", "train.progress=false", "--set", "train.log_with=[]"])
     assert code == 0 and "over 3 folds" in capsys.readouterr().out
     cv = json.loads((tmp_path / "cv" / "cv_metrics.json").read_text())
     assert len(cv["per_fold"]) == 3 and {"three_way_log_loss", "accuracy"} <= set(cv["mean"])
     assert sum(f["pairs"] / (1 - f["tie_rate"]) for f in cv["per_fold"]) == pytest.approx(24)  # each pair held out once
     assert all(0.2 < f["tie_rate"] < 0.45 for f in cv["per_fold"])  # stratified: a third of each fold are ties
+
+    # eval on the cross-validated data: each fold's model on its own held-out fold, as training evaluated it
+    assert main(["eval", "--model", str(tmp_path / "cv"), "--data", str(data), "--no-plots"]) == 0
+    assert "3 folds, held out: own fold" in capsys.readouterr().out
+    folds = json.loads((tmp_path / "cv" / "eval" / "cv_metrics.json").read_text())
+    assert [f["pairs"] for f in folds["per_fold"]] == [f["pairs"] for f in cv["per_fold"]]
+    for ours, trained in zip(folds["per_fold"], cv["per_fold"]):
+        assert ours["three_way_log_loss"] == pytest.approx(trained["three_way_log_loss"], abs=1e-4)
+        assert ours["accuracy"] == pytest.approx(trained["accuracy"])
+    assert folds["std"]["accuracy"] == pytest.approx(cv["std"]["accuracy"])
+    # other data: every fold's model on all of it
+    other = write_jsonl(tmp_path / "other.jsonl", _ab_rows(9))
+    assert main(["eval", "--model", str(tmp_path / "cv"), "--data", str(other), "--out", str(tmp_path / "o"),
+                 "--no-plots"]) == 0
+    folds = json.loads((tmp_path / "o" / "cv_metrics.json").read_text())
+    assert folds["held_out"].startswith("all data") and all(f["pairs"] == 6 for f in folds["per_fold"])
 
 
 def test_the_tie_parameter_has_its_own_learning_rate_and_no_weight_decay(tiny_bert, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Hashable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -58,6 +59,20 @@ class EncodedComparison:
     def longest(self) -> int:
         """A batch is padded to its longest item, so this is the key to group batches by."""
         return max(self.costs)
+
+    @cached_property
+    def pair_columns(self) -> tuple[dict[str, np.ndarray], list[str | None]]:
+        """The pairs as columns, built once and reused every epoch: ({winner, loser, tie, margin, weight,
+        attribute_code}, attributes) with ``attributes[attribute_code[k]]`` pair k's attribute."""
+        attributes = list(dict.fromkeys(p.attribute for p in self.pairs))
+        code = {a: k for k, a in enumerate(attributes)}
+        columns = {"winner": np.fromiter((p.winner for p in self.pairs), np.int64, len(self.pairs)),
+                   "loser": np.fromiter((p.loser for p in self.pairs), np.int64, len(self.pairs)),
+                   "tie": np.fromiter((p.tie for p in self.pairs), bool, len(self.pairs)),
+                   "margin": np.fromiter((p.margin for p in self.pairs), np.float32, len(self.pairs)),
+                   "weight": np.fromiter((p.weight for p in self.pairs), np.float32, len(self.pairs)),
+                   "attribute_code": np.fromiter((code[p.attribute] for p in self.pairs), np.int64, len(self.pairs))}
+        return columns, attributes
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,7 @@ class PreferenceCollator:
     def __call__(self, batch: Sequence[EncodedComparison]) -> dict:
         rows: dict[Hashable, int] = {}
         items: list[Hashable] = []
-        table: dict[str, list] = {f.name: [] for f in fields(PairTable)}
+        parts: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(PairTable)}
         for comp in batch:
             local = []
             for item in comp.items:
@@ -160,18 +175,22 @@ class PreferenceCollator:
                     rows[item] = len(items)
                     items.append(item)
                 local.append(rows[item])
+            local = np.asarray(local, dtype=np.int64)
+            columns, attributes = comp.pair_columns
+            n = len(columns["winner"])
             labeler = self.labeler_index.get(comp.labeler, UNKNOWN_LABELER) if comp.labeler else UNKNOWN_LABELER
-            for p in comp.pairs:
-                table["i"].append(local[p.winner])
-                table["j"].append(local[p.loser])
-                table["tie"].append(p.tie)
-                table["margin"].append(p.margin)
-                table["head"].append(self.head_index[p.attribute])
-                table["labeler"].append(labeler)
-                table["weight"].append(p.weight)
-                table["comparison"].append(comp.index)
-        dtypes = {"tie": torch.bool, "margin": torch.float32, "weight": torch.float32}
-        pairs = PairTable(**{k: torch.tensor(v, dtype=dtypes.get(k, torch.long)) for k, v in table.items()})
+            heads = np.asarray([self.head_index[a] for a in attributes], dtype=np.int64)
+            parts["i"].append(local[columns["winner"]])
+            parts["j"].append(local[columns["loser"]])
+            parts["tie"].append(columns["tie"])
+            parts["margin"].append(columns["margin"])
+            parts["head"].append(heads[columns["attribute_code"]] if n else np.zeros(0, np.int64))
+            parts["labeler"].append(np.full(n, labeler, dtype=np.int64))
+            parts["weight"].append(columns["weight"])
+            parts["comparison"].append(np.full(n, comp.index, dtype=np.int64))
+        empty = {"tie": bool, "margin": np.float32, "weight": np.float32}
+        pairs = PairTable(**{k: torch.from_numpy(np.concatenate(v) if v else np.zeros(0, empty.get(k, np.int64)))
+                             for k, v in parts.items()})
         collated = self.processor.collate(items)
         if self.mixup_alpha > 0 and torch.is_grad_enabled():  # training batches only: evaluation runs without grad
             # The draws depend on the seed and the batch's comparisons only, so a resumed run repeats them.

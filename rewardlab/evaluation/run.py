@@ -1,4 +1,5 @@
-"""``evaluate(model, data, out)``: stream, score, summarise, check, plot and report."""
+"""``evaluate(model, data, out)``: stream, score, summarise, check, plot and report; ``evaluate_folds`` does it
+for each model of a cross-validation run."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
-from rewardlab.config import DataConfig
-from rewardlab.data.load import LoadReport, iter_comparisons
-from rewardlab.data.splits import split_by_group
+from rewardlab.config import DataConfig, load_config
+from rewardlab.data.load import LoadReport, iter_comparisons, load_comparisons
+from rewardlab.data.schema import Comparison
+from rewardlab.data.splits import kfold_splits, split_by_group
 from rewardlab.evaluation import plots as P
 from rewardlab.evaluation.calibration import fit_temperature, store_temperature
 from rewardlab.evaluation.ensemble import ensemble_breakdown
@@ -23,7 +25,7 @@ from rewardlab.evaluation.outcomes import outcome_metrics
 from rewardlab.evaluation.personal import labeler_breakdown, plot_gains
 from rewardlab.evaluation.predict import ScoredPairs, pair_margins, score_stream
 from rewardlab.evaluation.report import render_report
-from rewardlab.evaluation.summary import summarize
+from rewardlab.evaluation.summary import fold_summary, summarize
 from rewardlab.metrics import expected_calibration_error
 from rewardlab.scoring import RewardModel
 
@@ -36,6 +38,8 @@ class EvalResult:
     metrics: dict
 
     def summary(self) -> str:
+        if "per_fold" in self.metrics:  # evaluate_folds
+            return self._fold_summary()
         o = self.metrics["overall"]
 
         def f(key: str) -> str:
@@ -72,6 +76,15 @@ class EvalResult:
         lines.append("invariance: " + ("FAILED " + ", ".join(failed) if failed else "all passed"))
         lines.append(f"written to: {self.out_dir} (metrics.json, predictions.jsonl"
                      + (", report.html)" if (self.out_dir / "report.html").exists() else ")"))
+        return "\n".join(lines)
+
+    def _fold_summary(self) -> str:
+        m = self.metrics
+        lines = [f"{m['folds']} folds, held out: {m['held_out']}; "
+                 f"{sum(f['pairs'] for f in m['per_fold'])} pairs evaluated in all"]
+        lines += [f"{name}: {mean:.4f} ± {m['std'][name]:.4f} (mean ± sd over folds)"
+                  for name, mean in m["mean"].items() if name != "pairs"]
+        lines.append(f"written to: {self.out_dir} (cv_metrics.json, fold-<k>/)")
         return "\n".join(lines)
 
 
@@ -123,8 +136,12 @@ def _score_sharded(model: RewardModel, comparisons, out_dir: Path, state, **kwar
 
 def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig | None = None,
              group_by: Sequence[str] = (), batch_size: int = 32, plots: bool = True, n_boot: int = 1000,
-             progress: bool = True, model: RewardModel | None = None, chunk_size: int = 512) -> EvalResult:
-    """Evaluate a reward model on preference data and write metrics, predictions, plots and a report."""
+             progress: bool = True, model: RewardModel | None = None, chunk_size: int = 512,
+             comparisons: Sequence[Comparison] | None = None) -> EvalResult:
+    """Evaluate a reward model on preference data and write metrics, predictions, plots and a report.
+
+    ``comparisons``, when given, are evaluated instead of reading ``data`` (which then only names them).
+    """
     data_cfg = data_cfg or DataConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +149,14 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
     model = model or RewardModel.from_pretrained(model_path, device=str(state.device) if state.num_processes > 1
                                                  else None)
     report = LoadReport(source=data)
-    stream = iter_comparisons(data, data_cfg, report, render_chat=model.processor.render_chat)
+
+    def read() -> Iterator[Comparison]:
+        if comparisons is not None:
+            return iter(comparisons)
+        return iter_comparisons(data, data_cfg, LoadReport(source=data), render_chat=model.processor.render_chat)
+
+    stream = iter(comparisons) if comparisons is not None else \
+        iter_comparisons(data, data_cfg, report, render_chat=model.processor.render_chat)
     first = list(itertools.islice(stream, INVARIANCE_SAMPLE))
     options = dict(group_by=group_by, batch_size=batch_size, min_rating_diff=data_cfg.min_rating_diff,
                    progress=progress, chunk_size=chunk_size)
@@ -151,11 +175,9 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
         metrics["outcomes"]["position_consistency"] = float(np.mean(scored.position_consistent)) \
             if scored.position_consistent else 1.0
     if model.is_ensemble:  # the ensemble against its members, and whether its uncertainty finds its errors
-        comparisons = iter_comparisons(data, data_cfg, LoadReport(source=data), render_chat=model.processor.render_chat)
-        metrics["ensemble"] = ensemble_breakdown(model, list(comparisons), batch_size=batch_size)
+        metrics["ensemble"] = ensemble_breakdown(model, list(read()), batch_size=batch_size)
     if "personalization" in model.metadata:  # each labeler's own reward against the population reward
-        comparisons = iter_comparisons(data, data_cfg, LoadReport(source=data), render_chat=model.processor.render_chat)
-        metrics["personal"] = labeler_breakdown(model, list(comparisons), batch_size=batch_size, n_boot=n_boot)
+        metrics["personal"] = labeler_breakdown(model, list(read()), batch_size=batch_size, n_boot=n_boot)
     triples = [(c.prompt, c.responses[p.winner], c.responses[p.loser]) for c in first for p in c.pairs[:1]
                if not p.tie]
     single = model.kind.prepare is None  # the checks score single responses
@@ -183,6 +205,64 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
                                                      out_dir / "accuracy_by_attribute.png")
         render_report(out_dir / "report.html", metrics=metrics, plots=figures, worst=scored.worst,
                       config_text=_config_text(model_path), title=f"Reward model evaluation: {Path(model_path).name}")
+    return EvalResult(out_dir=out_dir, metrics=metrics)
+
+
+FOLD_METRICS = {"accuracy": ("overall", "accuracy", "value"), "roc_auc": ("overall", "roc_auc", "value"),
+                "log_loss": ("overall", "log_loss", "value"), "ece": ("overall", "ece", "value"),
+                "brier": ("overall", "brier", "value"), "three_way_accuracy": ("outcomes", "accuracy"),
+                "three_way_log_loss": ("outcomes", "log_loss"), "three_way_macro_f1": ("outcomes", "macro_f1")}
+
+
+def _headline(metrics: dict) -> dict:
+    out = {}
+    for name, path in FOLD_METRICS.items():
+        value = metrics
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, (int, float)):
+            out[name] = value
+    return {"pairs": metrics["pairs"], **out}
+
+
+def evaluate_folds(run_dir: str | Path, data: str, out_dir: Path, *, data_cfg: DataConfig | None = None,
+                   **options) -> EvalResult:
+    """Evaluate a cross-validation run (``train`` with ``data.folds`` = k, models under ``fold-<k>/model``).
+
+    On the data the run was cross-validated on, each fold's model is evaluated on its own held-out
+    fold (the same split: same reading options, ``data.split_by``, ``data.stratify`` and
+    ``data.seed``, from the run's saved config), so every judgement is scored by a model that never
+    trained on it. On any other data, every fold's model is evaluated on all of it. Writes each fold's
+    evaluation under ``<out_dir>/fold-<k>`` and ``<out_dir>/cv_metrics.json`` (headline metrics per
+    fold, their mean and standard deviation over folds).
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    cfg = load_config(run_dir / "fold-0" / "config.yaml")
+    models = [run_dir / f"fold-{k}" / "model" for k in range(cfg.data.folds)]
+    missing = [str(m) for m in models if not m.is_dir()]
+    if missing:
+        raise ValueError(f"{run_dir}: a {cfg.data.folds}-fold run, but {missing[0]} is missing (was it cut short?)")
+    first = RewardModel.from_pretrained(str(models[0]))
+    own = Path(data).resolve() == Path(cfg.data.train).resolve()
+    data_cfg = cfg.data if own else data_cfg or DataConfig()  # the run's own reading options on its own data
+    if own:
+        comps, report = load_comparisons(data, cfg.data, render_chat=first.processor.render_chat)
+        parts = [held for _, held in kfold_splits(comps, cfg.data.folds, split_by=cfg.data.split_by,
+                                                  stratify=cfg.data.stratify, seed=cfg.data.seed)]
+    else:
+        comps, report = load_comparisons(data, data_cfg, render_chat=first.processor.render_chat)
+        parts = [comps] * cfg.data.folds
+    per_fold = []
+    for k, (path, part) in enumerate(zip(models, parts)):
+        model = first if k == 0 else RewardModel.from_pretrained(str(path))
+        result = evaluate(str(path), data, out_dir / f"fold-{k}", data_cfg=data_cfg, model=model, comparisons=part,
+                          **options)
+        per_fold.append(_headline(result.metrics))
+    metrics = {"model": str(run_dir), "data": data, "folds": cfg.data.folds,
+               "held_out": "own fold" if own else "all data, every fold's model", "source": report.__dict__,
+               "per_fold": per_fold, **fold_summary(per_fold)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "cv_metrics.json").write_text(json.dumps(metrics, indent=2))
     return EvalResult(out_dir=out_dir, metrics=metrics)
 
 

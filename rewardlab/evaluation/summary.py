@@ -172,3 +172,11 @@ def summarize(scored: ScoredPairs, *, temperature: float = 1.0, group_by: Sequen
             out["sections"] = {"field": name, **section}
             break
     return out
+
+
+def fold_summary(per_fold: Sequence[dict]) -> dict:
+    """Mean and standard deviation over folds of every number all folds report (flat dicts)."""
+    numeric = [m for m in per_fold[0] if all(isinstance(f.get(m), (int, float)) and not isinstance(f.get(m), bool)
+                                             for f in per_fold)]
+    return {"mean": {m: float(np.mean([f[m] for f in per_fold])) for m in numeric},
+            "std": {m: float(np.std([f[m] for f in per_fold], ddof=1)) for m in numeric}}

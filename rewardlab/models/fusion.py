@@ -45,6 +45,35 @@ def grid_positions(grids: Sequence[tuple[int, int, int]]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
+def pooled_grid(grid: tuple[int, int, int], k: int) -> tuple[int, int, int]:
+    """The (rows, columns, prefix) of a grid after :func:`pool_grid_tokens` with window ``k``."""
+    h, w, prefix = grid
+    return -(-h // k), -(-w // k), prefix
+
+
+def pool_grid_tokens(tokens: torch.Tensor, grids: Sequence[tuple[int, int, int]], k: int) -> torch.Tensor:
+    """Average-pool each scale's grid tokens in k×k windows (edge windows average the cells they hold);
+    prefix tokens (e.g. CLS) pass through. (N, T, D) → (N, T', D), T' from :func:`pooled_grid`.
+
+    Example:
+        >>> x = torch.arange(10.).reshape(1, 10, 1)  # one CLS token, then a 3x3 grid 1..9
+        >>> pool_grid_tokens(x, [(3, 3, 1)], 2).flatten().tolist()
+        [0.0, 3.0, 4.5, 7.5, 9.0]
+    """
+    if k == 1:
+        return tokens
+    parts, start = [], 0
+    for h, w, prefix in grids:
+        parts.append(tokens[:, start: start + prefix])
+        grid = tokens[:, start + prefix: start + prefix + h * w]  # (N, h*w, D)
+        n, _, d = grid.shape
+        image = grid.reshape(n, h, w, d).permute(0, 3, 1, 2)  # (N, D, h, w)
+        pooled = F.avg_pool2d(image, k, k, ceil_mode=True)  # (N, D, h', w')
+        parts.append(pooled.flatten(2).transpose(1, 2))
+        start += prefix + h * w
+    return torch.cat(parts, dim=1)
+
+
 class PositionEmbedding(nn.Module):
     """(T, 4) positions → (T, H): 2-D sine/cosine features of (y, x) projected, plus learned prefix and scale
     embeddings. Fixed frequencies generalise from few images better than a learned table."""

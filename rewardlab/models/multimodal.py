@@ -35,7 +35,8 @@ from torch import nn
 from rewardlab.config import ExperimentConfig
 from rewardlab.data.image_items import ImageTextItems, ItemSpec, default_cache_dir
 from rewardlab.models.base import AGGREGATE, CONFIG_KEY, ModelKind, RewardNet, read_metadata
-from rewardlab.models.fusion import GateAggregator, RewardHeads, build_aggregator, build_fusion, grid_positions
+from rewardlab.models.fusion import (GateAggregator, RewardHeads, build_aggregator, build_fusion, grid_positions,
+                                     pool_grid_tokens, pooled_grid)
 from rewardlab.models.text import aggregate_weights
 from rewardlab.models.towers import Towers, load_towers
 
@@ -59,8 +60,10 @@ class MultimodalRewardModel(RewardNet):
         self.heads = (*self.attributes, AGGREGATE) if self.attributes else ("reward",)
         self.scales = tuple(sorted(scales))
         self.tower_mode, self.fusion_config, self.aggregate, self.lora = tower_mode, fusion_config or {}, aggregate, lora
-        self.register_buffer("image_positions", grid_positions([towers.grid(s) for s in self.scales]),
-                             persistent=False)  # (T, 4)
+        self.grids = [towers.grid(s) for s in self.scales]
+        self.token_pool = int(self.fusion_config.get("token_pool", 1))  # absent in older checkpoints: no pooling
+        self.register_buffer("image_positions", grid_positions([pooled_grid(g, self.token_pool) for g in self.grids]),
+                             persistent=False)  # (T, 4) after pooling
 
     def _image(self, items: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if "image_tokens" in items:
@@ -78,10 +81,12 @@ class MultimodalRewardModel(RewardNet):
     def forward(self, **items: torch.Tensor) -> torch.Tensor:
         image_tokens, image_pooled = self._image(items)  # (N, T, Di), (N, Pi)
         text_tokens, text_mask, text_pooled = self._text(items)  # (N, L, Dt), (N, L), (N, Pt)
-        if image_tokens.shape[1] != self.image_positions.shape[0]:
+        expected = sum(h * w + prefix for h, w, prefix in self.grids)
+        if image_tokens.shape[1] != expected:
             raise ValueError(f"got {image_tokens.shape[1]} image tokens per item, but scales {self.scales} of "
-                             f"{self.towers.name} make {self.image_positions.shape[0]}: were the cached features "
-                             "computed with other settings?")
+                             f"{self.towers.name} make {expected}: were the cached features computed with other "
+                             "settings?")
+        image_tokens = pool_grid_tokens(image_tokens, self.grids, self.token_pool)  # (N, T', Di)
         dtype = self.head.out.weight.dtype
         fused = self.fusion(image_tokens.to(dtype), self.image_positions.to(dtype), image_pooled.to(dtype),
                             text_tokens.to(dtype), text_mask, text_pooled.to(dtype))  # (N, H)
@@ -192,7 +197,7 @@ def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: ImageTex
     if grown:  # the added tokens' embeddings must learn, LoRA or not
         processor.towers.text_embeddings().weight.requires_grad_(True)
     fusion_config = {"fusion": m.fusion, "hidden": m.hidden, "layers": m.layers, "attention_heads": m.attention_heads,
-                     "dropout": m.dropout, "head_layers": m.head_layers}
+                     "dropout": m.dropout, "head_layers": m.head_layers, "token_pool": m.token_pool}
     return _assemble(processor.towers, attributes, processor.spec, fusion_config, cfg.model.aggregate,
                      aggregate_weights(cfg.model, attributes), mode, lora)
 

@@ -141,9 +141,8 @@ def cross_validate(cfg: ExperimentConfig) -> dict:
     Returns (and writes to ``<output_dir>/cv_metrics.json``) each fold's eval metrics and, per metric,
     the mean and standard deviation over folds.
     """
-    import numpy as np
-
     from rewardlab.data.splits import kfold_splits
+    from rewardlab.evaluation.summary import fold_summary
 
     if cfg.data.eval:
         raise ValueError("data.folds > 1 splits data.train into folds itself: leave data.eval unset")
@@ -156,10 +155,7 @@ def cross_validate(cfg: ExperimentConfig) -> dict:
     for k, split in enumerate(folds):
         fold_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(out / f"fold-{k}")))
         per_fold.append(train(fold_cfg, data=split).metrics["eval"])
-    numeric = [m for m in per_fold[0] if all(isinstance(f.get(m), (int, float)) for f in per_fold)]
-    summary = {"folds": cfg.data.folds, "per_fold": per_fold, "source": report.__dict__,
-               "mean": {m: float(np.mean([f[m] for f in per_fold])) for m in numeric},
-               "std": {m: float(np.std([f[m] for f in per_fold], ddof=1)) for m in numeric}}
+    summary = {"folds": cfg.data.folds, "per_fold": per_fold, "source": report.__dict__, **fold_summary(per_fold)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "cv_metrics.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,6 +1,6 @@
 """A / B / tie prediction on LLMFAO crowd judgements: baselines, LLM judges, tie-aware reward models, GPT-4.
 
-    python bench/ties.py                                   # defaults: ~27 min on a busy 2-core CPU
+    python bench/ties.py                                   # defaults: ~23 min on 2 CPU cores
     python bench/ties.py --max-train 200 --max-test 100 --judge-max-train 40 --max-length 128  # a smoke run
 
 Data: ``../shared/data/llmfao`` (CC BY 4.0, read in place) through ``bench/llmfao_data.py`` with
@@ -10,11 +10,10 @@ counted. The rest is split by pair id (``group``; all judgements of a pair on on
 outcome (``stratified_group_split``, one fold of ``round(1 / test_fraction)``). Train and test are then
 cut to ``--max-train`` / ``--max-test`` judgements by taking *whole pairs* in a seeded random order (a
 pair's ~4 judgements share their texts). The trainer sorts each mega-batch of 50 x batch size
-comparisons by their longest item, so a pair's judgements (same texts, same length) tend to share a batch
-and its texts go through the model once per step. That holds only when the mega-batch has all of them
-(``--max-train`` <= 50 x ``--batch-size``) and few items are cut at max_length (cut items all have the
-same length, so they are shuffled among each other). Nearly every judge item is cut at 256 tokens, so
-each judge training judgement costs its own two sequences: on a shared 2-core CPU ~10 s each.
+comparisons by their longest item, and equal lengths (common: items cut at max_length) by a digest of
+their texts, so a pair's judgements share a batch and its texts go through the model once per step
+where the batch has room for them (it holds only when the mega-batch has all of them: ``--max-train``
+<= 50 x ``--batch-size``, or the judge's 96 <= 50 x 4).
 
 Rows, all on the same test judgements:
 

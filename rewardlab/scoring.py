@@ -25,7 +25,7 @@ import torch
 
 from rewardlab.data.collate import PairTable
 from rewardlab.data.schema import Comparison, Pair
-from rewardlab.models.base import RewardNet, get_kind, read_metadata
+from rewardlab.models.base import AGGREGATE, RewardNet, get_kind, read_metadata
 from rewardlab.models.outcomes import outcome_from_metadata
 from rewardlab.models.personal import POPULATION, Personal, load_personal, personalize
 
@@ -79,6 +79,12 @@ class RewardModel:
             model.set_outcome(outcome_from_metadata(metadata["outcome"]).to(device))
         if "personalization" in metadata:
             model, processor = load_personal(model, processor, path, metadata["personalization"])
+        if "ensemble_heads" in metadata:  # a shared-backbone ensemble: its member heads, scored as an ensemble
+            from rewardlab.models.ensemble import HeadEnsembleRewardNet
+
+            model = HeadEnsembleRewardNet(model, int(metadata["ensemble_heads"]), metadata.get("kind", "text"))
+            if "head_stats" in metadata:  # its one reported head is the base model's aggregate
+                metadata = {**metadata, "head_stats": {"reward": metadata["head_stats"][AGGREGATE]}}
         return cls(model, processor, metadata, device)
 
     @property

@@ -71,3 +71,53 @@ def test_ensemble_options_are_checked(tiny_bert, pairs_file, tmp_path):
 
         cfg = tiny_config(tiny_bert, pairs_file, tmp_path)
         train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="ensemble")))
+
+
+def test_a_shared_backbone_ensemble_scores_every_member_in_one_pass(tiny_bert, pairs_file, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = tiny_config(tiny_bert, pairs_file, tmp_path / "heads", epochs=2, ensemble_size=3, ensemble_bootstrap=True,
+                      ensemble_shared_backbone=True)
+    result = train_ensemble(cfg)
+    folder = result.model_dir
+    meta = json.loads((folder / "config.json").read_text())["rewardlab"]
+    assert meta["kind"] == "text" and meta["ensemble_heads"] == 3
+    assert meta["heads"] == ["member-00", "member-01", "member-02", "aggregate"]
+    # one plain transformers model with a column per member (the mean's weights are in config.json)
+    assert AutoModelForSequenceClassification.from_pretrained(folder).config.num_labels == 3
+    assert result.metrics["eval"]["members"] == 3 and "std_auroc_for_errors" in result.metrics["eval"]
+
+    rm = RewardModel.from_pretrained(str(folder), device="cpu")
+    assert rm.is_ensemble and rm.heads == ("reward",) and len(rm.model.members) == 3
+    prompts, texts = ["Question number 1: how do I do task 1?"] * 2, ["Do step one, then step 1.", "Nope 1."]
+    batch = rm.processor.collate(rm.processor.encode_items(prompts, texts)[0])
+    calls = []
+    hook = rm.model.base.register_forward_hook(lambda *_: calls.append(1))
+    members = rm.model.member_rewards(**batch)
+    hook.remove()
+    assert members.shape == (3, 2, 1) and len(calls) == 1  # one forward pass for all members
+    torch.testing.assert_close(rm.model(**batch), members.mean(0), atol=1e-5, rtol=0)
+    u = rm.score_uncertainty(prompts, texts)
+    singles = np.array([RewardModel(m, rm.processor, {"kind": "text"}).score_batch(prompts, texts)
+                        for m in rm.model.members])
+    assert u["std"] == pytest.approx(singles.std(0).tolist(), abs=1e-5) and min(u["std"]) > 0  # the heads differ
+    assert rm.score_batch(prompts, texts) == pytest.approx(u["mean"], abs=1e-5)
+    assert rm.score_batch(prompts, texts, normalize="zscore") is not None
+
+
+def test_shared_backbone_members_see_their_own_bootstrap_weights(tmp_path):
+    from rewardlab.data.schema import Comparison, Pair
+    from rewardlab.train.ensemble import member_pairs
+
+    comps = [Comparison(f"p{i}", ("a", "b"), (Pair(0, 1, weight=2.0),), source=f"f:{i}") for i in range(200)]
+    plain = member_pairs(comps, 3, bootstrap=False, seed=0)
+    assert [(p.attribute, p.weight) for p in plain[0].pairs] == [("member-00", 2.0), ("member-01", 2.0),
+                                                                  ("member-02", 2.0)]
+    boot = member_pairs(comps, 3, bootstrap=True, seed=0)
+    weights = {h: [p.weight / 2 for c in boot for p in c.pairs if p.attribute == h] for h in ("member-00", "member-01")}
+    assert 0.8 < sum(weights["member-00"]) / 200 < 1.2  # Poisson(1): the same expected weight as the data
+    assert weights["member-00"] != weights["member-01"] and boot == member_pairs(comps, 3, bootstrap=True, seed=0)
+    rated = [Comparison("p", ("a", "b"), (Pair(0, 1, attribute="style"),), source="f.jsonl:7")]
+    with pytest.raises(ValueError, match=r"f.jsonl:7: .* attribute 'style'"):
+        member_pairs(rated, 2, bootstrap=False, seed=0)

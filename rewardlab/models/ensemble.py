@@ -1,5 +1,14 @@
 """Ensembles of reward models: K members of one kind, scored together, with their disagreement as uncertainty.
 
+Two forms share one interface (``forward`` → the members' mean (N, H); ``member_rewards`` →
+(K, N, H); ``members``; ``member_kind``), which scoring, evaluation and the server read:
+
+- :class:`EnsembleRewardNet`: K separate models (the ``ensemble`` kind, one folder per member);
+- :class:`HeadEnsembleRewardNet`: K heads of one model over a shared backbone
+  (``train.ensemble_shared_backbone``): a plain multi-head checkpoint of the member kind whose
+  heads ``member-00`` … are the members and whose aggregate column is their mean, marked
+  ``ensemble_heads: K`` in its metadata; one forward pass scores every member.
+
 :class:`EnsembleRewardNet` keeps the contract (``forward(**items) -> (N, H)``, the
 members' mean) and adds ``member_rewards(**items) -> (K, N, H)``. Members share one
 processor (same kind, backbone and encoding; they differ in seed and, optionally, in a
@@ -94,3 +103,48 @@ ENSEMBLE_KIND = ModelKind(name="ensemble", processor=_not_trained_directly, buil
                           load=_load,
                           help="K members of one kind (train.ensemble_size): mean reward, member disagreement as "
                                "uncertainty, conservative rewards; one folder with a checkpoint per member.")
+
+
+def member_head(k: int) -> str:
+    """The head name of member ``k`` in a shared-backbone ensemble."""
+    return f"member-{k:02d}"
+
+
+class _MemberColumn(RewardNet):
+    """One member of a :class:`HeadEnsembleRewardNet`: its column of the shared model, (N, 1)."""
+
+    def __init__(self, base: RewardNet, column: int):
+        super().__init__()
+        self.base, self.column = base, column
+
+    def forward(self, **items: torch.Tensor) -> torch.Tensor:
+        return self.base(**items)[:, self.column: self.column + 1]
+
+
+class HeadEnsembleRewardNet(RewardNet):
+    """K members as K heads of one model. ``forward`` → their mean (the model's aggregate column), (N, 1);
+    ``member_rewards`` → (K, N, 1) from the same forward pass."""
+
+    heads = ("reward",)
+
+    def __init__(self, base: RewardNet, k_members: int, member_kind: str):
+        super().__init__()
+        index = base.head_index()
+        missing = [member_head(k) for k in range(k_members) if member_head(k) not in index]
+        if missing:
+            raise ValueError(f"a {k_members}-head ensemble needs heads {member_head(0)} ... {member_head(k_members - 1)}; "
+                             f"the model has {', '.join(base.heads)}")
+        self.base, self.member_kind = base, member_kind
+        self.columns = [index[member_head(k)] for k in range(k_members)]
+        # A plain tuple: the views are not submodules (their weights are the base's).
+        self.members = tuple(_MemberColumn(base, c) for c in self.columns)
+
+    def member_rewards(self, **items: torch.Tensor) -> torch.Tensor:
+        return self.base(**items)[:, self.columns].T.unsqueeze(-1)  # (K, N, 1)
+
+    def forward(self, **items: torch.Tensor) -> torch.Tensor:
+        return self.base(**items)[:, -1:]  # the aggregate: the members' mean
+
+    @property
+    def outcome(self) -> OutcomeModel:
+        return self.base.outcome

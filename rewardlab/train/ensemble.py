@@ -1,9 +1,15 @@
 """Train an ensemble: ``train.ensemble_size`` members of one kind, then save them as one checkpoint.
 
-Members differ in their seed (initialisation, shuffling, dropout) and, with
+Separate members differ in their seed (initialisation, shuffling, dropout) and, with
 ``train.ensemble_bootstrap``, in their training data: each draws its own resample
 of the training comparisons with replacement. All members are evaluated on the same
 held-out comparisons, and so is their mean.
+
+With ``train.ensemble_shared_backbone`` the members are heads of one model instead: every
+training pair is judged once per member head (``member-00`` …, weighted by a Poisson(1)
+draw per head with ``train.ensemble_bootstrap``: the online bootstrap), the aggregate
+column is their mean, and held-out pairs are judged on that mean. One training run,
+one forward pass per batch for all members.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import numpy as np
 import yaml
 
 from rewardlab.config import ExperimentConfig
-from rewardlab.models.base import get_kind, save_model
-from rewardlab.models.ensemble import EnsembleRewardNet
+from rewardlab.data.schema import Comparison
+from rewardlab.models.base import CONFIG_KEY, get_kind, save_model
+from rewardlab.models.ensemble import EnsembleRewardNet, member_head
 from rewardlab.scoring import RewardModel
 from rewardlab.train.run import TrainResult, load_training_data, train
 
@@ -36,6 +43,8 @@ def train_ensemble(cfg: ExperimentConfig) -> TrainResult:
     out = Path(cfg.train.output_dir)
     processor = get_kind(cfg.model.kind).processor(cfg)
     train_comps, eval_comps, _ = load_training_data(cfg, processor)
+    if cfg.train.ensemble_shared_backbone:
+        return _train_shared(cfg, train_comps, eval_comps)
     members, metrics = [], {"members": []}
     for k in range(k_members):
         seed = cfg.train.seed + k
@@ -63,3 +72,44 @@ def train_ensemble(cfg: ExperimentConfig) -> TrainResult:
         metrics["eval"] = ensemble_breakdown(RewardModel.from_pretrained(str(model_dir), device="cpu"), eval_comps)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(model_dir=model_dir, metrics=metrics)
+
+
+def member_pairs(comparisons: list[Comparison], k_members: int, *, bootstrap: bool, seed: int) -> list[Comparison]:
+    """Each judgement once per member head; with ``bootstrap`` each copy weighs Poisson(1) (zero: left out),
+    drawn from (seed, comparison position), so a rerun draws the same."""
+    out = []
+    for position, c in enumerate(comparisons):
+        rng = np.random.default_rng([seed, position])
+        pairs = []
+        for p in c.pairs:
+            if p.attribute is not None:
+                raise ValueError(f"{c.source}: train.ensemble_shared_backbone makes one head per member, but this "
+                                 f"judgement is about attribute {p.attribute!r}; multi-attribute ensembles need "
+                                 "separate members (train.ensemble_shared_backbone=false)")
+            draws = rng.poisson(1.0, k_members) if bootstrap else np.ones(k_members, dtype=int)
+            pairs += [p._replace(attribute=member_head(k), weight=p.weight * float(w))
+                      for k, w in enumerate(draws) if w > 0]
+        if pairs:
+            out.append(dataclasses.replace(c, pairs=tuple(pairs)))
+    return out
+
+
+def _train_shared(cfg: ExperimentConfig, train_comps: list[Comparison], eval_comps: list[Comparison]) -> TrainResult:
+    k_members = cfg.train.ensemble_size
+    data = member_pairs(train_comps, k_members, bootstrap=cfg.train.ensemble_bootstrap, seed=cfg.train.seed)
+    one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ensemble_size=1, save_model=True))
+    result = train(one, data=(data, eval_comps))
+    config = result.model_dir / "config.json"  # mark the multi-head folder as an ensemble of its member heads
+    content = json.loads(config.read_text())
+    content[CONFIG_KEY].update(ensemble_heads=k_members, ensemble_bootstrap=cfg.train.ensemble_bootstrap)
+    partial = config.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(content, indent=2))
+    partial.replace(config)
+    metrics = {"shared_backbone": True, "training": result.metrics}
+    if eval_comps:
+        from rewardlab.evaluation.ensemble import ensemble_breakdown
+
+        metrics["eval"] = ensemble_breakdown(RewardModel.from_pretrained(str(result.model_dir), device="cpu"),
+                                             eval_comps)
+    (Path(cfg.train.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return TrainResult(model_dir=result.model_dir, metrics=metrics)

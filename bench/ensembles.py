@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -67,16 +68,19 @@ def run_row(name: str, extra: list[str], train_file: Path, test: list, work: Pat
     return {"train_s": train_s, "score_s": score_s, **metrics}
 
 
-def _one_pass_margins(rm, test: list) -> np.ndarray:
-    """Every member's margin (K, P) from one forward pass per batch (``member_rewards``)."""
+def _one_pass_margins(rm, test: list, batch_size: int = 32) -> np.ndarray:
+    """Every member's margin (K, P) from one forward pass per batch (``member_rewards``), items batched by
+    length as the library's scoring does."""
     prompts = [c.prompt for c in test for _ in range(2)]
     responses = [r for c in test for r in (c.responses[c.pairs[0].winner], c.responses[c.pairs[0].loser])]
     items, _ = rm.processor.encode_items(prompts, responses)
-    rows = []
-    for start in range(0, len(items), 32):
-        batch = rm.processor.collate(items[start: start + 32])
-        rows.append(rm.model.member_rewards(**batch)[:, :, -1].detach().numpy())  # (K, B)
-    rewards = np.concatenate(rows, axis=1)  # (K, 2P)
+    order = np.argsort([rm.processor.cost(x) for x in items], kind="stable")
+    rewards = np.empty((len(rm.model.members), len(items)))
+    for start in range(0, len(items), batch_size):
+        idx = order[start: start + batch_size]
+        batch = rm.processor.collate([items[i] for i in idx])
+        with torch.inference_mode():
+            rewards[:, idx] = rm.model.member_rewards(**batch)[:, :, -1].numpy()  # (K, B)
     return rewards[:, 0::2] - rewards[:, 1::2]
 
 
@@ -104,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     k = args.members
     rows = {"single": [],
             f"separate ({k} models, bootstrap)": [f"train.ensemble_size={k}", "train.ensemble_bootstrap=true"],
-            f"shared ({k} heads, one backbone, bootstrap)": [f"train.ensemble_size={k}", "train.ensemble_bootstrap=true",
-                                                             "train.ensemble_shared_backbone=true"]}
+            f"shared ({k} heads, one backbone, bootstrap)": [
+                f"train.ensemble_size={k}", "train.ensemble_bootstrap=true", "train.ensemble_shared_backbone=true"]}
     results = {}
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix="bench-ensembles-") as tmp:
         work = Path(tmp)

@@ -132,8 +132,8 @@ class HeadEnsembleRewardNet(RewardNet):
         index = base.head_index()
         missing = [member_head(k) for k in range(k_members) if member_head(k) not in index]
         if missing:
-            raise ValueError(f"a {k_members}-head ensemble needs heads {member_head(0)} ... {member_head(k_members - 1)}; "
-                             f"the model has {', '.join(base.heads)}")
+            raise ValueError(f"a {k_members}-head ensemble needs heads {member_head(0)} ... "
+                             f"{member_head(k_members - 1)}; the model has {', '.join(base.heads)}")
         self.base, self.member_kind = base, member_kind
         self.columns = [index[member_head(k)] for k in range(k_members)]
         # A plain tuple: the views are not submodules (their weights are the base's).

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import yaml
 from accelerate import Accelerator, PartialState
-from accelerate.utils import parse_flag_from_env, send_to_device, set_seed
+from accelerate.utils import TorchDynamoPlugin, parse_flag_from_env, send_to_device, set_seed
 
 from rewardlab.config import ExperimentConfig
 from rewardlab.data.balance import balance_pairs
@@ -220,8 +220,10 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     precision, reports["precision"] = choose_precision(cfg.train.mixed_precision, model, first_batch, state.device)
     if state.is_main_process and cfg.train.mixed_precision == "auto":
         print(f"precision: {'bf16' if precision == 'bf16' else 'fp32'} ({reports['precision']['rule']})")
+    # train.compile: Accelerate compiles in prepare(); the trainer keeps the uncompiled module for saving.
+    compiled = TorchDynamoPlugin(backend="inductor", dynamic=True) if cfg.train.compile else None
     acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.train.log_with) or None,
-                      project_dir=str(out / "logs"))
+                      project_dir=str(out / "logs"), dynamo_plugin=compiled)
     out.mkdir(parents=True, exist_ok=True)
     optimizer = build_optimizer(model.parameter_groups(), cfg.train)
     metadata = {"backbone": cfg.model.backbone, "temperature": 1.0}

@@ -112,7 +112,7 @@ class Trainer:
                                              num_workers=cfg.num_workers,
                                              generator=torch.Generator().manual_seed(cfg.seed))
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
-        self.raw_model: RewardNet = accelerator.unwrap_model(self.model)
+        self.raw_model: RewardNet = accelerator.unwrap_model(self.model, keep_torch_compile=False)
         self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] = {}  # snapshot at the best evaluation (EMA weights if on)
@@ -183,8 +183,9 @@ class Trainer:
         self.model.eval()
         shard = list(data)[self.acc.process_index:: self.acc.num_processes]
         shard.sort(key=lambda c: c.longest)
-        rows: list[tuple] = []
-        rewards: list[list[float]] = []
+        heads = len(self.raw_model.heads)
+        columns: dict[str, list[np.ndarray]] = {k: [] for k in ("comparison", "head", "chosen", "rejected", "tie",
+                                                                "log_probs", "rewards")}
         i = 0
         while i < len(shard):  # batches of about eval_batch_size items, shortest first
             batch, n = [], 0
@@ -196,18 +197,21 @@ class Trainer:
             with self.acc.autocast():
                 _, r, judged = self._step(collated)
             pairs = collated["pairs"]
-            rows.extend(zip(pairs.comparison.tolist(), pairs.head.tolist(), judged.chosen.float().tolist(),
-                            judged.rejected.float().tolist(), pairs.tie.tolist(), judged.log_probs.float().tolist()))
-            rewards.extend(r.float().tolist())
-        rows = sorted(gather_object(rows), key=lambda t: t[0])  # stable: pair order within a comparison kept
-        rewards = gather_object(rewards)
+            for name, value in (("comparison", pairs.comparison), ("head", pairs.head), ("chosen", judged.chosen),
+                                ("rejected", judged.rejected), ("tie", pairs.tie), ("log_probs", judged.log_probs),
+                                ("rewards", r)):
+                value = value.detach()
+                columns[name].append((value.float() if value.is_floating_point() else value).cpu().numpy())
+        empty = {"log_probs": np.zeros((0, 3)), "rewards": np.zeros((0, heads)), "tie": np.zeros(0, dtype=bool)}
+        local = {k: np.concatenate(v) if v else empty.get(k, np.zeros(0, dtype=np.int64)) for k, v in columns.items()}
+        shards = gather_object([local])  # one dict per process, in process order
+        merged = {k: np.concatenate([s[k] for s in shards]) for k in local}
+        order = np.argsort(merged["comparison"], kind="stable")  # pair order within a comparison kept
         self.model.train(was_training)
-        arr = np.asarray([r[:4] for r in rows], dtype=np.float64).reshape(-1, 4)
-        heads = len(self.raw_model.heads)
-        return Predictions(arr[:, 0].astype(int), arr[:, 1].astype(int), arr[:, 2], arr[:, 3],
-                           np.asarray(rewards, dtype=np.float64).reshape(-1, heads),
-                           np.asarray([r[4] for r in rows], dtype=bool),
-                           np.asarray([r[5] for r in rows], dtype=np.float64).reshape(-1, 3))
+        return Predictions(merged["comparison"][order].astype(int), merged["head"][order].astype(int),
+                           merged["chosen"][order].astype(np.float64), merged["rejected"][order].astype(np.float64),
+                           merged["rewards"].astype(np.float64).reshape(-1, heads), merged["tie"][order].astype(bool),
+                           merged["log_probs"][order].astype(np.float64).reshape(-1, 3))
 
     def evaluate(self) -> dict[str, float]:
         if self.ema is not None:

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -59,29 +58,12 @@ def run_row(name: str, extra: list[str], train_file: Path, test: list, work: Pat
     rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
     start = time.perf_counter()
     if rm.is_ensemble:
-        margins = member_margins(rm, test) if "shared" not in name else _one_pass_margins(rm, test)
-        metrics = uncertainty_metrics(margins)
+        metrics = uncertainty_metrics(member_margins(rm, test))  # every member in one pass per batch
     else:
         margin = pair_margins(rm, test)
         metrics = {"accuracy": float((margin > 0).mean()), "member_accuracy": [float((margin > 0).mean())]}
     score_s = time.perf_counter() - start
     return {"train_s": train_s, "score_s": score_s, **metrics}
-
-
-def _one_pass_margins(rm, test: list, batch_size: int = 32) -> np.ndarray:
-    """Every member's margin (K, P) from one forward pass per batch (``member_rewards``), items batched by
-    length as the library's scoring does."""
-    prompts = [c.prompt for c in test for _ in range(2)]
-    responses = [r for c in test for r in (c.responses[c.pairs[0].winner], c.responses[c.pairs[0].loser])]
-    items, _ = rm.processor.encode_items(prompts, responses)
-    order = np.argsort([rm.processor.cost(x) for x in items], kind="stable")
-    rewards = np.empty((len(rm.model.members), len(items)))
-    for start in range(0, len(items), batch_size):
-        idx = order[start: start + batch_size]
-        batch = rm.processor.collate([items[i] for i in idx])
-        with torch.inference_mode():
-            rewards[:, idx] = rm.model.member_rewards(**batch)[:, :, -1].numpy()  # (K, B)
-    return rewards[:, 0::2] - rewards[:, 1::2]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -222,20 +222,29 @@ class RewardModel:
         return {"mean": mean, "std": std, "conservative": mean - lam * std, "min": member_rows.min(0)}
 
     @torch.inference_mode()
+    def member_scores(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32
+                      ) -> np.ndarray:
+        """Every member's rewards (K, N, H) of an ensemble, items batched by length; one forward per batch
+        scores all members (for a shared-backbone ensemble, one pass of the backbone)."""
+        if not self.is_ensemble:
+            raise ValueError("member scores need an ensemble (train with train.ensemble_size >= 2)")
+        items, _ = self.processor.encode_items(list(prompts), list(responses))
+        k, h = len(self.model.members), len(self.heads)
+        rows = np.empty((len(items), self.row_width))
+        order = np.argsort([self.processor.cost(x) for x in items], kind="stable")
+        for start in range(0, len(items), batch_size):
+            idx = order[start: start + batch_size]
+            batch = self.processor.collate([items[i] for i in idx])
+            rows[idx] = self.forward_rows({n: v.to(self.device) for n, v in batch.items()}).float().cpu().numpy()
+        return rows[:, h:].reshape(len(items), k, h).transpose(1, 0, 2)  # (K, N, H)
+
     def score_uncertainty(self, prompts: Sequence[str], responses: Sequence[object], *, lam: float = 1.0,
                           batch_size: int = 32) -> dict[str, list[float]]:
         """An ensemble's overall reward per item with its uncertainty: mean, std (member disagreement),
         conservative (mean − lam·std, against over-optimisation) and min (the worst member)."""
         if not self.is_ensemble:
             raise ValueError("score_uncertainty needs an ensemble (train with train.ensemble_size >= 2)")
-        items, _ = self.processor.encode_items(list(prompts), list(responses))
-        k, h = len(self.model.members), len(self.heads)
-        rows = np.empty((len(items), self.row_width))
-        for start in range(0, len(items), batch_size):
-            batch = self.processor.collate(items[start: start + batch_size])
-            rows[start: start + batch_size] = self.forward_rows(
-                {n: v.to(self.device) for n, v in batch.items()}).float().cpu().numpy()
-        members = rows[:, h:].reshape(len(items), k, h)[:, :, -1].T  # (K, N) overall rewards
+        members = self.member_scores(prompts, responses, batch_size=batch_size)[:, :, -1]  # (K, N) overall rewards
         return {name: values.tolist() for name, values in self.uncertainty(members, lam).items()}
 
     def score_batch(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,

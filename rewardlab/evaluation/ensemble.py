@@ -15,16 +15,20 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from rewardlab.data.schema import Comparison
-from rewardlab.evaluation.predict import pair_margins
 from rewardlab.scoring import RewardModel
 
 
 def member_margins(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> np.ndarray:
-    """Each member's margin for the winner of every decided pair: (K, P)."""
-    members = model.model.members
-    kind = {"kind": model.model.member_kind}
-    return np.stack([pair_margins(RewardModel(m, model.processor, kind, model.device), comparisons, batch_size)
-                     for m in members])
+    """Each member's margin for the winner of every decided pair, on the pair's head: (K, P). Each distinct
+    (prompt, response) is scored once for all members."""
+    keys = list(dict.fromkeys((c.prompt, r) for c in comparisons for r in c.responses))
+    scores = model.member_scores([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)  # (K, N, H)
+    row = {key: i for i, key in enumerate(keys)}
+    heads = model.model.head_index()
+    margins = [scores[:, row[(c.prompt, c.responses[p.winner])], heads[p.attribute]]
+               - scores[:, row[(c.prompt, c.responses[p.loser])], heads[p.attribute]]
+               for c in comparisons for p in c.pairs if not p.tie]
+    return np.stack(margins, axis=1) if margins else np.zeros((scores.shape[0], 0))
 
 
 def uncertainty_metrics(margins: np.ndarray, set_aside: Sequence[float] = (0.1, 0.25)) -> dict:

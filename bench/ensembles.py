@@ -1,6 +1,6 @@
 """One model vs K separate members vs K heads over one shared backbone, on HH-RLHF pairs.
 
-    python bench/ensembles.py                     # MiniLM, K = 3, 1,200 training pairs; ~10 min on 2 cores
+    python bench/ensembles.py                     # MiniLM, K = 3, 1,200 training pairs; ~22 min on 2 cores
     python bench/ensembles.py --members 5 --max-train 400 --max-length 128   # a quick run
 
 Data: the harmless-base dev pairs of ``../shared/data/hh-rlhf`` (never copied here), shuffled with a

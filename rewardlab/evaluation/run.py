@@ -150,13 +150,12 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
                                                  else None)
     report = LoadReport(source=data)
 
-    def read() -> Iterator[Comparison]:
+    def read(into: LoadReport) -> Iterator[Comparison]:
         if comparisons is not None:
             return iter(comparisons)
-        return iter_comparisons(data, data_cfg, LoadReport(source=data), render_chat=model.processor.render_chat)
+        return iter_comparisons(data, data_cfg, into, render_chat=model.processor.render_chat)
 
-    stream = iter(comparisons) if comparisons is not None else \
-        iter_comparisons(data, data_cfg, report, render_chat=model.processor.render_chat)
+    stream = read(report)
     first = list(itertools.islice(stream, INVARIANCE_SAMPLE))
     options = dict(group_by=group_by, batch_size=batch_size, min_rating_diff=data_cfg.min_rating_diff,
                    progress=progress, chunk_size=chunk_size)
@@ -175,9 +174,10 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
         metrics["outcomes"]["position_consistency"] = float(np.mean(scored.position_consistent)) \
             if scored.position_consistent else 1.0
     if model.is_ensemble:  # the ensemble against its members, and whether its uncertainty finds its errors
-        metrics["ensemble"] = ensemble_breakdown(model, list(read()), batch_size=batch_size)
+        metrics["ensemble"] = ensemble_breakdown(model, list(read(LoadReport(source=data))), batch_size=batch_size)
     if "personalization" in model.metadata:  # each labeler's own reward against the population reward
-        metrics["personal"] = labeler_breakdown(model, list(read()), batch_size=batch_size, n_boot=n_boot)
+        metrics["personal"] = labeler_breakdown(model, list(read(LoadReport(source=data))), batch_size=batch_size,
+                                                n_boot=n_boot)
     triples = [(c.prompt, c.responses[p.winner], c.responses[p.loser]) for c in first for p in c.pairs[:1]
                if not p.tie]
     single = model.kind.prepare is None  # the checks score single responses

@@ -1,6 +1,7 @@
 """rewardlab vs TRL's RewardTrainer, configured alike: same backbone weights, data, max length, pairs per step,
-learning rate, epochs, precision, gradient checkpointing and attention implementation (TRL's ``RewardConfig``
-turns checkpointing and bf16 on by default; here both are always set explicitly, for both systems).
+learning rate, epochs, precision, gradient checkpointing, dropout and attention implementation (TRL's
+``RewardConfig`` turns checkpointing and bf16 on by default; here both are always set explicitly, for both
+systems; so is dropout, on in both unless ``--no-dropout``).
 
 Two tasks, each trained by both systems in its own subprocess (so peak memory is per system):
 
@@ -218,7 +219,8 @@ def work_rewardlab(args, workdir: Path) -> dict:
 
     cfg = load_config(None, [
         f"model.backbone={args.backbone_dir}", f"model.gradient_checkpointing={args.gradient_checkpointing}",
-        f"model.packing={args.packing}", f"train.mixed_precision={'bf16' if args.precision == 'bf16' else 'no'}",
+        f"model.packing={args.packing}", f"model.dropout={0.0 if args.disable_dropout else -1}",
+        f"train.mixed_precision={'bf16' if args.precision == 'bf16' else 'no'}",
         f"data.train={workdir / 'train.jsonl'}", "data.eval_fraction=0", f"data.max_length={args.max_length}",
         f"train.output_dir={workdir / 'rewardlab'}", f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size // (6 if args.task == 'rank4' else 1)}",
@@ -262,7 +264,7 @@ def work_trl(args, workdir: Path) -> dict:
     cfg = RewardConfig(output_dir=str(workdir / "trl"), per_device_train_batch_size=args.batch_size,
                        num_train_epochs=args.epochs, learning_rate=args.lr, weight_decay=0.0, warmup_steps=0,
                        lr_scheduler_type="linear", max_length=args.max_length, report_to=[], save_strategy="no",
-                       logging_steps=50, disable_dropout=False, eos_token=eos_of(tok), seed=args.seed,
+                       logging_steps=50, disable_dropout=args.disable_dropout, eos_token=eos_of(tok), seed=args.seed,
                        disable_tqdm=not args.progress, dataloader_drop_last=False,
                        gradient_checkpointing=args.gradient_checkpointing, bf16=args.precision == "bf16",
                        use_cpu=args.device == "cpu")
@@ -342,7 +344,8 @@ def header(args, n_params: int) -> str:
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores"
     on = {True: "on", False: "off"}
     return (f"{args.backbone} ({n_params / 1e6:.1f} M params), {args.device} ({where}), precision {args.precision}, "
-            f"gradient checkpointing {on[args.gradient_checkpointing]}, attention {args.attn_implementation}, "
+            f"gradient checkpointing {on[args.gradient_checkpointing]}, dropout {on[not args.disable_dropout]}, "
+            f"attention {args.attn_implementation}, "
             f"max_length {args.max_length}, {args.batch_size} pairs/step, lr {args.lr}, {args.epochs} epoch(s), "
             f"seed {args.seed}; rewardlab-only: packing {on[args.packing]}, max_tokens_per_batch "
             f"{args.max_tokens_per_batch or 'off'}, length-grouped batches on (TRL: its default random order)")
@@ -355,6 +358,9 @@ def main() -> None:
     p.add_argument("--backbone", default="minilm",
                    help=f"a rewardlab registry name, a model folder, or one of {', '.join(RANDOM_BACKBONES)}")
     p.add_argument("--gradient-checkpointing", action="store_true", help="on for both systems (default off)")
+    p.add_argument("--no-dropout", dest="disable_dropout", action="store_true",
+                   help="turn the backbone's dropout off in both systems (TRL's disable_dropout, rewardlab's "
+                   "model.dropout=0); default: on in both")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="both: TRL bf16=, rewardlab "
                    "train.mixed_precision=bf16|no")
     p.add_argument("--attn-implementation", default="sdpa", help="both: sdpa, eager, flash_attention_2, ...")

@@ -67,6 +67,36 @@ def reward_centering_penalty(rewards: torch.Tensor) -> torch.Tensor:
     return rewards.pow(2).mean()
 
 
+def margin_feature_slope(rewards: torch.Tensor, pairs: PairTable, feature: torch.Tensor) -> torch.Tensor:
+    """The squared slope of reward margins on feature gaps over a batch's pairs -> ().
+
+    ``rewards`` (N, H) are read on each pair's head, ``feature`` (N,) is an item feature
+    (log length). With d = r_i - r_j and g = f_i - f_j per pair, the least-squares slope
+    through the origin is β = Σ d·g / Σ g²: reward gained per unit of feature gap, the
+    same whichever item of a pair is written first. Penalising β² asks the margins not to
+    follow the feature. Through the origin, not centred: a pair's margin is the
+    difference of two rewards, so a reward that ignores the feature has E[β] = 0 when
+    quality and feature are independent, whereas centring over the batch's pairs would
+    pull on a quality-only model wherever the kinds of pairs differ in their gaps. A
+    correlation would be scale-free, but its gradient grows as 1 / |d|, so at
+    initialisation (margins near 0) it swamps the preference loss; β's does not.
+    0 where the gaps are all 0 (equal lengths, images).
+
+    Example:
+        >>> pairs = PairTable.of(2)
+        >>> r = torch.tensor([[3.], [1.], [0.], [1.]])   # margins 2 and -1
+        >>> f = torch.tensor([2., 0., 0., 1.])           # gaps 2 and -1: margin = 1.0 x gap
+        >>> float(margin_feature_slope(r, pairs, f))
+        1.0
+    """
+    margin = (rewards[pairs.i, pairs.head] - rewards[pairs.j, pairs.head]).float()
+    gap = (feature[pairs.i] - feature[pairs.j]).float()
+    energy = gap.pow(2).sum()
+    if len(pairs) == 0 or float(energy) < 1e-8:
+        return rewards.new_zeros(())
+    return ((margin * gap).sum() / energy) ** 2
+
+
 LOSSES: dict[str, LossFn] = {
     "bradley_terry": bradley_terry,
     "bt_margin": bt_margin,

@@ -35,6 +35,7 @@ def test_yaml_file_and_override_precedence(tmp_path):
     ("data.max_prompt_tokens=300", r"data.max_prompt_tokens=300 must be in \[0, max_length\)"),
     ("train.epochs=many", r"train.epochs='many' should be of type float"),
     ("train.nonsense=1", r"unknown config key train.nonsense; valid keys here: .*batch_size"),
+    ("model.dropout=1.5", r"model.dropout=1.5 must be in \[0, 1\), or -1 to keep the backbone's own"),
 ])
 def test_bad_values_name_the_field(override, match):
     with pytest.raises(ValueError, match=match):

@@ -134,3 +134,15 @@ def test_early_stopping_and_gradient_accumulation_step_counts(tiny_bert, pairs_f
 def test_every_registered_loss_trains(tiny_bert, pairs_file, tmp_path, loss):
     result = train(tiny_config(tiny_bert, pairs_file, tmp_path / loss, max_steps=2, loss=loss, center_rewards=0.01))
     assert result.metrics["steps"] == 2
+
+
+def test_model_dropout_replaces_every_dropout_of_the_backbone(tiny_bert):
+    kept, _ = build_text_model(ModelConfig(backbone=tiny_bert))  # the default: the checkpoint's own
+    off, _ = build_text_model(ModelConfig(backbone=tiny_bert, dropout=0.0))
+    assert kept.hf_model.config.hidden_dropout_prob == 0.1
+    config = off.hf_model.config
+    assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob, config.classifier_dropout) == (0, 0, 0)
+    assert all(m.p == 0 for m in off.hf_model.modules() if isinstance(m, torch.nn.Dropout))
+    off.train()
+    ids = torch.tensor([[101, 2054, 2003, 102]])
+    assert torch.equal(off(ids), off(ids))  # training mode, yet deterministic: nothing is dropped

@@ -2,7 +2,8 @@
 
 The batch contract every model kind shares::
 
-    {"items": {...model inputs for N unique items...}, "pairs": PairTable (P rows)}
+    {"items": {...model inputs for N unique items...}, "pairs": PairTable (P rows),
+     "nuisance": (N, F) features of each item (its length, ...: see rewardlab.data.nuisance)}
 
 A model maps ``items`` to rewards (N, H); the pair table says which two rows each
 judgement compares, on which head, with what outcome, margin and weight. What an
@@ -21,6 +22,7 @@ from typing import Hashable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
+from rewardlab.data.nuisance import FEATURES, nuisance_of
 from rewardlab.data.schema import Comparison, Pair
 
 UNKNOWN_LABELER = -1
@@ -43,13 +45,15 @@ class ItemProcessor(Protocol):
 
 @dataclass(frozen=True)
 class EncodedComparison:
-    """A comparison's K encoded items, their costs and its judgements."""
+    """A comparison's K encoded items, their costs and its judgements; ``nuisance[k]`` holds item k's
+    nuisance features (see :mod:`rewardlab.data.nuisance`), empty where not computed."""
 
     items: tuple[Hashable, ...]
     costs: tuple[int, ...]
     pairs: tuple[Pair, ...]
     index: int
     labeler: str | None = None
+    nuisance: tuple[tuple[float, ...], ...] = ()
 
     @property
     def length(self) -> int:
@@ -129,7 +133,8 @@ def encode_comparisons(comparisons: Sequence[Comparison], processor: ItemProcess
     for i, c in enumerate(comparisons):
         own = tuple(items[pos: pos + len(c.responses)])
         pos += len(c.responses)
-        out.append(EncodedComparison(own, tuple(processor.cost(x) for x in own), c.pairs, i, c.labeler))
+        out.append(EncodedComparison(own, tuple(processor.cost(x) for x in own), c.pairs, i, c.labeler,
+                                     tuple(map(nuisance_of, c.responses))))
     return out, truncated
 
 
@@ -140,7 +145,8 @@ class PreferenceCollator:
     overall reward, maps to the aggregate column); ``labeler_index`` maps labeler ids
     to rows of a personalised model's table (others get -1). ``mixup_alpha`` > 0 adds
     mixed pairs to training batches (see :func:`mixup_pairs`); it needs a processor
-    with a ``mix`` method, and ``seed`` fixes its draws.
+    with a ``mix`` method, and ``seed`` fixes its draws. ``nuisance_to_model``: the items also
+    carry the nuisance features (a model that reads them, see rewardlab.models.debias).
 
     Example:
         >>> from rewardlab.data.encode import TextItems
@@ -154,8 +160,10 @@ class PreferenceCollator:
     """
 
     def __init__(self, processor: ItemProcessor, head_index: Mapping[str | None, int] | None = None,
-                 labeler_index: Mapping[str, int] | None = None, *, mixup_alpha: float = 0.0, seed: int = 0):
+                 labeler_index: Mapping[str, int] | None = None, *, mixup_alpha: float = 0.0, seed: int = 0,
+                 nuisance_to_model: bool = False):
         self.processor = processor
+        self.nuisance_to_model = nuisance_to_model  # also pass the features as the model input ``nuisance``
         self.head_index = dict(head_index or {None: 0})
         self.labeler_index = dict(labeler_index or {})
         if mixup_alpha > 0 and not callable(getattr(processor, "mix", None)):
@@ -167,13 +175,15 @@ class PreferenceCollator:
     def __call__(self, batch: Sequence[EncodedComparison]) -> dict:
         rows: dict[Hashable, int] = {}
         items: list[Hashable] = []
+        nuisance: list[tuple[float, ...]] = []
         parts: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(PairTable)}
         for comp in batch:
             local = []
-            for item in comp.items:
+            for k, item in enumerate(comp.items):
                 if item not in rows:
                     rows[item] = len(items)
                     items.append(item)
+                    nuisance.append(comp.nuisance[k] if comp.nuisance else (0.0,) * len(FEATURES))
                 local.append(rows[item])
             local = np.asarray(local, dtype=np.int64)
             columns, attributes = comp.pair_columns
@@ -192,15 +202,21 @@ class PreferenceCollator:
         pairs = PairTable(**{k: torch.from_numpy(np.concatenate(v) if v else np.zeros(0, empty.get(k, np.int64)))
                              for k, v in parts.items()})
         collated = self.processor.collate(items)
+        features = torch.tensor(nuisance, dtype=torch.float32).reshape(len(items), len(FEATURES))  # (N, F)
         if self.mixup_alpha > 0 and torch.is_grad_enabled():  # training batches only: evaluation runs without grad
             # The draws depend on the seed and the batch's comparisons only, so a resumed run repeats them.
             rng = np.random.default_rng([self.seed, *sorted(c.index for c in batch)])
-            collated, pairs = mixup_pairs(collated, pairs, len(items), self.processor.mix, rng, self.mixup_alpha)
+            # The features ride along as one more float input, so mixed items get mixed features.
+            collated, pairs = mixup_pairs({**collated, "_nuisance": features}, pairs, len(items), self.processor.mix,
+                                          rng, self.mixup_alpha)
+            features = collated.pop("_nuisance")
+        if self.nuisance_to_model:
+            collated["nuisance"] = features
         costs = [self.processor.cost(item) for item in items]
         padded = self.processor.padded_cost(costs) if hasattr(self.processor, "padded_cost") else \
             len(costs) * max(costs)
         # (real, padded) cost of the batch's unique items, in the processor's unit (tokens for text)
-        return {"items": collated, "pairs": pairs, "cost": torch.tensor([sum(costs), padded])}
+        return {"items": collated, "pairs": pairs, "nuisance": features, "cost": torch.tensor([sum(costs), padded])}
 
 
 def mixup_pairs(items: dict[str, torch.Tensor], pairs: PairTable, n_items: int, mix, rng: np.random.Generator,

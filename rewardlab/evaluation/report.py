@@ -84,6 +84,10 @@ def render_report(path: Path, *, metrics: dict, plots: dict[str, Path | None], w
                  f"one is; the model prefers the longer response in {_fmt(lb.get('model_prefers_longer_rate'))} "
                  "of pairs.</p>" + _table(["case", "pairs", "accuracy", "CI low", "CI high", "log-loss"],
                                           _acc_rows(cases)))
+    if "debias" in lb:
+        weights = ", ".join(f"{k} {v:+.3f}" for k, v in lb["debias"]["nuisance_weights"].items())
+        parts.append(f"<p>Trained with <code>train.debias</code> ({html.escape(weights)} reward per unit of log "
+                     f"feature in training): these scores are the {html.escape(lb['debias']['scores'])}.</p>")
     if "length_balanced_accuracy" in lb:
         lba, rules, corr = lb["length_balanced_accuracy"], lb["length_only_rules"], lb["reward_length_correlation"]
         parts.append(f"<p>Length-balanced accuracy (mean of the two rows above; 0.5 for any rule that reads only "

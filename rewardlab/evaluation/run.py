@@ -178,6 +178,8 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
     if "personalization" in model.metadata:  # each labeler's own reward against the population reward
         metrics["personal"] = labeler_breakdown(model, list(read(LoadReport(source=data))), batch_size=batch_size,
                                                 n_boot=n_boot)
+    if "debias" in model.metadata:  # trained with train.debias: say which reward these scores are
+        metrics["length_bias"]["debias"] = model.metadata["debias"]
     triples = [(c.prompt, c.responses[p.winner], c.responses[p.loser]) for c in first for p in c.pairs[:1]
                if not p.tie]
     single = model.kind.prepare is None  # the checks score single responses

@@ -54,12 +54,22 @@ def prepare_tokenizer(tokenizer, model=None):
     return tokenizer
 
 
-def load_backbone(name: str, num_labels: int = 1, **kwargs):
-    """Load ``name`` as ``AutoModelForSequenceClassification(num_labels)`` (one per reward head) and its tokenizer."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def dropout_overrides(config, p: float) -> dict[str, float]:
+    """Every dropout probability a transformers config holds (``hidden_dropout_prob``, ``attention_dropout``,
+    ``classifier_dropout``, ...), set to ``p``: the keyword arguments that override them at load."""
+    return {k: p for k, v in config.to_dict().items()
+            if "dropout" in k and (isinstance(v, float) or (k == "classifier_dropout" and v is None))}
+
+
+def load_backbone(name: str, num_labels: int = 1, *, dropout: float | None = None, **kwargs):
+    """Load ``name`` as ``AutoModelForSequenceClassification(num_labels)`` (one per reward head) and its tokenizer;
+    ``dropout`` (if given) replaces every dropout probability of the backbone's config."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_backbone(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if dropout is not None:
+        kwargs.update(dropout_overrides(AutoConfig.from_pretrained(path), dropout))
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
                                                                ignore_mismatched_sizes=num_labels != 1, **kwargs)
     if model.config.num_labels != num_labels:

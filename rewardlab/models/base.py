@@ -58,6 +58,11 @@ class RewardNet(nn.Module):
         """Attach an outcome model; its parameters (a tie parameter) train and save with the model."""
         self.outcome_model = outcome
 
+    def penalty(self, batch: dict) -> torch.Tensor | None:
+        """The model's own extra loss term for its last training forward pass over ``batch`` (e.g. the
+        disentangled reward's slope penalty, see rewardlab.models.debias); None: none."""
+        return None
+
     def head_layer(self) -> nn.Module:
         """The final layer mapping features (N, [L,] D) to rewards; personalisation conditions its input."""
         raise NotImplementedError(f"{type(self).__name__} does not expose its reward layer, so it cannot be "
@@ -167,6 +172,9 @@ def save_model(model: RewardNet, processor: object, path: str | Path, metadata: 
 
             meta["personalization"] = save_personal(model, tmp)
             base, base_processor = model.base, processor.inner
+        elif hasattr(model, "saved_part"):  # other wrappers say what the kind saves, and why
+            base, base_processor, extra = model.saved_part(processor)
+            meta.update(extra)
         get_kind(kind).save(base, base_processor, tmp, meta)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)

@@ -24,11 +24,13 @@ from rewardlab.data.schema import Comparison
 from rewardlab.data.splits import split_by_group, stratified_group_split
 from rewardlab.losses import build_pair_loss, outcome_model_for
 from rewardlab.models.base import ModelKind, RewardNet, get_kind, save_model
+from rewardlab.models.debias import DebiasedRewardNet, fit_nuisance_weights
 from rewardlab.models.outcomes import get_outcome_model
 from rewardlab.models.personal import (PersonalItems, PersonalizedRewardNet, add_labeler_tokens, labeler_table,
                                        personalize)
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.optim import build_optimizer, build_scheduler
+from rewardlab.train.penalties import build_penalties
 from rewardlab.train.precision import choose_precision
 from rewardlab.train.trainer import Trainer
 
@@ -189,6 +191,12 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
         train_comps, eval_comps, reports = load_training_data(cfg, processor)
     else:
         (train_comps, eval_comps), reports = data, {"train_source": {"source": cfg.data.train, "folds": cfg.data.folds}}
+    length_options = [name for name, on in (("train.debias", cfg.train.debias), ("train.length_penalty",
+                                             cfg.train.length_penalty > 0), ("train.length_matched",
+                                             cfg.train.length_matched)) if on]
+    if kind.prepare is not None and length_options:
+        raise ValueError(f"{length_options[0]} reads each response's length, and model.kind={kind.name} scores two "
+                         "responses at once: use it with a kind that scores each response (text, multimodal)")
     if kind.prepare is not None:
         train_comps, eval_comps = [kind.prepare(c) for c in train_comps], [kind.prepare(c) for c in eval_comps]
     personal = None
@@ -214,8 +222,19 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
         model.set_outcome(get_outcome_model(outcome))
     train_enc, eval_enc, reports = encode_training_data(cfg, processor, train_comps, eval_comps, reports,
                                                         verbose=state.is_main_process)
+    if cfg.train.debias:
+        if personal is not None:
+            raise ValueError("train.debias with model.personalization is not supported: choose one")
+        model = DebiasedRewardNet(model, cfg.train.debias, fit_nuisance_weights(train_enc, cfg.train.debias,
+                                                                         length_matched=cfg.train.length_matched),
+                                  penalized=cfg.train.debias_weight > 0)
+        reports["debias"] = {"features": list(cfg.train.debias), "fitted_nuisance_weights": model.nuisance_weights()}
+        if state.is_main_process:
+            print(f"debias: the nuisance reward per unit of log {', '.join(cfg.train.debias)} starts at the "
+                  "length-only fit: "
+                  + ", ".join(f"{k} {v:+.3f}" for k, v in model.nuisance_weights().items()))
     collator = PreferenceCollator(processor, model.head_index(), mixup_alpha=cfg.train.mixup_alpha,
-                                  seed=cfg.train.seed)
+                                  seed=cfg.train.seed, nuisance_to_model=getattr(model, "reads_nuisance", False))
     first_batch = lambda device: send_to_device(collator(train_enc[: cfg.train.batch_size]), device)["items"]
     precision, reports["precision"] = choose_precision(cfg.train.mixed_precision, model, first_batch, state.device)
     if state.is_main_process and cfg.train.mixed_precision == "auto":
@@ -234,7 +253,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
                       optimizer=optimizer, scheduler_factory=lambda o, n: build_scheduler(o, cfg.train, n),
                       train_data=train_enc, eval_data=eval_enc,
                       collator=collator, cfg=cfg.train, output_dir=out,
-                      on_evaluate=on_evaluate)
+                      on_evaluate=on_evaluate, penalties=build_penalties(cfg.train))
     acc.init_trackers("rewardlab", config=_flat(cfg))
     if acc.is_main_process and resume_from is None:
         (out / "history.jsonl").unlink(missing_ok=True)

@@ -27,9 +27,9 @@ from accelerate.utils import gather_object, send_to_device
 from tqdm.auto import tqdm
 
 from rewardlab.config import TrainConfig
-from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator, item_key
-from rewardlab.data.sampling import TokenBudgetBatchSampler
-from rewardlab.losses import reward_centering_penalty, weighted_mean
+from rewardlab.data.collate import EncodedComparison, PreferenceCollator
+from rewardlab.data.sampling import build_batch_sampler
+from rewardlab.losses import weighted_mean
 from rewardlab.metrics import is_improvement, outcome_summary, pairwise_summary
 from rewardlab.models.base import RewardNet
 from rewardlab.train import checkpoint as ckpt
@@ -95,17 +95,14 @@ class Trainer:
     def __init__(self, *, accelerator: Accelerator, model: RewardNet, loss_fn: Callable,
                  optimizer: torch.optim.Optimizer, scheduler_factory: Callable, train_data: Sequence[EncodedComparison],
                  eval_data: Sequence[EncodedComparison], collator: PreferenceCollator, cfg: TrainConfig,
-                 output_dir: Path, on_evaluate: Callable[[int, dict], None] | None = None):
+                 output_dir: Path, on_evaluate: Callable[[int, dict], None] | None = None,
+                 penalties: dict[str, tuple[float, Callable]] | None = None):
         self.acc, self.cfg, self.output_dir = accelerator, cfg, Path(output_dir)
         self.loss_fn = loss_fn  # (judged, pairs) -> per-pair terms (P,); see rewardlab.losses.build_pair_loss
+        self.penalties = dict(penalties or {})  # training-only extra terms; see rewardlab.train.penalties
         self.on_evaluate = on_evaluate  # called with (step, metrics) after each evaluation; may raise to stop
         self.collator, self.eval_data = collator, list(eval_data)
-        lengths, keys = [c.longest for c in train_data], [item_key(c) for c in train_data]
-        self.sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, seed=cfg.seed,
-                                                 group_by_length=cfg.group_by_length, keys=keys) \
-            if cfg.max_tokens_per_batch is None else \
-            TokenBudgetBatchSampler(lengths, [len(c.items) for c in train_data], cfg.max_tokens_per_batch,
-                                    cfg.batch_size, seed=cfg.seed, keys=keys)
+        self.sampler = build_batch_sampler(train_data, cfg)
         # Its own generator: otherwise each new iterator draws a seed from the global RNG, shifting the
         # dropout stream of a resumed run away from the uninterrupted one.
         loader = torch.utils.data.DataLoader(list(train_data), batch_sampler=self.sampler, collate_fn=collator,
@@ -131,7 +128,8 @@ class Trainer:
         The model's outcome model reads each pair's rewards (on the pair's own head) and
         gives its scores and outcome log-probabilities. The loss is Σ w·ℓ / ``normalizer``
         (the pair weight of the whole optimiser step, see :meth:`_accumulate`), or the
-        batch's weighted mean when no normalizer is given.
+        batch's weighted mean when no normalizer is given. In training, each penalty is
+        added with its weight times this batch's share of the step's pair weight.
         """
         rewards = self.model(**batch["items"])  # (N, H)
         pairs = batch["pairs"]
@@ -141,8 +139,12 @@ class Trainer:
             loss = weighted_mean(per_pair, pairs.weight)
         else:
             loss = (per_pair * pairs.weight).sum() / normalizer
-        if self.cfg.center_rewards > 0:
-            loss = loss + self.cfg.center_rewards * reward_centering_penalty(rewards[:, -1])
+        if self.penalties and self.model.training:
+            share = 1.0 if normalizer is None else pairs.weight.sum() / normalizer
+            for weight, penalty in self.penalties.values():
+                term = penalty(rewards, batch, self.raw_model)
+                if term is not None:
+                    loss = loss + weight * share * term
         return loss, rewards, judged
 
     def _step_groups(self, loader) -> Iterator[list[dict]]:

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4, help="backbone learning rate (the head keeps its default)")
     parser.add_argument("--schedule", default="linear")
     parser.add_argument("--dropout", type=float, default=0.0, help="model.dropout (-1: MiniLM's own, 0.1)")
-    parser.add_argument("--debias-weight", type=float, default=0.0)
+    parser.add_argument("--debias-weight", type=float, default=1.0, help="train.debias_weight of the debias row")
     parser.add_argument("--length-penalty", type=float, default=1.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                         help="training seeds; the table shows each row's mean over them (the split stays fixed)")

@@ -9,8 +9,8 @@ Data (read in place from ``../shared/data``, never copied here):
 - ``hh``: HH-RLHF harmless-base dev pairs, shuffled with a fixed seed and split 80 / 20 by pair (the split of
   ``bench/compare_trl.py``): 1,447 training and 362 held-out pairs.
 - ``llmfao``: LLMFAO crowd judgements reduced to one majority verdict per response pair (pairs whose crowd
-  votes tie, or whose majority is "tie", are left out; so are pairs with an empty response), split 80 / 20 by
-  pair with a fixed seed.
+  votes tie, or whose majority is "tie", are left out; so are pairs with an empty response, and repeats of
+  the same two texts under another pair id), split 80 / 20 by pair with a fixed seed.
 
 Rows, all with the same backbone, budget (epochs, batch, learning rates, schedule, max_length), dropout (off
 unless ``--dropout``) and seeds:
@@ -60,14 +60,16 @@ def llmfao_pairs(seed: int = 0) -> tuple[list[dict], list[dict]]:
     for r in load_llmfao(SHARED / "llmfao", ties=True, skip_empty=True):
         votes[r["group"]][r["winner"]] += 1
         rows[r["group"]] = r
-    pairs = []
+    pairs, seen = [], set()
     for group, count in votes.items():
         (top, n), *rest = count.most_common()
         if top == "tie" or (rest and rest[0][1] == n):
             continue
         r = rows[group]
         chosen, rejected = (r["response_a"], r["response_b"]) if top == "a" else (r["response_b"], r["response_a"])
-        if chosen != rejected:
+        key = (r["prompt"], *sorted((chosen, rejected)))  # some pair ids hold the same two texts: keep one
+        if chosen != rejected and key not in seen:
+            seen.add(key)
             pairs.append({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
     pairs.sort(key=lambda p: (p["prompt"], p["chosen"], p["rejected"]))
     random.Random(seed).shuffle(pairs)

@@ -26,6 +26,9 @@ FEATURES: dict[str, Callable[[object], float]] = {
 }
 
 
+LENGTH_COLUMN = list(FEATURES).index("length")  # the length column of a batch's ``nuisance`` tensor
+
+
 def nuisance_of(response: object) -> tuple[float, ...]:
     """The features of one response, in :data:`FEATURES` order (images: length 0)."""
     return tuple(feature(response) for feature in FEATURES.values())

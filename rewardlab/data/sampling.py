@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, item_key
-from rewardlab.data.nuisance import feature_index
+from rewardlab.data.nuisance import LENGTH_COLUMN
 
 
 def padded_cost(n_items: int, longest: int) -> int:
@@ -78,12 +78,12 @@ class TokenBudgetBatchSampler(LengthGroupedBatchSampler):
         return self._n_batches
 
 
-def length_outcome(comparison: EncodedComparison, column: int = 0) -> int:
+def length_outcome(comparison: EncodedComparison) -> int:
     """+1 if the longer response won most of a comparison's decided pairs, -1 if the shorter did, 0 otherwise
-    (ties, equal lengths, images, or a draw); ``column`` is the length column of its nuisance features."""
+    (ties, equal lengths, images, or a draw)."""
     if not comparison.nuisance:
         return 0
-    length = [f[column] for f in comparison.nuisance]
+    length = [f[LENGTH_COLUMN] for f in comparison.nuisance]
     votes = sum((length[p.winner] > length[p.loser]) - (length[p.winner] < length[p.loser])
                 for p in comparison.pairs if not p.tie)
     return (votes > 0) - (votes < 0)
@@ -152,8 +152,7 @@ def build_batch_sampler(data: Sequence[EncodedComparison], cfg) -> LengthGrouped
     length-grouped batches of ``data``."""
     lengths, keys = [c.longest for c in data], [item_key(c) for c in data]
     if cfg.length_matched:
-        column = feature_index(["length"])[0]
-        return LengthMatchedBatchSampler([length_outcome(c, column) for c in data], cfg.batch_size, lengths=lengths,
+        return LengthMatchedBatchSampler([length_outcome(c) for c in data], cfg.batch_size, lengths=lengths,
                                          seed=cfg.seed, group_by_length=cfg.group_by_length)
     if cfg.max_tokens_per_batch is not None:
         return TokenBudgetBatchSampler(lengths, [len(c.items) for c in data], cfg.max_tokens_per_batch,

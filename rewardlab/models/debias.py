@@ -40,6 +40,7 @@ from torch import nn
 
 from rewardlab.data.collate import EncodedComparison
 from rewardlab.data.nuisance import feature_index
+from rewardlab.data.sampling import length_outcome
 from rewardlab.losses import margin_feature_slope
 from rewardlab.models.base import RewardNet
 
@@ -61,10 +62,8 @@ def fit_nuisance_weights(data: Sequence[EncodedComparison], features: Sequence[s
         >>> round(fit_nuisance_weights(data, ["length"])[0], 2)  # longer wins 3 of 4: log 3
         1.1
     """
-    from rewardlab.data.sampling import length_outcome
-
     columns = feature_index(features)
-    outcomes = [length_outcome(c, feature_index(["length"])[0]) for c in data]
+    outcomes = [length_outcome(c) for c in data]
     share = {o: outcomes.count(o) / len(outcomes) for o in (-1, 1)} if data else {}
     gaps, weights = [], []
     for comp, outcome in zip(data, outcomes):

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from rewardlab.config import TrainConfig
-from rewardlab.data.nuisance import feature_index
+from rewardlab.data.nuisance import LENGTH_COLUMN
 from rewardlab.losses import margin_feature_slope, reward_centering_penalty
 from rewardlab.models.base import RewardNet
 
@@ -32,8 +32,7 @@ def _center(rewards: torch.Tensor, batch: dict, model: RewardNet) -> torch.Tenso
 
 
 def _length(rewards: torch.Tensor, batch: dict, model: RewardNet) -> torch.Tensor:
-    column = feature_index(["length"])[0]
-    return margin_feature_slope(rewards, batch["pairs"], batch["nuisance"][:, column])
+    return margin_feature_slope(rewards, batch["pairs"], batch["nuisance"][:, LENGTH_COLUMN])
 
 
 def _model_penalty(rewards: torch.Tensor, batch: dict, model: RewardNet) -> torch.Tensor | None:

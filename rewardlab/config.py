@@ -247,6 +247,10 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model (inductor, dynamic shapes: new batch lengths do not "
                          "recompile each time). The first steps pay the compilation; off by default (see the README "
                          "for where it was measured faster). Needs a C++ compiler on CPU.")
+    fsdp: bool = option(False, "Shard parameters, gradients and optimiser state over the processes (FSDP2, torch's "
+                      "fully_shard: one unit per transformer block): for models too large to replicate. Needs several "
+                      "processes (accelerate launch); resume states are then one slice per process, resumed with as "
+                      "many processes. On CPU too (gloo).")
     group_by_length: bool = option(True, "Batch comparisons of similar length together to cut padding.")
     seed: int = option(0, "Seed for initialisation, shuffling and dropout.")
     log_with: list = option(["tensorboard"], "Accelerate trackers: tensorboard, wandb, mlflow (installed ones only).")
@@ -286,6 +290,8 @@ class TrainConfig:
         if self.length_matched and self.max_tokens_per_batch is not None:
             raise ValueError("train.length_matched=true draws fixed-size batches: unset train.max_tokens_per_batch")
         _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
+        if self.fsdp and self.compile:
+            raise ValueError("train.fsdp=true with train.compile=true is not supported: set one of them to false")
         from rewardlab.losses import loss_names  # late import: losses imports torch
 
         _choice("train.loss", self.loss, loss_names())

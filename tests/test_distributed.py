@@ -1,9 +1,11 @@
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 
+import torch
 import yaml
 
 from rewardlab.scoring import RewardModel
@@ -40,6 +42,58 @@ def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
     assert {f.name for f in (out / "states" / "step-00000004").iterdir()} >= {"rng-0.json", "rng-1.json"}
     rm = RewardModel.from_pretrained(str(out / "model"), device="cpu")
     assert isinstance(rm.score("q", "a"), float)
+
+
+def _launch_two(cfg: dict, tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
+    """``rewardlab train`` in two CPU processes (gloo), as the DDP test above launches it."""
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "true",
+           "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(_free_port()), "-m", "rewardlab", "train", "--config", str(tmp_path / f"{name}.yaml"), *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_fsdp_on_two_cpu_processes_writes_sharded_states_and_resumes_exactly(tiny_bert, pairs_file, tmp_path):
+    from safetensors.torch import load_file
+
+    def config(out):
+        return {"model": {"backbone": tiny_bert},
+                "data": {"train": str(pairs_file), "max_length": 64, "max_prompt_tokens": 32},
+                "train": {"output_dir": str(out), "epochs": 2, "batch_size": 4, "lr_backbone": 1e-3, "lr_head": 1e-3,
+                          "progress": False, "log_with": [], "warmup_ratio": 0.0, "save_every": 2, "fsdp": True,
+                          "ema_decay": 0.5, "save_total_limit": 4}}
+
+    whole = tmp_path / "whole"
+    proc = _launch_two(config(whole), tmp_path, "whole")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((whole / "metrics.json").read_text())
+    assert metrics["steps"] == 8 and metrics["eval"]["pairs"] == 8  # 32 comparisons, 4 per process-batch, 2 epochs
+    state = whole / "states" / "step-00000004"
+    assert json.loads((state / "state.json").read_text())["shards"] == 2
+    halves = [load_file(state / f"trainable-{r}.safetensors") for r in (0, 1)]
+    full = load_file(whole / "model" / "model.safetensors")
+    # each process wrote its own half (dim 0) of every weight; together they are the whole
+    word = next(k for k in halves[0] if k.endswith("word_embeddings.weight"))
+    vocab = full["bert.embeddings.word_embeddings.weight"].shape[0]
+    assert halves[0][word].shape[0] == halves[1][word].shape[0] == vocab // 2
+    assert not torch.equal(halves[0][word], halves[1][word])
+    # the saved model is a plain checkpoint of the whole weights
+    rm = RewardModel.from_pretrained(str(whole / "model"), device="cpu")
+    assert isinstance(rm.score("q", "a"), float)
+
+    # resume from step 4 in a fresh folder: the same model as the uninterrupted run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(state, resumed / "states" / state.name)
+    proc = _launch_two(config(resumed), tmp_path, "resumed", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the last state (weights, Adam moments, EMA: each process's slices) and the saved model are the same
+    for name in ("trainable-0", "trainable-1", "optimizer-0", "optimizer-1", "ema-0", "ema-1", "../../model/model"):
+        a, b = (load_file(run / "states" / "step-00000008" / f"{name}.safetensors") for run in (whole, resumed))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{name}: {k}")
 
 
 def test_processes_that_fail_to_join_are_a_clear_error(tiny_bert, pairs_file, tmp_path, monkeypatch):
@@ -138,3 +192,19 @@ def test_two_processes_evaluate_shards_into_the_same_metrics_and_predictions(tin
              for d in ("one", "two")]
     assert lines[0] == lines[1]  # input order
     assert not list((tmp_path / "two").glob(".*shard*"))
+
+
+def test_fsdp_needs_several_processes_and_a_sharded_state_as_many(tiny_bert, pairs_file, tmp_path):
+    import pytest
+    from conftest import tiny_config
+    from rewardlab.train import checkpoint as ckpt
+    from rewardlab.train.run import train
+
+    with pytest.raises(ValueError, match="shards the model over several processes, and this run has one"):
+        train(tiny_config(tiny_bert, pairs_file, tmp_path / "x", fsdp=True))
+    folder = tmp_path / "state"
+    ckpt.save_state(folder, trainable={"w": torch.ones(2)}, optimizer={"state": {}, "param_groups": []}, scheduler={},
+                    ema=None, best=None, loop={}, shard=0, shards=2)
+    assert (folder / "trainable-0.safetensors").exists() and not (folder / "trainable.safetensors").exists()
+    with pytest.raises(ValueError, match="sharded over 2 processes .* resume it with 2 processes, not 1"):
+        ckpt.load_state(folder, 0, 1)

@@ -2,7 +2,10 @@
 
 A state folder holds the trainable weights, the optimiser and scheduler state,
 the EMA shadow, every process's RNG state and the loop position, so that a
-resumed run continues exactly where the interrupted one stopped. Folders are
+resumed run continues exactly where the interrupted one stopped. A sharded model
+(FSDP, see :mod:`rewardlab.train.sharding`) has each process write its own slices
+(``trainable-<rank>.safetensors`` and so on), which only the same number of
+processes can read back. Folders are
 written under a temporary name and renamed when complete, so a crash never
 leaves a half-written state that looks valid.
 """
@@ -19,6 +22,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rewardlab.train.sharding import local
+
 STATE_PREFIX = "step-"
 
 
@@ -27,7 +32,7 @@ def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     for pid, slots in state["state"].items():
         for key, value in slots.items():
             if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+                tensors[f"{pid}.{key}"] = local({"v": value})["v"]
             else:
                 scalars[f"{pid}.{key}"] = value
     groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state["param_groups"]]
@@ -65,19 +70,26 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
+def _name(stem: str, shard: int | None) -> str:
+    return f"{stem}.safetensors" if shard is None else f"{stem}-{shard}.safetensors"
+
+
 def save_state(folder: Path, *, trainable: dict[str, torch.Tensor], optimizer: dict, scheduler: dict,
-               ema: dict[str, torch.Tensor] | None, best: dict[str, torch.Tensor] | None, loop: dict) -> None:
-    """Write the main process's part of a resume state into ``folder`` (created)."""
+               ema: dict[str, torch.Tensor] | None, best: dict[str, torch.Tensor] | None, loop: dict,
+               shard: int | None = None, shards: int | None = None) -> None:
+    """Write a resume state into ``folder`` (created): the main process's whole state, or with ``shard`` set
+    (a sharded model) this process's slices; ``state.json`` comes from shard 0 (or the main process) only."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, folder / "trainable.safetensors")
+    save_file(local(trainable), folder / _name("trainable", shard))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
-    save_file(opt_tensors, folder / "optimizer.safetensors")
+    save_file(opt_tensors, folder / _name("optimizer", shard))
     if ema is not None:
-        save_file({k: v.contiguous().cpu() for k, v in ema.items()}, folder / "ema.safetensors")
+        save_file(local(ema), folder / _name("ema", shard))
     if best is not None:  # the best evaluation's weights, which the final model is made of
-        save_file({k: v.contiguous().cpu() for k, v in best.items()}, folder / "best.safetensors")
-    (folder / "state.json").write_text(json.dumps(
-        {"optimizer": opt_meta, "scheduler": scheduler, "loop": loop}, indent=1))
+        save_file(local(best), folder / _name("best", shard))
+    if not shard:
+        (folder / "state.json").write_text(json.dumps(
+            {"optimizer": opt_meta, "scheduler": scheduler, "loop": loop, "shards": shards}, indent=1))
 
 
 def save_rng(folder: Path, rank: int) -> None:
@@ -87,16 +99,26 @@ def save_rng(folder: Path, rank: int) -> None:
     (folder / f"rng-{rank}.json").write_text(json.dumps(meta))
 
 
-def load_state(folder: Path, rank: int) -> dict:
-    """Everything :func:`save_state` and :func:`save_rng` wrote, as tensors and plain values."""
+def load_state(folder: Path, rank: int, processes: int = 1) -> dict:
+    """Everything :func:`save_state` and :func:`save_rng` wrote, as tensors and plain values (for a sharded state,
+    ``rank``'s slices).
+
+    Raises:
+        ValueError: a sharded state read by another number of processes than wrote it.
+    """
     meta = json.loads((folder / "state.json").read_text())
-    ema_file, best_file = folder / "ema.safetensors", folder / "best.safetensors"
+    shards = meta.get("shards")
+    if shards is not None and shards != processes:
+        raise ValueError(f"{folder} holds a model sharded over {shards} processes (train.fsdp); resume it with "
+                         f"{shards} processes, not {processes}")
+    shard = rank if shards is not None else None
+    ema_file, best_file = folder / _name("ema", shard), folder / _name("best", shard)
     rng_file = folder / f"rng-{rank}.safetensors"
     if not rng_file.exists():  # resumed on more processes than saved: reuse rank 0's stream
         rng_file = folder / "rng-0.safetensors"
     return {
-        "trainable": load_file(folder / "trainable.safetensors"),
-        "optimizer": _unflatten_optimizer(load_file(folder / "optimizer.safetensors"), meta["optimizer"]),
+        "trainable": load_file(folder / _name("trainable", shard)),
+        "optimizer": _unflatten_optimizer(load_file(folder / _name("optimizer", shard)), meta["optimizer"]),
         "scheduler": meta["scheduler"],
         "ema": load_file(ema_file) if ema_file.exists() else None,
         "best": load_file(best_file) if best_file.exists() else None,

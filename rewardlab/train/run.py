@@ -29,6 +29,7 @@ from rewardlab.models.outcomes import get_outcome_model
 from rewardlab.models.personal import (PersonalItems, PersonalizedRewardNet, add_labeler_tokens, labeler_table,
                                        personalize)
 from rewardlab.train import checkpoint as ckpt
+from rewardlab.train import sharding
 from rewardlab.train.optim import build_optimizer, build_scheduler
 from rewardlab.train.penalties import build_penalties
 from rewardlab.train.precision import choose_precision
@@ -211,23 +212,32 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
         raise ValueError(f"the evaluation data rates attribute {unseen[0]!r}, which no training pair rates; "
                          f"the model's heads: {', '.join(attributes) or 'one reward'}")
     token_ids = add_labeler_tokens(processor.tokenizer, personal) if cfg.model.personalization == "tokens" else []
-    model = kind.build(cfg, attributes, processor)
+    base_processor, counts = processor, labeler_table(train_comps, 1)[1] if personal is not None else {}
+
+    def make_model() -> RewardNet:
+        """The model as configured, before training (built again to save a sharded model's gathered weights)."""
+        built = kind.build(cfg, attributes, base_processor)
+        if personal is not None:
+            built = PersonalizedRewardNet(built, cfg.model.personalization, personal, rank=cfg.model.personal_rank,
+                                          train_pairs={u: counts.get(u, 0) for u in personal})
+        if outcome != built.outcome.name:
+            built.set_outcome(get_outcome_model(outcome))
+        if cfg.train.debias and fitted is not None:
+            built = DebiasedRewardNet(built, cfg.train.debias, fitted, penalized=cfg.train.debias_weight > 0)
+        return built
+
+    fitted = None  # the debiasing nuisance weights, once fitted to the encoded data
+    model = make_model()
     if personal is not None:
-        counts = labeler_table(train_comps, 1)[1]
-        model = PersonalizedRewardNet(model, cfg.model.personalization, personal, rank=cfg.model.personal_rank,
-                                      train_pairs={u: counts.get(u, 0) for u in personal})
         processor = PersonalItems(processor, cfg.model.personalization, token_ids, dropout=cfg.model.labeler_dropout,
                                   seed=cfg.train.seed)
-    if outcome != model.outcome.name:
-        model.set_outcome(get_outcome_model(outcome))
     train_enc, eval_enc, reports = encode_training_data(cfg, processor, train_comps, eval_comps, reports,
                                                         verbose=state.is_main_process)
     if cfg.train.debias:
         if personal is not None:
             raise ValueError("train.debias with model.personalization is not supported: choose one")
-        model = DebiasedRewardNet(model, cfg.train.debias, fit_nuisance_weights(train_enc, cfg.train.debias,
-                                                                         length_matched=cfg.train.length_matched),
-                                  penalized=cfg.train.debias_weight > 0)
+        fitted = fit_nuisance_weights(train_enc, cfg.train.debias, length_matched=cfg.train.length_matched)
+        model = DebiasedRewardNet(model, cfg.train.debias, fitted, penalized=cfg.train.debias_weight > 0)
         reports["debias"] = {"features": list(cfg.train.debias), "fitted_nuisance_weights": model.nuisance_weights()}
         if state.is_main_process:
             print(f"debias: the nuisance reward per unit of log {', '.join(cfg.train.debias)} starts at the "
@@ -244,6 +254,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.train.log_with) or None,
                       project_dir=str(out / "logs"), dynamo_plugin=compiled)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.fsdp:  # before the optimiser: sharding replaces the parameters
+        model = sharding.shard(model, acc.device, acc.num_processes)
     optimizer = build_optimizer(model.parameter_groups(), cfg.train)
     metadata = {"backbone": cfg.model.backbone, "temperature": 1.0}
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
@@ -280,6 +292,11 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
         metrics["eval"] = trainer.predict(eval_enc).summary(raw.heads, ties)
     metrics.update(best_step=state.best_step, steps=state.step, data=reports, **trainer.throughput)
     model_dir = out / "model"
+    if trainer.sharded and cfg.train.save_model:  # gathered on every process; saved from a whole copy
+        weights = sharding.full(raw.state_dict())
+        if acc.is_main_process:
+            raw = make_model()
+            raw.load_state_dict(weights)
     if acc.is_main_process:
         if cfg.train.save_model:
             save_model(raw, processor, model_dir, metadata, kind=kind.name,

@@ -5,7 +5,8 @@ loop: one ``_step`` serves training and evaluation; gathering across processes
 happens here and nowhere else. It knows nothing of model kinds: a batch is
 ``{"items": ..., "pairs": PairTable}``, the model maps items to rewards (N, H),
 and each pair is read on its own head. It works unchanged on CPU, one GPU or
-several processes (DDP), with mixed precision where the device supports it.
+several processes (DDP, or FSDP: a model sharded before it arrives, see
+:mod:`rewardlab.train.sharding`), with mixed precision where the device supports it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rewardlab.losses import weighted_mean
 from rewardlab.metrics import is_improvement, outcome_summary, pairwise_summary
 from rewardlab.models.base import RewardNet
 from rewardlab.train import checkpoint as ckpt
+from rewardlab.train import sharding
 from rewardlab.train.ema import EMA
 
 
@@ -108,8 +110,14 @@ class Trainer:
         loader = torch.utils.data.DataLoader(list(train_data), batch_sampler=self.sampler, collate_fn=collator,
                                              num_workers=cfg.num_workers,
                                              generator=torch.Generator().manual_seed(cfg.seed))
-        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        if sharding.model_is_sharded(model):  # sharded by train.fsdp: Accelerate must not wrap it in DDP
+            self.optimizer, self.loader = accelerator.prepare(optimizer, loader)
+            self.model = model
+        else:
+            self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
         self.raw_model: RewardNet = accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        # Sharded parameters (ours or Accelerate's FSDP): every process forwards in step and saves its own slices.
+        self.sharded = sharding.model_is_sharded(self.raw_model)
         self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] = {}  # snapshot at the best evaluation (EMA weights if on)
@@ -183,21 +191,29 @@ class Trainer:
         """Rewards of every pair in ``data``; each process scores its shard, results are gathered."""
         was_training = self.model.training
         self.model.eval()
-        shard = list(data)[self.acc.process_index:: self.acc.num_processes]
+        data = list(data)
+        shard = data[self.acc.process_index:: self.acc.num_processes]
         shard.sort(key=lambda c: c.longest)
         heads = len(self.raw_model.heads)
         columns: dict[str, list[np.ndarray]] = {k: [] for k in ("comparison", "head", "chosen", "rejected", "tie",
                                                                 "log_probs", "rewards")}
-        i = 0
+        batches, i = [], 0
         while i < len(shard):  # batches of about eval_batch_size items, shortest first
             batch, n = [], 0
             while i < len(shard) and (not batch or n + len(shard[i].items) <= self.cfg.eval_batch_size):
                 batch.append(shard[i])
                 n += len(shard[i].items)
                 i += 1
+            batches.append(batch)
+        # A sharded model gathers its parameters in every forward, on every process together: processes with
+        # fewer batches forward a filler batch (its rewards unused) until all have run as many.
+        fillers = max(gather_object([len(batches)])) - len(batches) if self.sharded else 0
+        for k, batch in enumerate(batches + [[data[0]]] * fillers):
             collated = send_to_device(self.collator(batch), self.acc.device)
             with self.acc.autocast():
                 _, r, judged = self._step(collated)
+            if k >= len(batches):
+                continue
             pairs = collated["pairs"]
             for name, value in (("comparison", pairs.comparison), ("head", pairs.head), ("chosen", judged.chosen),
                                 ("rejected", judged.rejected), ("tie", pairs.tie), ("log_probs", judged.log_probs),
@@ -232,10 +248,12 @@ class Trainer:
         states = self.output_dir / "states"
         final = states / ckpt.state_name(self.state.step)
         tmp = states / f".tmp-{final.name}"
-        if self.acc.is_main_process:
+        if self.sharded or self.acc.is_main_process:  # sharded: each process writes its own slices
             ckpt.save_state(tmp, trainable=self.trainable_state(), optimizer=self.optimizer.state_dict(),
                             scheduler=self.scheduler.state_dict(), ema=self.ema.shadow if self.ema else None,
-                            best=self.best_weights or None, loop=self.state.__dict__)
+                            best=self.best_weights or None, loop=self.state.__dict__,
+                            shard=self.acc.process_index if self.sharded else None,
+                            shards=self.acc.num_processes if self.sharded else None)
         self.acc.wait_for_everyone()
         ckpt.save_rng(tmp, self.acc.process_index)
         self.acc.wait_for_everyone()
@@ -245,17 +263,19 @@ class Trainer:
         return final
 
     def load_state(self, folder: Path) -> None:
-        saved = ckpt.load_state(folder, self.acc.process_index)
+        saved = ckpt.load_state(folder, self.acc.process_index, self.acc.num_processes)
         params = dict(self.raw_model.named_parameters())
-        with torch.no_grad():
-            for name, value in saved["trainable"].items():
-                params[name].copy_(value)
-        self.optimizer.load_state_dict(saved["optimizer"])
+        sharding.copy_into(params, saved["trainable"])
+        optimizer = saved["optimizer"]
+        if self.sharded:
+            optimizer = sharding.optimizer_state_like(optimizer, sharding.optimizer_params(self.optimizer))
+        self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(saved["scheduler"])
         if self.ema is not None and saved["ema"] is not None:
-            self.ema.load_state_dict({"decay": self.cfg.ema_decay, "shadow": saved["ema"]})
+            self.ema.load_state_dict({"decay": self.cfg.ema_decay,
+                                      "shadow": {k: sharding.like(v, params[k]) for k, v in saved["ema"].items()}})
         self.state = LoopState(**saved["loop"])
-        self.best_weights = saved["best"] or {}
+        self.best_weights = {k: sharding.like(v, params[k]) for k, v in (saved["best"] or {}).items()}
         ckpt.set_rng_state(*saved["rng"])
 
     # ------------------------------------------------------------------ the loop

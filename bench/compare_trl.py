@@ -220,6 +220,7 @@ def work_rewardlab(args, workdir: Path) -> dict:
     cfg = load_config(None, [
         f"model.backbone={args.backbone_dir}", f"model.gradient_checkpointing={args.gradient_checkpointing}",
         f"model.packing={args.packing}", f"model.dropout={0.0 if args.disable_dropout else -1}",
+        f"train.liger_kernel={args.liger_kernel}",
         f"train.mixed_precision={'bf16' if args.precision == 'bf16' else 'no'}",
         f"data.train={workdir / 'train.jsonl'}", "data.eval_fraction=0", f"data.max_length={args.max_length}",
         f"train.output_dir={workdir / 'rewardlab'}", f"train.epochs={args.epochs}",
@@ -267,7 +268,7 @@ def work_trl(args, workdir: Path) -> dict:
                        logging_steps=50, disable_dropout=args.disable_dropout, eos_token=eos_of(tok), seed=args.seed,
                        disable_tqdm=not args.progress, dataloader_drop_last=False,
                        gradient_checkpointing=args.gradient_checkpointing, bf16=args.precision == "bf16",
-                       use_cpu=args.device == "cpu")
+                       use_liger_kernel=args.liger_kernel, use_cpu=args.device == "cpu")
     trainer = RewardTrainer(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(rows),
                             processing_class=tok)
     trainer.data_collator = counter = CountingCollator(trainer.data_collator)
@@ -345,7 +346,7 @@ def header(args, n_params: int) -> str:
     on = {True: "on", False: "off"}
     return (f"{args.backbone} ({n_params / 1e6:.1f} M params), {args.device} ({where}), precision {args.precision}, "
             f"gradient checkpointing {on[args.gradient_checkpointing]}, dropout {on[not args.disable_dropout]}, "
-            f"attention {args.attn_implementation}, "
+            f"attention {args.attn_implementation}, Liger kernels {on[args.liger_kernel]}, "
             f"max_length {args.max_length}, {args.batch_size} pairs/step, lr {args.lr}, {args.epochs} epoch(s), "
             f"seed {args.seed}; rewardlab-only: packing {on[args.packing]}, max_tokens_per_batch "
             f"{args.max_tokens_per_batch or 'off'}, length-grouped batches on (TRL: its default random order)")
@@ -358,6 +359,8 @@ def main() -> None:
     p.add_argument("--backbone", default="minilm",
                    help=f"a rewardlab registry name, a model folder, or one of {', '.join(RANDOM_BACKBONES)}")
     p.add_argument("--gradient-checkpointing", action="store_true", help="on for both systems (default off)")
+    p.add_argument("--liger-kernel", action="store_true", help="both: Liger's fused kernels (CUDA; TRL's "
+                   "use_liger_kernel, rewardlab's train.liger_kernel)")
     p.add_argument("--no-dropout", dest="disable_dropout", action="store_true",
                    help="turn the backbone's dropout off in both systems (TRL's disable_dropout, rewardlab's "
                    "model.dropout=0); default: on in both")
@@ -398,7 +401,8 @@ def main() -> None:
               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--epochs", str(args.epochs),
               "--seed", str(args.seed)]
     passed += [f for f, on in (("--gradient-checkpointing", args.gradient_checkpointing), ("--packing", args.packing),
-                               ("--progress", args.progress)) if on]
+                               ("--progress", args.progress), ("--no-dropout", args.disable_dropout),
+                               ("--liger-kernel", args.liger_kernel)) if on]
     passed += ["--max-tokens-per-batch", str(args.max_tokens_per_batch)] if args.max_tokens_per_batch else []
     table = []
     for task in args.tasks:

@@ -247,6 +247,9 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model (inductor, dynamic shapes: new batch lengths do not "
                          "recompile each time). The first steps pay the compilation; off by default (see the README "
                          "for where it was measured faster). Needs a C++ compiler on CPU.")
+    liger_kernel: bool = option(False, "Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU) in the backbone, for the "
+                              "architectures Liger supports (Llama, Qwen2, Mistral, Gemma, ...); CUDA only, needs "
+                              "pip install liger-kernel. Off by default: not yet measured faster here.")
     fsdp: bool = option(False, "Shard parameters, gradients and optimiser state over the processes (FSDP2, torch's "
                       "fully_shard: one unit per transformer block): for models too large to replicate. Needs several "
                       "processes (accelerate launch); resume states are then one slice per process, resumed with as "

@@ -1,5 +1,6 @@
-"""mixed_precision=auto: a measured choice that never costs the model its weights."""
+"""mixed_precision=auto: a measured choice that never costs the model its weights; fused kernels (Liger)."""
 
+import pytest
 import torch
 
 from rewardlab.config import ModelConfig, load_config
@@ -50,3 +51,40 @@ def test_a_compiled_run_trains_and_saves_plain_weights(tiny_bert, pairs_file, tm
     with torch.inference_mode():
         graph = torch.compile(rm.model, dynamic=True)(**batch)[:, -1]
     torch.testing.assert_close(graph, torch.tensor(scores, dtype=graph.dtype), atol=1e-4, rtol=0)
+
+
+def test_liger_kernels_are_refused_off_cuda(tiny_bert, pairs_file, tmp_path):
+    from conftest import tiny_config
+    from rewardlab.train.run import train
+
+    with pytest.raises(ValueError, match="Triton GPU kernels, and this run is on cpu"):
+        train(tiny_config(tiny_bert, pairs_file, tmp_path / "run", liger_kernel=True))
+
+
+def test_liger_kernels_patch_each_supported_backbone_without_the_lm_loss(monkeypatch):
+    import sys
+    import types
+
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForSequenceClassification
+
+    from rewardlab.train.kernels import apply_liger
+
+    calls = []
+    patch = types.SimpleNamespace(MODEL_TYPE_TO_APPLY_LIGER_FN={"llama": None, "qwen2": None},
+                                  _apply_liger_kernel_to_instance=lambda model, **kw: calls.append((model, kw)))
+    package = types.ModuleType("liger_kernel.transformers")
+    package.monkey_patch = patch
+    monkeypatch.setitem(sys.modules, "liger_kernel", types.ModuleType("liger_kernel"))
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers", package)
+    llama = LlamaForSequenceClassification(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                                       num_hidden_layers=1, num_attention_heads=2,
+                                                       num_key_value_heads=2, num_labels=1, pad_token_id=0))
+    wrapper = torch.nn.ModuleDict({"backbone": llama, "head": torch.nn.Linear(2, 1)})
+    assert apply_liger(wrapper, torch.device("cuda")) == ["llama"]
+    # the outermost transformers model only (not its inner LlamaModel), with no LM-head loss to fuse
+    assert len(calls) == 1 and calls[0][0] is llama
+    assert calls[0][1] == {"cross_entropy": False, "fused_linear_cross_entropy": False}
+    bert = BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32))
+    with pytest.raises(ValueError, match=r"no kernels for this model's backbone \(bert\); it supports llama, qwen2"):
+        apply_liger(bert, torch.device("cuda"))

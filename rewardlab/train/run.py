@@ -30,6 +30,7 @@ from rewardlab.models.personal import (PersonalItems, PersonalizedRewardNet, add
                                        personalize)
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train import sharding
+from rewardlab.train.kernels import apply_liger
 from rewardlab.train.optim import build_optimizer, build_scheduler
 from rewardlab.train.penalties import build_penalties
 from rewardlab.train.precision import choose_precision
@@ -254,6 +255,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.train.log_with) or None,
                       project_dir=str(out / "logs"), dynamo_plugin=compiled)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.liger_kernel:
+        reports["liger_kernel"] = apply_liger(model, acc.device)
     if cfg.train.fsdp:  # before the optimiser: sharding replaces the parameters
         model = sharding.shard(model, acc.device, acc.num_processes)
     optimizer = build_optimizer(model.parameter_groups(), cfg.train)

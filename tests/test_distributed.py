@@ -208,3 +208,17 @@ def test_fsdp_needs_several_processes_and_a_sharded_state_as_many(tiny_bert, pai
     assert (folder / "trainable-0.safetensors").exists() and not (folder / "trainable.safetensors").exists()
     with pytest.raises(ValueError, match="sharded over 2 processes .* resume it with 2 processes, not 1"):
         ckpt.load_state(folder, 0, 1)
+
+
+def test_deepspeed_is_refused_with_the_sharded_alternative():
+    import types
+
+    import pytest
+    from accelerate.utils import DistributedType
+
+    from rewardlab.train.trainer import Trainer
+
+    fake = types.SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
+    with pytest.raises(ValueError, match="DeepSpeed is not supported: .* use train.fsdp=true"):
+        Trainer(accelerator=fake, model=None, loss_fn=None, optimizer=None, scheduler_factory=None, train_data=[],
+                eval_data=[], collator=None, cfg=None, output_dir=".")

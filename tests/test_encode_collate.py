@@ -105,3 +105,25 @@ def test_sampler_is_seeded_complete_and_length_grouped():
     assert len(s) == len(batches) == 10
     unsorted = LengthGroupedBatchSampler(lengths, 4, shuffle=False, group_by_length=False).batches()
     assert unsorted[0] == [0, 1, 2, 3]
+
+
+def test_each_epoch_starts_with_its_costliest_batch():
+    from rewardlab.data.sampling import LengthMatchedBatchSampler, TokenBudgetBatchSampler
+
+    rng = __import__("random").Random(0)
+    lengths = [rng.randint(3, 200) for _ in range(90)]
+    cost = lambda b: len(b) * max(lengths[i] for i in b)
+    samplers = [LengthGroupedBatchSampler(lengths, 4, seed=3, mega=3),
+                TokenBudgetBatchSampler(lengths, [2] * 90, 1000, 8, seed=3),
+                LengthMatchedBatchSampler([1, -1, 0] * 30, 4, lengths=lengths, seed=3)]
+    for sampler in samplers:
+        for epoch in range(4):
+            sampler.set_epoch(epoch)
+            batches = sampler.batches()
+            assert cost(batches[0]) == max(cost(b) for b in batches), (type(sampler).__name__, epoch)
+    # the order after the first batch is still shuffled: epochs differ beyond their first batch
+    sampler = samplers[0]
+    sampler.set_epoch(0)
+    first = sampler.batches()
+    sampler.set_epoch(1)
+    assert first[1:] != sampler.batches()[1:]

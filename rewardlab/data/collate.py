@@ -265,6 +265,26 @@ def mixup_pairs(items: dict[str, torch.Tensor], pairs: PairTable, n_items: int, 
     return items, PairTable(**{f.name: torch.cat([getattr(pairs, f.name), extra[f.name]]) for f in fields(PairTable)})
 
 
+def costliest_first(batches: list[list[int]], lengths: np.ndarray) -> list[list[int]]:
+    """``batches`` with the one of most padded tokens (comparisons × longest) swapped to the front.
+
+    As transformers' length-grouped sampler does: a batch too large for the device fails in the
+    first step, not hours in, and the allocator grows to its peak once instead of fragmenting
+    while batches grow.
+
+    Example:
+        >>> costliest_first([[0], [1, 2], [3]], np.array([5, 2, 9, 4]))
+        [[1, 2], [0], [3]]
+    """
+    if len(batches) < 2:
+        return batches
+    costs = [len(b) * int(lengths[b].max()) if b else 0 for b in batches]
+    top = int(np.argmax(costs))
+    batches = list(batches)
+    batches[0], batches[top] = batches[top], batches[0]
+    return batches
+
+
 class LengthGroupedBatchSampler:
     """Seeded shuffled batches of indices, grouped by length to cut padding.
 
@@ -300,7 +320,7 @@ class LengthGroupedBatchSampler:
             out.extend(self._cut(chunk[np.lexsort((self.keys[chunk], -self.lengths[chunk]))]))
         if self.shuffle:
             out = [out[i] for i in rng.permutation(len(out))]
-        return out
+        return costliest_first(out, self.lengths)
 
     def _cut(self, chunk: np.ndarray) -> list[list[int]]:
         """Cut indices sorted longest first into batches (``batch_size`` each here)."""

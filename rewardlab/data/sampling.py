@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, item_key
+from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, costliest_first, item_key
 from rewardlab.data.nuisance import LENGTH_COLUMN
 
 
@@ -139,7 +139,8 @@ class LengthMatchedBatchSampler(LengthGroupedBatchSampler):
             keys = np.concatenate([(np.arange(len(p)) + 0.5) / max(len(p), 1) for p in parts])
             order = np.concatenate(parts)[np.argsort(keys, kind="stable")]
             out.extend(order[i: i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size))
-        return [out[i] for i in rng.permutation(len(out))] if self.group_by_length else out
+        return costliest_first([out[i] for i in rng.permutation(len(out))], self.lengths) if self.group_by_length \
+            else out
 
     def __len__(self) -> int:
         if self._n_batches is None:  # the same every epoch: it depends on the group sizes only

@@ -35,7 +35,12 @@ def build_optimizer(named_groups: dict[str, list[tuple[str, torch.nn.Parameter]]
                 groups.append({"params": ps, "lr": lrs[group], "weight_decay": wd, "name": group})
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups)
+    # The fused kernel (one pass per tensor, no temporaries; as transformers' default adamw_torch_fused) where
+    # every parameter is a plain floating tensor on a device it supports; the reference loop elsewhere.
+    params = [p for g in groups for p in g["params"]]
+    fused = all(type(p.data) is torch.Tensor and p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                for p in params)
+    return torch.optim.AdamW(groups, fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, send_to_device
+from accelerate.utils import DistributedType, gather_object, send_to_device
 from tqdm.auto import tqdm
 
 from rewardlab.config import TrainConfig
@@ -99,6 +99,10 @@ class Trainer:
                  eval_data: Sequence[EncodedComparison], collator: PreferenceCollator, cfg: TrainConfig,
                  output_dir: Path, on_evaluate: Callable[[int, dict], None] | None = None,
                  penalties: dict[str, tuple[float, Callable]] | None = None):
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise ValueError("DeepSpeed is not supported: its ZeRO optimiser state lives in its own pickled checkpoints, "
+                             "which rewardlab's safetensors resume states cannot hold. For sharded training with "
+                             "exact resume use train.fsdp=true (FSDP2) under a plain multi-GPU launch.")
         self.acc, self.cfg, self.output_dir = accelerator, cfg, Path(output_dir)
         self.loss_fn = loss_fn  # (judged, pairs) -> per-pair terms (P,); see rewardlab.losses.build_pair_loss
         self.penalties = dict(penalties or {})  # training-only extra terms; see rewardlab.train.penalties

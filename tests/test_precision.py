@@ -53,12 +53,14 @@ def test_a_compiled_run_trains_and_saves_plain_weights(tiny_bert, pairs_file, tm
     torch.testing.assert_close(graph, torch.tensor(scores, dtype=graph.dtype), atol=1e-4, rtol=0)
 
 
-def test_liger_kernels_are_refused_off_cuda(tiny_bert, pairs_file, tmp_path):
-    from conftest import tiny_config
-    from rewardlab.train.run import train
+def test_liger_kernels_are_refused_off_cuda(tiny_bert):
+    from transformers import AutoModelForSequenceClassification
 
-    with pytest.raises(ValueError, match="Triton GPU kernels, and this run is on cpu"):
-        train(tiny_config(tiny_bert, pairs_file, tmp_path / "run", liger_kernel=True))
+    from rewardlab.train.kernels import apply_liger
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    with pytest.raises(ValueError, match="Triton GPU kernels, and this run is on cpu; set train.liger_kernel=false"):
+        apply_liger(model, torch.device("cpu"))
 
 
 def test_liger_kernels_patch_each_supported_backbone_without_the_lm_loss(monkeypatch):

@@ -290,7 +290,8 @@ class LengthGroupedBatchSampler:
 
     Indices are shuffled with ``seed + epoch``; within mega-batches of
     ``batch_size * 50`` they are sorted by length (then ``keys``) and cut into batches, whose
-    order is shuffled again. The same (seed, epoch) always gives the same batches,
+    order is shuffled again, the costliest batch first (:func:`costliest_first`). The same
+    (seed, epoch) always gives the same batches,
     which is what exact resume relies on.
     """
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rewardlab.train.sharding import local
+from rewardlab.train.sharding import local, local_tensor
 
 STATE_PREFIX = "step-"
 
@@ -32,7 +32,7 @@ def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     for pid, slots in state["state"].items():
         for key, value in slots.items():
             if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = local({"v": value})["v"]
+                tensors[f"{pid}.{key}"] = local_tensor(value)
             else:
                 scalars[f"{pid}.{key}"] = value
     groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state["param_groups"]]

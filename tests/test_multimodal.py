@@ -424,3 +424,20 @@ def test_image_models_personalise_save_and_load(tiny_clip, image_data, tmp_path,
     by_rater = [rm.score_heads(prompts, images, labeler=u) for u in ("rater0", "rater1")]
     assert not np.allclose(by_rater[0], by_rater[1])  # each rater has a reward of their own
     np.testing.assert_allclose(rm.score_heads(prompts, images, labeler="nobody"), rm.score_heads(prompts, images))
+
+
+def test_image_demo_chooses_its_checkpoints_without_seeing_the_held_out_prompts(tiny_clip, tmp_path):
+    from rewardlab.demo_image import run_image_demo
+
+    run_image_demo(tmp_path, [f"model.backbone={tiny_clip}", "train.epochs=1", "train.progress=false",
+                              "multimodal.hidden=16", "multimodal.attention_heads=2", "multimodal.layers=1"],
+                   n_prompts=20, candidates=3)
+    groups = {name: {json.loads(line)["group"] for line in (tmp_path / "data" / f"{name}.jsonl").open()}
+              for name in ("train", "validation", "heldout")}
+    assert all(groups.values())
+    assert not groups["heldout"] & (groups["train"] | groups["validation"])
+    assert not groups["train"] & groups["validation"]
+    for run in ("fused", "text_blind"):
+        trained = json.loads((tmp_path / run / "metrics.json").read_text())
+        evaluated = json.loads((tmp_path / run / "eval" / "metrics.json").read_text())
+        assert trained["eval"]["pairs"] != evaluated["pairs"]  # selection saw the validation prompts only

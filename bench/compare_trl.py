@@ -228,7 +228,7 @@ def work_rewardlab(args, workdir: Path) -> dict:
         f"train.max_tokens_per_batch={args.max_tokens_per_batch or 'null'}",
         f"train.lr_backbone={args.lr}", f"train.lr_head={args.lr}", "train.weight_decay=0",
         "train.warmup_ratio=0", "train.schedule=linear", "train.log_with=[]", f"train.progress={args.progress}",
-        "train.save_every=1000000000", f"train.seed={args.seed}"])
+        "train.save_every=1000000000", f"train.seed={args.seed}", *args.overrides])
     peak_memory_mb(args.device, reset=True)
     result = train(cfg)
     m = result.metrics
@@ -349,7 +349,8 @@ def header(args, n_params: int) -> str:
             f"attention {args.attn_implementation}, Liger kernels {on[args.liger_kernel]}, "
             f"max_length {args.max_length}, {args.batch_size} pairs/step, lr {args.lr}, {args.epochs} epoch(s), "
             f"seed {args.seed}; rewardlab-only: packing {on[args.packing]}, max_tokens_per_batch "
-            f"{args.max_tokens_per_batch or 'off'}, length-grouped batches on (TRL: its default random order)")
+            f"{args.max_tokens_per_batch or 'off'}, length-grouped batches on (TRL: its default random order)"
+            + "".join(f", {o}" for o in args.overrides))
 
 
 def main() -> None:
@@ -375,6 +376,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="use only this many pairs / rankings (quick runs)")
     p.add_argument("--packing", action="store_true", help="rewardlab-only: model.packing=true (decoders)")
     p.add_argument("--max-tokens-per-batch", type=int, help="rewardlab-only: train.max_tokens_per_batch")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="rewardlab-only config overrides, e.g. train.length_matched=true (named in the header)")
     p.add_argument("--peak-tflops", type=float, default=790.0, help="the card's dense bf16 peak (H200: ~790)")
     p.add_argument("--workdir", default="runs/bench")
     p.add_argument("--progress", action="store_true")
@@ -404,6 +407,7 @@ def main() -> None:
                                ("--progress", args.progress), ("--no-dropout", args.disable_dropout),
                                ("--liger-kernel", args.liger_kernel)) if on]
     passed += ["--max-tokens-per-batch", str(args.max_tokens_per_batch)] if args.max_tokens_per_batch else []
+    passed += ["--set", *args.overrides] if args.overrides else []
     table = []
     for task in args.tasks:
         workdir = Path(args.workdir) / task

@@ -14,7 +14,7 @@ import torch
 from conftest import tiny_config, write_jsonl
 
 from rewardlab.config import load_config
-from rewardlab.data.collate import EncodedComparison, PairTable, PreferenceCollator
+from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PairTable, PreferenceCollator
 from rewardlab.data.encode import TextItems
 from rewardlab.data.nuisance import FEATURES, feature_index, nuisance_of
 from rewardlab.data.sampling import LengthMatchedBatchSampler, length_outcome
@@ -213,6 +213,9 @@ def test_length_matched_batches_balance_longer_and_shorter_wins():
     assert sampler.batches() == epochs[0]  # (seed, epoch) fixes the batches: exact resume
     one_sided = LengthMatchedBatchSampler([1] * 7, batch_size=3)
     assert sorted(k for b in one_sided.batches() for k in b) == list(range(7))  # nothing to balance: plain batches
+    lengths, keys = [5, 9, 9, 2, 7, 9, 4, 1], [3, 1, 2, 0, 5, 4, 7, 6]  # e.g. images, which have no length
+    assert LengthMatchedBatchSampler([0] * 8, 3, lengths=lengths, keys=keys, seed=3).batches() == \
+        LengthGroupedBatchSampler(lengths, 3, keys=keys, seed=3).batches()
 
 
 def test_kinds_that_score_two_responses_at_once_refuse_the_length_options(tiny_bert, pairs_file, tmp_path):

@@ -99,8 +99,8 @@ class LengthMatchedBatchSampler(LengthGroupedBatchSampler):
     the same number of mega-chunks (about ``batch_size * mega`` comparisons in all per
     chunk), each slice sorted longest first, and the slices of a chunk are interleaved
     evenly: every batch holds the two groups in equal numbers (±1), of similar lengths
-    (little padding), and batches are then shuffled. Without both groups it falls back
-    to length-grouped batches. (seed, epoch) fixes the batches, which exact resume
+    (little padding), and batches are then shuffled. Without both groups (e.g. images,
+    which have no length) its batches are the length-grouped sampler's. (seed, epoch) fixes the batches, which exact resume
     relies on.
 
     Example:
@@ -111,9 +111,9 @@ class LengthMatchedBatchSampler(LengthGroupedBatchSampler):
     """
 
     def __init__(self, outcomes: Sequence[int], batch_size: int, *, lengths: Sequence[int] | None = None,
-                 seed: int = 0, group_by_length: bool = True, mega: int = 50):
+                 seed: int = 0, group_by_length: bool = True, mega: int = 50, keys: Sequence[int] | None = None):
         lengths = [0] * len(outcomes) if lengths is None else lengths
-        super().__init__(lengths, batch_size, seed=seed, group_by_length=group_by_length, mega=mega)
+        super().__init__(lengths, batch_size, seed=seed, group_by_length=group_by_length, mega=mega, keys=keys)
         self.outcomes = np.asarray(outcomes)
         self._n_batches: int | None = None
 
@@ -154,7 +154,7 @@ def build_batch_sampler(data: Sequence[EncodedComparison], cfg) -> LengthGrouped
     lengths, keys = [c.longest for c in data], [item_key(c) for c in data]
     if cfg.length_matched:
         return LengthMatchedBatchSampler([length_outcome(c) for c in data], cfg.batch_size, lengths=lengths,
-                                         seed=cfg.seed, group_by_length=cfg.group_by_length)
+                                         seed=cfg.seed, group_by_length=cfg.group_by_length, keys=keys)
     if cfg.max_tokens_per_batch is not None:
         return TokenBudgetBatchSampler(lengths, [len(c.items) for c in data], cfg.max_tokens_per_batch,
                                        cfg.batch_size, seed=cfg.seed, keys=keys)

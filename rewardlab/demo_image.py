@@ -28,8 +28,7 @@ N_BOOT = 200  # bootstrap resamples for the confidence intervals (the evaluation
 RUNS = {"fused": [], "text_blind": ["multimodal.text_blind=true"]}
 
 
-def _split(ratings: Path, data_cfg, eval_fraction: float, seed: int, names: tuple[str, str] = ("train", "heldout")
-           ) -> tuple[Path, Path]:
+def _split(ratings: Path, data_cfg, eval_fraction: float, seed: int, names: tuple[str, str]) -> tuple[Path, Path]:
     """Rows of ``eval_fraction`` of the prompts to ``<names[1]>.jsonl``, the rest to ``<names[0]>.jsonl``, beside
     ``ratings`` (so the relative image paths still resolve)."""
     comparisons, _ = load_comparisons(str(ratings), data_cfg)

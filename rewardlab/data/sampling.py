@@ -100,8 +100,8 @@ class LengthMatchedBatchSampler(LengthGroupedBatchSampler):
     chunk), each slice sorted longest first, and the slices of a chunk are interleaved
     evenly: every batch holds the two groups in equal numbers (±1), of similar lengths
     (little padding), and batches are then shuffled. Without both groups (e.g. images,
-    which have no length) its batches are the length-grouped sampler's. (seed, epoch) fixes the batches, which exact resume
-    relies on.
+    which have no length) its batches are the length-grouped sampler's. (seed, epoch)
+    fixes the batches, which exact resume relies on.
 
     Example:
         >>> outcomes = [1, 1, 1, 1, 1, -1]

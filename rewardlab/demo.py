@@ -21,6 +21,17 @@ def _write_pairs(comparisons, path: Path) -> None:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+HELD_OUT, VALIDATION = 0.2, 0.15  # shares of the prompts held out, then of the rest kept for validation
+
+
+def split_three(comparisons, seed: int) -> tuple[list, list, list]:
+    """(train, validation, held-out) comparisons, split by group: the checkpoint is chosen on the validation
+    prompts, never on the held-out ones it is then scored on."""
+    rest, held_out = split_by_group(comparisons, HELD_OUT, split_by="group", seed=seed)
+    train, validation = split_by_group(rest, VALIDATION, split_by="group", seed=seed)
+    return train, validation, held_out
+
+
 def run_demo(out: Path, overrides: Sequence[str] = ()) -> dict:
     from rewardlab.evaluation.run import evaluate
     from rewardlab.train.run import train
@@ -28,9 +39,7 @@ def run_demo(out: Path, overrides: Sequence[str] = ()) -> dict:
     config = Path(str(resources.files("rewardlab.configs") / "demo.yaml"))
     base = load_config(config, list(overrides))
     comps, _ = load_comparisons("default", base.data)
-    rest, eval_part = split_by_group(comps, 0.2, split_by="group", seed=base.data.seed)
-    # The checkpoint is chosen on a validation split of the training prompts, never on the held-out ones.
-    train_part, val_part = split_by_group(rest, 0.15, split_by="group", seed=base.data.seed)
+    train_part, val_part, eval_part = split_three(comps, base.data.seed)
     (out / "data").mkdir(parents=True, exist_ok=True)
     for part, name in ((train_part, "train"), (val_part, "validation"), (eval_part, "heldout")):
         _write_pairs(part, out / "data" / f"{name}.jsonl")

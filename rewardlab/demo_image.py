@@ -20,7 +20,7 @@ from typing import Sequence
 
 from rewardlab.config import load_config
 from rewardlab.data.load import load_comparisons
-from rewardlab.data.splits import split_by_group
+from rewardlab.demo import HELD_OUT, VALIDATION, split_three
 from rewardlab.data.synthetic_images import make_image_preferences
 
 N_PROMPTS, CANDIDATES, PICTURE_SIZE = 160, 6, 64
@@ -28,17 +28,17 @@ N_BOOT = 200  # bootstrap resamples for the confidence intervals (the evaluation
 RUNS = {"fused": [], "text_blind": ["multimodal.text_blind=true"]}
 
 
-def _split(ratings: Path, data_cfg, eval_fraction: float, seed: int, names: tuple[str, str]) -> tuple[Path, Path]:
-    """Rows of ``eval_fraction`` of the prompts to ``<names[1]>.jsonl``, the rest to ``<names[0]>.jsonl``, beside
-    ``ratings`` (so the relative image paths still resolve)."""
+def _split(ratings: Path, data_cfg, seed: int) -> tuple[Path, Path, Path]:
+    """``train``, ``validation`` and ``heldout`` rows of ``ratings`` (:func:`~rewardlab.demo.split_three` by
+    prompt), written beside it so the relative image paths still resolve."""
     comparisons, _ = load_comparisons(str(ratings), data_cfg)
-    _, held = split_by_group(comparisons, eval_fraction, split_by="group", seed=seed)
-    held_groups = {c.group for c in held}
+    parts = split_three(comparisons, seed)
+    part_of = {c.group: k for k, part in enumerate(parts) for c in part}
     lines = ratings.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept_path, held_path = (ratings.with_name(f"{name}.jsonl") for name in names)
-    kept_path.write_text("".join(x for x in lines if json.loads(x)["group"] not in held_groups), encoding="utf-8")
-    held_path.write_text("".join(x for x in lines if json.loads(x)["group"] in held_groups), encoding="utf-8")
-    return kept_path, held_path
+    paths = tuple(ratings.with_name(f"{name}.jsonl") for name in ("train", "validation", "heldout"))
+    for k, path in enumerate(paths):
+        path.write_text("".join(x for x in lines if part_of[json.loads(x)["group"]] == k), encoding="utf-8")
+    return paths
 
 
 def run_image_demo(out: Path, overrides: Sequence[str] = (), *, n_prompts: int = N_PROMPTS,
@@ -60,12 +60,10 @@ def run_image_demo(out: Path, overrides: Sequence[str] = (), *, n_prompts: int =
     base = load_config(config, list(overrides))
     ratings = make_image_preferences(out / "data", n_prompts=n_prompts, candidates=candidates, size=PICTURE_SIZE,
                                      seed=base.data.seed)
-    rest_path, heldout_path = _split(ratings, base.data, 0.2, base.data.seed, ("rest", "heldout"))
-    # The checkpoint is chosen on a validation split of the training prompts, never on the held-out ones.
-    train_path, val_path = _split(rest_path, base.data, 0.15, base.data.seed, ("train", "validation"))
+    train_path, val_path, heldout_path = _split(ratings, base.data, base.data.seed)
     common = [f"data.train={train_path}", f"data.eval={val_path}", f"multimodal.cache_dir={out / 'cache'}"]
-    print(f"rewardlab image demo: {n_prompts} prompts x {candidates} pictures ({PICTURE_SIZE} px), 20 % of the "
-          f"prompts held out, 15 % of the rest for validation; backbone {base.model.backbone}, "
+    print(f"rewardlab image demo: {n_prompts} prompts x {candidates} pictures ({PICTURE_SIZE} px), {HELD_OUT:.0%} of "
+          f"the prompts held out, {VALIDATION:.0%} of the rest for validation; backbone {base.model.backbone}, "
           f"{base.multimodal.fusion} fusion, frozen cached towers")
     metrics = {}
     for name, extra in RUNS.items():

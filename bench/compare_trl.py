@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RANDOM_BACKBONES = ("random:decoder-0.5b", "random:encoder-large")
+SYSTEMS = ("rewardlab", "trl")
 
 
 # ----------------------------------------------------------------------------- data
@@ -356,6 +357,8 @@ def header(args, n_params: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=["hh", "rank4"], choices=["hh", "rank4"])
+    p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS,
+                   help="train only these (e.g. more seeds of one system); the ratios need both")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--backbone", default="minilm",
                    help=f"a rewardlab registry name, a model folder, or one of {', '.join(RANDOM_BACKBONES)}")
@@ -381,7 +384,7 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=790.0, help="the card's dense bf16 peak (H200: ~790)")
     p.add_argument("--workdir", default="runs/bench")
     p.add_argument("--progress", action="store_true")
-    p.add_argument("--worker", dest="system", choices=["rewardlab", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", dest="system", choices=SYSTEMS, help=argparse.SUPPRESS)
     p.add_argument("--task", help=argparse.SUPPRESS)
     p.add_argument("--backbone-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -413,7 +416,7 @@ def main() -> None:
         workdir = Path(args.workdir) / task
         test_pairs = prepare(task, args, workdir, tok)
         res = {}
-        for system in ("rewardlab", "trl"):
+        for system in args.systems:
             cmd = [sys.executable, __file__, "--worker", system, "--task", task, "--workdir", str(workdir)] + passed
             subprocess.run(cmd, check=True, env=env)
             r = json.loads((workdir / f"{system}.json").read_text())
@@ -438,6 +441,8 @@ def main() -> None:
             print("| " + " | ".join(cells) + " |")
     print()
     for task, res in table:
+        if len(res) < 2:
+            continue
         a, b = res["rewardlab"], res["trl"]
         print(f"{task}: throughput x{a['pairs_per_s'] / b['pairs_per_s']:.2f} (pairs/s), "
               f"peak memory x{a['peak_mb'] / b['peak_mb']:.2f}, "

@@ -107,6 +107,29 @@ def test_lora_trains_adapters_and_saves_a_merged_plain_model(tiny_bert, pairs_fi
         pytest.approx(plain, abs=1e-5)
 
 
+def test_lora_trains_the_whole_head_of_a_deberta(tiny_bert, pairs_file, tmp_path):
+    """DeBERTa's head is a pooler (initialised afresh for classification) and the classifier: with LoRA both train
+    in full and reach the merged checkpoint. PEFT's own list (classifier, score) leaves the pooler frozen."""
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    backbone = tmp_path / "tiny_deberta"
+    torch.manual_seed(0)
+    DebertaV2ForSequenceClassification(DebertaV2Config(
+        vocab_size=AutoTokenizer.from_pretrained(tiny_bert).vocab_size, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, num_labels=1)).save_pretrained(backbone)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(backbone)
+    cfg = tiny_config(str(backbone), pairs_file, tmp_path / "lora", max_steps=3)
+    cfg = type(cfg)(data=cfg.data, train=cfg.train, model=ModelConfig(backbone=str(backbone), lora=True, lora_r=4))
+    model, _ = build_text_model(cfg.model)
+    head = {n for n, _ in model.parameter_groups()["head"]}
+    assert {n.split("modules_to_save")[0] for n in head} == {"hf_model.base_model.model.pooler.",
+                                                             "hf_model.base_model.model.classifier."}
+    initial = load_file(backbone / "model.safetensors")["pooler.dense.weight"]
+    trained = load_file(train(cfg).model_dir / "model.safetensors")
+    assert not any("lora" in k for k in trained)
+    assert not torch.equal(trained["pooler.dense.weight"], initial)
+
+
 def test_decoder_backbone_without_pad_token(tiny_llama, pairs_file, tmp_path):
     result = train(tiny_config(tiny_llama, pairs_file, tmp_path / "llama", max_steps=2))
     rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")

@@ -95,6 +95,14 @@ def load_backbone(name: str, num_labels: int = 1, *, dropout: float | None = Non
     return model, tokenizer
 
 
+def head_modules(model) -> list[str]:
+    """A sequence classifier's head: its modules with parameters outside the base model (a decoder's ``score``,
+    BERT's ``classifier``, DeBERTa's ``pooler`` and ``classifier``). They train in full beside LoRA adapters:
+    PEFT's own list (``classifier``, ``score``) would leave DeBERTa's freshly initialised pooler frozen."""
+    return [name for name, child in model.named_children()
+            if name != model.base_model_prefix and next(child.parameters(), None) is not None]
+
+
 def with_lora(model, cfg, task_type: str):
     """``model`` with PEFT LoRA adapters as ``cfg`` (a ModelConfig) says; ``task_type``: SEQ_CLS or CAUSAL_LM.
 
@@ -104,7 +112,8 @@ def with_lora(model, cfg, task_type: str):
     from peft import LoraConfig, TaskType, get_peft_model
 
     lora = LoraConfig(task_type=getattr(TaskType, task_type), r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules or None)
+                      lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules or None,
+                      modules_to_save=head_modules(model) if task_type == "SEQ_CLS" else None)
     try:
         return get_peft_model(model, lora)
     except ValueError as err:

@@ -48,7 +48,8 @@ def run_row(name: str, extra: list[str], train_file: Path, test: list, work: Pat
     from rewardlab.train.run import train
 
     cfg = load_config(None, [
-        f"model.backbone={args.backbone}", f"data.train={train_file}", "data.eval_fraction=0",
+        f"model.backbone={args.backbone}", "model.dropout=-1",  # MiniLM's own dropout, as the README table
+        f"data.train={train_file}", "data.eval_fraction=0",
         f"data.max_length={args.max_length}", f"train.output_dir={work / name}", f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size}", f"train.seed={args.seed}", "train.progress=false", "train.log_with=[]",
         *extra])

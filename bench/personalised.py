@@ -149,6 +149,7 @@ def train_model(mode: str, train_file: Path, out: Path, args) -> tuple[Path, dic
 
     overrides = [f"data.train={train_file}", "data.format=ab", "data.eval_fraction=0",
                  f"data.max_length={args.max_length}", f"model.backbone={args.backbone}",
+                 "model.dropout=-1",  # MiniLM's own dropout, as the README table was measured
                  f"model.personalization={mode}", f"model.min_labeler_pairs={args.min_labeler_pairs}",
                  f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}",
                  f"train.lr_backbone={args.lr_backbone}", f"train.lr_head={args.lr_head}",

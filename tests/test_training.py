@@ -160,8 +160,8 @@ def test_every_registered_loss_trains(tiny_bert, pairs_file, tmp_path, loss):
 
 
 def test_model_dropout_replaces_every_dropout_of_the_backbone(tiny_bert):
-    kept, _ = build_text_model(ModelConfig(backbone=tiny_bert))  # the default: the checkpoint's own
-    off, _ = build_text_model(ModelConfig(backbone=tiny_bert, dropout=0.0))
+    kept, _ = build_text_model(ModelConfig(backbone=tiny_bert, dropout=-1))  # the checkpoint's own
+    off, _ = build_text_model(ModelConfig(backbone=tiny_bert))  # the default: off
     assert kept.hf_model.config.hidden_dropout_prob == 0.1
     config = off.hf_model.config
     assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob, config.classifier_dropout) == (0, 0, 0)

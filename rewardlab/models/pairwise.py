@@ -89,7 +89,7 @@ def build_cross_encoder(cfg: ExperimentConfig, attributes: Sequence[str], proces
     if attributes:
         raise ValueError(f"model.kind=cross_encoder predicts one A / B / tie outcome; the data rates attributes "
                          f"{', '.join(attributes)}: use model.kind=text for per-attribute heads")
-    hf_model, _ = load_backbone(cfg.model.backbone, num_labels=len(PAIR_LABELS))
+    hf_model, _ = load_backbone(cfg.model.backbone, num_labels=len(PAIR_LABELS), dropout=cfg.model.dropout)
     if cfg.model.lora:
         hf_model = with_lora(hf_model, cfg.model, "SEQ_CLS")
     model = TextRewardModel(hf_model)

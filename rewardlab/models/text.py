@@ -150,7 +150,7 @@ def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = (), vocab_siz
     the input embeddings, whose new rows then train with the model (with LoRA too).
     """
     hf_model, tokenizer = load_backbone(cfg.backbone, num_labels=max(1, len(attributes)),
-                                        dropout=None if cfg.dropout < 0 else cfg.dropout)
+                                        dropout=cfg.dropout)
     grown = vocab_size is not None and vocab_size > hf_model.get_input_embeddings().weight.shape[0]
     if grown:
         hf_model.resize_token_embeddings(vocab_size)

@@ -129,10 +129,10 @@ class ModelConfig:
     lora_alpha: int = option(16, "LoRA scaling alpha.")
     lora_dropout: float = option(0.05, "LoRA dropout.")
     lora_target_modules: list = option([], "Modules to adapt; empty lets PEFT choose for known architectures.")
-    dropout: float = option(0.0, "Text and cross-encoder backbones: every dropout probability of the backbone's config (hidden, "
-                          "attention, classifier) set to this in training; -1 keeps the checkpoint's own. Off by "
-                          "default, as TRL's disable_dropout: with MiniLM it gained held-out accuracy on HH-RLHF (three "
-                          "seeds) and LLMFAO, and trained 1.7x faster on CPU (README, Length bias).")
+    dropout: float = option(0.0, "Text and cross-encoder backbones: every dropout probability of the backbone's "
+                          "config (hidden, attention, classifier) set to this in training; -1 keeps the checkpoint's "
+                          "own. Off by default, as TRL's disable_dropout: with MiniLM it gained held-out accuracy on "
+                          "HH-RLHF (three seeds) and LLMFAO, and trained 1.7x faster on CPU (README, Length bias).")
     gradient_checkpointing: bool = option(False, "Trade compute for memory in the backbone.")
     packing: bool = option(False, "Padding-free training for decoders whose attention takes per-sequence position ids "
                          "(Llama, Qwen2, Mistral, Gemma, Phi-3 class): a batch's sequences are concatenated without "

@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from transformers import AutoConfig
 
 from rewardlab.data.collate import PairTable
 from rewardlab.losses import build_pair_loss, outcome_model_for
@@ -143,6 +144,7 @@ def test_the_cross_encoder_is_position_invariant_and_round_trips(tiny_bert, tmp_
     cfg = type(cfg)(**{**cfg.__dict__, "model": type(cfg.model)(**{**cfg.model.__dict__, "kind": "cross_encoder"})})
     result = train(cfg)
     assert {"three_way_accuracy", "three_way_log_loss"} <= set(result.metrics["eval"])
+    assert AutoConfig.from_pretrained(result.model_dir).hidden_dropout_prob == 0  # model.dropout's default applies
     rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
     a, b = "Do step 5, then check the result carefully.", "I'm sorry, I can't help."
     ab, ba = rm.compare("Task 5?", a, b), rm.compare("Task 5?", b, a)

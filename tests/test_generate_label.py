@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -182,6 +183,18 @@ def _start_label_server(data: Path, out: Path) -> tuple[subprocess.Popen, str]:
         if m := re.search(r"http://127\.0\.0\.1:\d+/", line):
             return proc, m.group(0)
     raise AssertionError(f"label server exited with {proc.wait()}")
+
+
+def test_the_label_socket_takes_connections_before_the_server_runs():
+    """The address is printed before uvicorn starts: a browser that connects at once must wait, not be refused."""
+    sock = loopback_socket(0)
+    try:
+        with socket.create_connection(sock.getsockname(), timeout=5):
+            pass
+        with pytest.raises(ValueError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*pick another --port"):
+            loopback_socket(sock.getsockname()[1])
+    finally:
+        sock.close()
 
 
 def test_labelling_page_in_headless_chromium(tmp_path):

@@ -118,11 +118,15 @@ def create_app(store: LabelStore, *, default_labeler: str = "anonymous", reward_
 
 
 def loopback_socket(port: int = 0) -> socket.socket:
-    """A socket bound to 127.0.0.1 (port 0 = any free port), so the page is reachable from this machine only."""
+    """A listening socket on 127.0.0.1 (port 0 = any free port), so the page is reachable from this machine only.
+
+    It listens before the server starts, so a browser opened on the announced address as soon as it is printed
+    waits in the backlog for the server instead of being refused."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
+        sock.listen(socket.SOMAXCONN)
     except OSError as err:
         sock.close()
         raise ValueError(f"cannot listen on 127.0.0.1:{port} ({err.strerror}); pick another --port") from None

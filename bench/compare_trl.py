@@ -22,6 +22,7 @@ random weights and the MiniLM tokenizer (throughput does not depend on weight va
 
     python bench/compare_trl.py                 # CPU figures (MiniLM, fp32, no checkpointing)
     python bench/compare_trl.py --limit 200     # a quick look
+    python bench/compare_trl.py --tasks hh --systems trl --seed 1   # more seeds of one system (no ratios)
     # GPU figures (one H200): all HH dev pairs (80 % train), 2 epochs, 32 pairs/step, max_length 1024
     python bench/compare_trl.py --device cuda --tasks hh --backbone random:decoder-0.5b --precision bf16 \\
         --max-length 1024 --batch-size 32 --epochs 2 --packing      # then --backbone random:encoder-large

@@ -20,8 +20,8 @@ from typing import Sequence
 
 from rewardlab.config import load_config
 from rewardlab.data.load import load_comparisons
-from rewardlab.demo import HELD_OUT, VALIDATION, split_three
 from rewardlab.data.synthetic_images import make_image_preferences
+from rewardlab.demo import HELD_OUT, VALIDATION, split_three
 
 N_PROMPTS, CANDIDATES, PICTURE_SIZE = 160, 6, 64
 N_BOOT = 200  # bootstrap resamples for the confidence intervals (the evaluation's 1000 would double the demo's time)
@@ -34,10 +34,12 @@ def _split(ratings: Path, data_cfg, seed: int) -> tuple[Path, Path, Path]:
     comparisons, _ = load_comparisons(str(ratings), data_cfg)
     parts = split_three(comparisons, seed)
     part_of = {c.group: k for k, part in enumerate(parts) for c in part}
-    lines = ratings.read_text(encoding="utf-8").splitlines(keepends=True)
+    rows: list[list[str]] = [[], [], []]
+    for line in ratings.read_text(encoding="utf-8").splitlines(keepends=True):
+        rows[part_of[json.loads(line)["group"]]].append(line)
     paths = tuple(ratings.with_name(f"{name}.jsonl") for name in ("train", "validation", "heldout"))
-    for k, path in enumerate(paths):
-        path.write_text("".join(x for x in lines if part_of[json.loads(x)["group"]] == k), encoding="utf-8")
+    for path, part in zip(paths, rows):
+        path.write_text("".join(part), encoding="utf-8")
     return paths
 
 

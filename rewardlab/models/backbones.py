@@ -77,14 +77,14 @@ def outermost(root, match: Callable[[object], bool]) -> list:
     return [found for child in root.children() for found in outermost(child, match)]
 
 
-def load_backbone(name: str, num_labels: int = 1, *, dropout: float | None = None, **kwargs):
+def load_backbone(name: str, num_labels: int = 1, *, dropout: float = -1.0, **kwargs):
     """Load ``name`` as ``AutoModelForSequenceClassification(num_labels)`` (one per reward head) and its tokenizer;
-    ``dropout`` (if given and not negative) replaces every dropout probability of the backbone's config."""
+    ``dropout`` (unless negative: the checkpoint's own) replaces every dropout probability of the backbone's config."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_backbone(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if dropout is not None and dropout >= 0:
+    if dropout >= 0:
         kwargs.update(dropout_overrides(AutoConfig.from_pretrained(path), dropout))
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
                                                                ignore_mismatched_sizes=num_labels != 1, **kwargs)

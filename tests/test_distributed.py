@@ -1,10 +1,12 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 
+import psutil
 import torch
 import yaml
 
@@ -17,6 +19,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_two(*args: str, timeout: float = 300, script: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m rewardlab ARGS`` (or ``python SCRIPT ARGS``) in two CPU processes (gloo) under
+    ``accelerate launch``.
+
+    `accelerate launch --cpu --num_processes 2` starts a single process (multi-CPU there means mpirun);
+    --multi_gpu with ACCELERATE_USE_CPU=true starts 2 ranks that Accelerate joins over gloo (MULTI_CPU).
+    CUDA_VISIBLE_DEVICES="": on a GPU machine the ranks would otherwise take GPUs (and NCCL) despite USE_CPU.
+    A run that hangs fails with every rank's Python stacks (faulthandler, on SIGABRT), not a bare timeout.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "true",
+           "CUDA_VISIBLE_DEVICES": "", "PYTHONFAULTHANDLER": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(_free_port()), *([script] if script else ["-m", "rewardlab"]), *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for rank in psutil.Process(proc.pid).children(recursive=True):
+            rank.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(f"the two processes did not finish in {timeout:.0f} s; their stacks:\n{err[-6000:]}"
+                             f"\nstdout:\n{out[-2000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
     out = tmp_path / "ddp"
     cfg = {"model": {"backbone": tiny_bert},
@@ -24,16 +56,25 @@ def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
            "train": {"output_dir": str(out), "epochs": 1, "batch_size": 4, "lr_backbone": 1e-3, "lr_head": 1e-3,
                      "progress": False, "log_with": [], "warmup_ratio": 0.0, "save_every": 2}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    # `accelerate launch --cpu --num_processes 2` starts a single process (multi-CPU there means mpirun);
-    # --multi_gpu with ACCELERATE_USE_CPU=true starts 2 ranks that Accelerate joins over gloo (MULTI_CPU).
-    # CUDA_VISIBLE_DEVICES="": on a GPU machine the ranks would otherwise take GPUs (and NCCL) despite USE_CPU.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "true",
-           "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           "-m", "rewardlab", "train", "--config", str(tmp_path / "cfg.yaml")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    # The CLI, with a count of the DDP wrappers still alive when Accelerate destroys the process group: one
+    # would destroy the group from its C++ reducer with the GIL held, and that deadlocks now and then with
+    # gloo's worker threads (a hang after training, in about one run in 40).
+    (tmp_path / "cli.py").write_text(
+        "import gc, sys, torch\n"
+        "from accelerate import Accelerator\n"
+        "from rewardlab.cli import main\n"
+        "end_training = Accelerator.end_training\n"
+        "def counted(self):\n"
+        "    gc.collect()\n"
+        "    n = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())\n"
+        "    print(f'rank {self.process_index}: {n} DDP wrappers at end_training', flush=True)\n"
+        "    end_training(self)\n"
+        "Accelerator.end_training = counted\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    proc = launch_two("train", "--config", str(tmp_path / "cfg.yaml"), script=str(tmp_path / "cli.py"))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0: 0 DDP wrappers at end_training" in proc.stdout
+    assert "rank 1: 0 DDP wrappers at end_training" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     # 32 train comparisons, 4 per process-batch, 2 processes -> 4 steps; eval gathered from both processes
     assert metrics["steps"] == 4
@@ -44,15 +85,9 @@ def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
     assert isinstance(rm.score("q", "a"), float)
 
 
-def _launch_two(cfg: dict, tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
-    """``rewardlab train`` in two CPU processes (gloo), as the DDP test above launches it."""
+def _train_two(cfg: dict, tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "true",
-           "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(_free_port()), "-m", "rewardlab", "train", "--config", str(tmp_path / f"{name}.yaml"), *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return launch_two("train", "--config", str(tmp_path / f"{name}.yaml"), *extra)
 
 
 def test_fsdp_on_two_cpu_processes_writes_sharded_states_and_resumes_exactly(tiny_bert, pairs_file, tmp_path):
@@ -66,7 +101,7 @@ def test_fsdp_on_two_cpu_processes_writes_sharded_states_and_resumes_exactly(tin
                           "ema_decay": 0.5, "save_total_limit": 4}}
 
     whole = tmp_path / "whole"
-    proc = _launch_two(config(whole), tmp_path, "whole")
+    proc = _train_two(config(whole), tmp_path, "whole")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((whole / "metrics.json").read_text())
     assert metrics["steps"] == 8 and metrics["eval"]["pairs"] == 8  # 32 comparisons, 4 per process-batch, 2 epochs
@@ -86,7 +121,7 @@ def test_fsdp_on_two_cpu_processes_writes_sharded_states_and_resumes_exactly(tin
     # resume from step 4 in a fresh folder: the same model as the uninterrupted run
     resumed = tmp_path / "resumed"
     shutil.copytree(state, resumed / "states" / state.name)
-    proc = _launch_two(config(resumed), tmp_path, "resumed", "--resume")
+    proc = _train_two(config(resumed), tmp_path, "resumed", "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the last state (weights, Adam moments, EMA: each process's slices) and the saved model are the same
     for name in ("trainable-0", "trainable-1", "optimizer-0", "optimizer-1", "ema-0", "ema-1", "../../model/model"):
@@ -114,12 +149,8 @@ def _score_rows_file(tmp_path, n=45):
 
 def test_two_processes_score_shards_merged_in_input_order(tiny_bert, tmp_path):
     data = _score_rows_file(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(_free_port()), "-m", "rewardlab", "score", "--model", tiny_bert, "--data", str(data),
-           "--out", str(tmp_path / "two.jsonl"), "--chunk-size", "8"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = launch_two("score", "--model", tiny_bert, "--data", str(data), "--out", str(tmp_path / "two.jsonl"),
+                      "--chunk-size", "8")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "scored 45 rows" in proc.stdout and "(2 processes)" in proc.stdout
     from rewardlab.cli import main
@@ -170,13 +201,9 @@ def test_an_interrupted_scoring_run_resumes_without_rescoring(tiny_bert, tmp_pat
 
 
 def test_two_processes_evaluate_shards_into_the_same_metrics_and_predictions(tiny_bert, pairs_file, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""}
     common = ["--model", tiny_bert, "--data", str(pairs_file), "--group-by", "category", "--no-plots",
               "--chunk-size", "7"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(_free_port()), "-m", "rewardlab", "eval", *common, "--out", str(tmp_path / "two")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = launch_two("eval", *common, "--out", str(tmp_path / "two"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("pairs: 40") == 1  # one report, from the main process
     from rewardlab.cli import main

@@ -274,6 +274,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
         (out / "history.jsonl").unlink(missing_ok=True)
         (out / "config.yaml").write_text(config_text)
     state = trainer.train(resume_from=resume_from)
+    trainer.release_wrapper()  # before the group is destroyed: see Trainer.release_wrapper
     if acc.is_main_process and resume_from is not None:  # history.jsonl = the uninterrupted run's history
         (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state.history))
 

@@ -58,7 +58,7 @@ def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     # The CLI, with a count of the DDP wrappers still alive when Accelerate destroys the process group: one
     # would destroy the group from its C++ reducer with the GIL held, and that deadlocks now and then with
-    # gloo's worker threads (a hang after training, in about one run in 40).
+    # gloo's worker threads (a hang after training, in about one run in 80).
     (tmp_path / "cli.py").write_text(
         "import gc, sys, torch\n"
         "from accelerate import Accelerator\n"

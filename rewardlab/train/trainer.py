@@ -195,7 +195,7 @@ class Trainer:
         reducer holds a reference to the group too; had it the last one, the group would be destroyed
         with the GIL held, joining gloo's worker threads, and a worker that is still freeing a finished
         collective's Python tensors waits for that GIL: a deadlock (rank 1 hung after training in about one
-        two-process CPU run in 40). Freed here first, the group dies in ``destroy_process_group``, whose
+        two-process CPU run in 80 here, and once in CI). Freed here first, the group dies in ``destroy_process_group``, whose
         binding releases the GIL. A sharded model stays as it is: FSDP has no reducer and must forward on
         every process together.
         """

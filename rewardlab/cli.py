@@ -260,26 +260,36 @@ def _cmd_train(args) -> int:
         from rewardlab.train.run import cross_validate
 
         cv = cross_validate(cfg)
-        for name in ("accuracy", "log_loss", "three_way_accuracy", "three_way_log_loss"):
-            if name in cv["mean"]:
-                print(f"{name}: {cv['mean'][name]:.4f} ± {cv['std'][name]:.4f} over {cv['folds']} folds")
-        print(f"per-fold models and metrics: {cfg.train.output_dir}/fold-*/; summary: {cfg.train.output_dir}/cv_metrics.json")
+        if _main_process():
+            for name in ("accuracy", "log_loss", "three_way_accuracy", "three_way_log_loss"):
+                if name in cv["mean"]:
+                    print(f"{name}: {cv['mean'][name]:.4f} ± {cv['std'][name]:.4f} over {cv['folds']} folds")
+            print(f"per-fold models and metrics: {cfg.train.output_dir}/fold-*/; summary: "
+                  f"{cfg.train.output_dir}/cv_metrics.json")
         return 0
     if cfg.train.ensemble_size > 1:
         from rewardlab.train.ensemble import train_ensemble
 
         result = train_ensemble(cfg)
-        m = result.metrics.get("eval")
-        if m:
-            members = ", ".join(f"{a:.3f}" for a in m["member_accuracy"])
-            print(f"ensemble of {m['members']}: accuracy {m['accuracy']:.3f} (members {members}); uncertainty "
-                  f"finds errors with AUROC {m['std_auroc_for_errors']}")
-        print(f"model: {result.model_dir}")
+        if _main_process():
+            if m := result.metrics.get("eval"):
+                members = ", ".join(f"{a:.3f}" for a in m["member_accuracy"])
+                print(f"ensemble of {m['members']}: accuracy {m['accuracy']:.3f} (members {members}); "
+                      f"uncertainty finds errors with AUROC {m['std_auroc_for_errors']}")
+            print(f"model: {result.model_dir}")
         return 0
     result = train(cfg, resume=args.resume)
-    _print_metrics(result.metrics)
-    print(f"model: {result.model_dir}\nmetrics: {Path(cfg.train.output_dir) / 'metrics.json'}")
+    if _main_process():
+        _print_metrics(result.metrics)
+        print(f"model: {result.model_dir}\nmetrics: {Path(cfg.train.output_dir) / 'metrics.json'}")
     return 0
+
+
+def _main_process() -> bool:
+    """Whether this process reports: the main one under ``accelerate launch``, the only one otherwise."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def _print_metrics(metrics: dict) -> None:

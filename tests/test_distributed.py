@@ -44,8 +44,9 @@ def launch_two(*args: str, timeout: float = 300, script: str | None = None) -> s
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-        raise AssertionError(f"the two processes did not finish in {timeout:.0f} s; their stacks:\n{err[-6000:]}"
-                             f"\nstdout:\n{out[-2000:]}") from None
+        stacks = err[max(err.find("Fatal Python error"), 0):]  # faulthandler's dumps, then the launcher's report
+        raise AssertionError(f"the two processes did not finish in {timeout:.0f} s; their stacks:\n"
+                             f"{stacks[:12000]}\nstdout:\n{out[-2000:]}") from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
@@ -75,6 +76,7 @@ def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 0: 0 DDP wrappers at end_training" in proc.stdout
     assert "rank 1: 0 DDP wrappers at end_training" in proc.stdout
+    assert proc.stdout.count("metrics: ") == 1  # one report, from the main process
     metrics = json.loads((out / "metrics.json").read_text())
     # 32 train comparisons, 4 per process-batch, 2 processes -> 4 steps; eval gathered from both processes
     assert metrics["steps"] == 4
@@ -85,9 +87,27 @@ def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
     assert isinstance(rm.score("q", "a"), float)
 
 
-def _train_two(cfg: dict, tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
+def test_an_eval_set_smaller_than_the_processes_does_not_hang_ddp(tiny_bert, pairs_file, tmp_path):
+    # One eval comparison on two processes: the second has nothing to score. Through DDP, the first forward
+    # after a training step broadcasts the buffers; that collective went unmatched and both processes hung.
+    one = tmp_path / "one.jsonl"
+    one.write_text(pairs_file.read_text().splitlines()[0] + "\n")
+    out = tmp_path / "run"
+    cfg = {"model": {"backbone": tiny_bert},
+           "data": {"train": str(pairs_file), "eval": str(one), "max_length": 64, "max_prompt_tokens": 32},
+           "train": {"output_dir": str(out), "epochs": 1, "batch_size": 4, "progress": False, "log_with": [],
+                     "eval_every": 2, "save_model": False}}
+    proc = _train_two(cfg, tmp_path, "one", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval"]["pairs"] == 1 and metrics["train"]["pairs"] == 40
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history if r["kind"] == "eval"] == [2, 4, 5]  # during training and at its end
+
+
+def _train_two(cfg: dict, tmp_path, name: str, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
-    return launch_two("train", "--config", str(tmp_path / f"{name}.yaml"), *extra)
+    return launch_two("train", "--config", str(tmp_path / f"{name}.yaml"), *extra, timeout=timeout)
 
 
 def test_fsdp_on_two_cpu_processes_writes_sharded_states_and_resumes_exactly(tiny_bert, pairs_file, tmp_path):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object, send_to_device
+from torch import nn
 from tqdm.auto import tqdm
 
 from rewardlab.config import TrainConfig
@@ -134,8 +135,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _step(self, batch: dict, normalizer: torch.Tensor | None = None):
-        """Forward one batch; returns (loss, rewards (N, H), judged pairs).
+    def _step(self, batch: dict, normalizer: torch.Tensor | None = None, model: nn.Module | None = None):
+        """Forward one batch through ``model`` (the prepared one by default); returns (loss, rewards (N, H),
+        judged pairs).
 
         The model's outcome model reads each pair's rewards (on the pair's own head) and
         gives its scores and outcome log-probabilities. The loss is Σ w·ℓ / ``normalizer``
@@ -143,7 +145,7 @@ class Trainer:
         batch's weighted mean when no normalizer is given. In training, each penalty is
         added with its weight times this batch's share of the step's pair weight.
         """
-        rewards = self.model(**batch["items"])  # (N, H)
+        rewards = (self.model if model is None else model)(**batch["items"])  # (N, H)
         pairs = batch["pairs"]
         judged = self.raw_model.outcome(rewards, pairs)  # chosen (P,), rejected (P,), log_probs (P, 3)
         per_pair = self.loss_fn(judged, pairs)
@@ -228,10 +230,14 @@ class Trainer:
         # A sharded model gathers its parameters in every forward, on every process together: processes with
         # fewer batches forward a filler batch (its rewards unused) until all have run as many.
         fillers = max(gather_object([len(batches)])) - len(batches) if self.sharded else 0
+        # Never through DDP: its first forward after a training step broadcasts the buffers, a collective that
+        # a process with no batch here (fewer comparisons than processes) would leave unmatched: a hang.
+        ddp = isinstance(getattr(self.model, "_orig_mod", self.model), nn.parallel.DistributedDataParallel)
+        model = self.raw_model if ddp else self.model
         for k, batch in enumerate(batches + [[data[0]]] * fillers):
             collated = send_to_device(self.collator(batch), self.acc.device)
             with self.acc.autocast():
-                _, r, judged = self._step(collated)
+                _, r, judged = self._step(collated, model=model)
             if k >= len(batches):
                 continue
             pairs = collated["pairs"]

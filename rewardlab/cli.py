@@ -456,13 +456,33 @@ def _quiet_transformers() -> None:
         pass
 
 
+def _leave_process_group() -> None:
+    """End the process group that ``accelerate launch`` joined, once the command has succeeded on every process.
+
+    Library calls (``train``, ``evaluate``, ``score_rows``) leave it up: cross-validation and ensembles train
+    on it again. Here no DDP wrapper is left, so the group dies through its Python reference, which releases
+    the GIL; destroyed from a wrapper's C++ reducer, it joined gloo's worker threads with the GIL held, and a
+    worker still freeing a finished collective's Python tensors waited for it (a hang after training, about
+    one two-process run in 80). After a failure the group stays: other processes may still be in a collective.
+    """
+    if "torch" not in sys.modules:  # a command that never loaded torch joined no group
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:
         _quiet_transformers()
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        _leave_process_group()
+        return code
     except (ValueError, OSError) as err:
         if args.verbose:
             raise

@@ -57,25 +57,26 @@ def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
            "train": {"output_dir": str(out), "epochs": 1, "batch_size": 4, "lr_backbone": 1e-3, "lr_head": 1e-3,
                      "progress": False, "log_with": [], "warmup_ratio": 0.0, "save_every": 2}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    # The CLI, with a count of the DDP wrappers still alive when Accelerate destroys the process group: one
-    # would destroy the group from its C++ reducer with the GIL held, and that deadlocks now and then with
-    # gloo's worker threads (a hang after training, in about one run in 80).
+    # The CLI, with a count of the DDP wrappers still alive when it destroys the process group. A wrapper's
+    # C++ reducer that outlives the group's Python reference destroys the group with the GIL held, joining
+    # gloo's worker threads while one of them may wait for the GIL: a hang after training (about one run in
+    # 80 when train() destroyed the group itself).
     (tmp_path / "cli.py").write_text(
         "import gc, sys, torch\n"
-        "from accelerate import Accelerator\n"
+        "import torch.distributed as dist\n"
         "from rewardlab.cli import main\n"
-        "end_training = Accelerator.end_training\n"
-        "def counted(self):\n"
+        "destroy = dist.destroy_process_group\n"
+        "def counted(*args):\n"
         "    gc.collect()\n"
         "    n = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())\n"
-        "    print(f'rank {self.process_index}: {n} DDP wrappers at end_training', flush=True)\n"
-        "    end_training(self)\n"
-        "Accelerator.end_training = counted\n"
+        "    print(f'rank {dist.get_rank()}: {n} DDP wrappers when the group is destroyed', flush=True)\n"
+        "    destroy(*args)\n"
+        "dist.destroy_process_group = counted\n"
         "sys.exit(main(sys.argv[1:]))\n")
     proc = launch_two("train", "--config", str(tmp_path / "cfg.yaml"), script=str(tmp_path / "cli.py"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "rank 0: 0 DDP wrappers at end_training" in proc.stdout
-    assert "rank 1: 0 DDP wrappers at end_training" in proc.stdout
+    assert "rank 0: 0 DDP wrappers when the group is destroyed" in proc.stdout
+    assert "rank 1: 0 DDP wrappers when the group is destroyed" in proc.stdout
     assert proc.stdout.count("metrics: ") == 1  # one report, from the main process
     metrics = json.loads((out / "metrics.json").read_text())
     # 32 train comparisons, 4 per process-batch, 2 processes -> 4 steps; eval gathered from both processes
@@ -103,6 +104,21 @@ def test_an_eval_set_smaller_than_the_processes_does_not_hang_ddp(tiny_bert, pai
     assert metrics["eval"]["pairs"] == 1 and metrics["train"]["pairs"] == 40
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in history if r["kind"] == "eval"] == [2, 4, 5]  # during training and at its end
+
+
+def test_cross_validation_trains_fold_after_fold_on_two_processes(tiny_bert, pairs_file, tmp_path):
+    # Each fold is a train() on the same process group: the first fold used to destroy it, and the second
+    # stopped with "Default process group has not been initialized".
+    out = tmp_path / "cv"
+    cfg = {"model": {"backbone": tiny_bert},
+           "data": {"train": str(pairs_file), "folds": 2, "max_length": 64, "max_prompt_tokens": 32},
+           "train": {"output_dir": str(out), "epochs": 1, "batch_size": 4, "progress": False, "log_with": [],
+                     "save_model": False}}
+    proc = _train_two(cfg, tmp_path, "cv", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "cv_metrics.json").read_text())
+    assert summary["folds"] == 2 and [f["pairs"] for f in summary["per_fold"]] == [20, 20]
+    assert proc.stdout.count("over 2 folds") == 2  # accuracy and log-loss, from the main process only
 
 
 def _train_two(cfg: dict, tmp_path, name: str, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -172,6 +172,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     ``on_evaluate(step, metrics)`` is called after each evaluation (e.g. to report to an
     Optuna trial); an exception it raises stops training and propagates. ``data`` gives the
     (train, eval) comparisons directly instead of reading ``cfg.data`` (cross-validation folds).
+    Under ``accelerate launch`` the process group stays up for what follows; a program that
+    trains on it ends it (``torch.distributed.destroy_process_group()``), as the CLI does.
     """
     out = Path(cfg.train.output_dir)
     resume_from = ckpt.latest_state(out / "states") if resume else None
@@ -274,7 +276,6 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
         (out / "history.jsonl").unlink(missing_ok=True)
         (out / "config.yaml").write_text(config_text)
     state = trainer.train(resume_from=resume_from)
-    trainer.release_wrapper()  # before the group is destroyed: see Trainer.release_wrapper
     if acc.is_main_process and resume_from is not None:  # history.jsonl = the uninterrupted run's history
         (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state.history))
 
@@ -307,5 +308,6 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
                        extra_files={"rewardlab.yaml": config_text})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     acc.wait_for_everyone()
-    acc.end_training()
+    for tracker in acc.trackers:  # Accelerator.end_training would also destroy the process group: the program's
+        tracker.finish()  # to keep (cross-validation and ensembles train on it again) and to end (the CLI does)
     return TrainResult(model_dir=model_dir, metrics=metrics)

@@ -190,22 +190,6 @@ class Trainer:
             summed += loss.item()
         return summed * float(normalizer) / max(float(local), 1e-12)
 
-    def release_wrapper(self) -> None:
-        """Drop the DDP wrapper, here and in the Accelerator; the trainer goes on with the raw model.
-
-        Call it after training, while ``torch.distributed`` still holds the process group. DDP's C++
-        reducer holds a reference to the group too; had it the last one, the group would be destroyed
-        with the GIL held, joining gloo's worker threads, and a worker that is still freeing a finished
-        collective's Python tensors waits for that GIL: a deadlock (rank 1 hung after training in about one
-        two-process CPU run in 80 here, and once in CI). Freed here first, the group dies in ``destroy_process_group``, whose
-        binding releases the GIL. A sharded model stays as it is: FSDP has no reducer and must forward on
-        every process together.
-        """
-        if self.sharded or self.model is self.raw_model:
-            return
-        self.model = self.raw_model
-        self.acc.free_memory()  # Accelerate's references to the prepared objects; collects the reference cycles
-
     # ------------------------------------------------------------------ evaluation
 
     @torch.inference_mode()

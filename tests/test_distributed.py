@@ -50,12 +50,17 @@ def launch_two(*args: str, timeout: float = 300, script: str | None = None) -> s
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def _config(tiny_bert: str, pairs_file, out, data: dict | None = None, **train) -> dict:
+    """A tiny run's config as YAML data (1 epoch, 4 pairs a process-batch); ``data`` and ``train`` add or replace."""
+    return {"model": {"backbone": tiny_bert},
+            "data": {"train": str(pairs_file), "max_length": 64, "max_prompt_tokens": 32, **(data or {})},
+            "train": {"output_dir": str(out), "epochs": 1, "batch_size": 4, "progress": False, "log_with": [],
+                      **train}}
+
+
 def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
     out = tmp_path / "ddp"
-    cfg = {"model": {"backbone": tiny_bert},
-           "data": {"train": str(pairs_file), "max_length": 64, "max_prompt_tokens": 32},
-           "train": {"output_dir": str(out), "epochs": 1, "batch_size": 4, "lr_backbone": 1e-3, "lr_head": 1e-3,
-                     "progress": False, "log_with": [], "warmup_ratio": 0.0, "save_every": 2}}
+    cfg = _config(tiny_bert, pairs_file, out, lr_backbone=1e-3, lr_head=1e-3, warmup_ratio=0.0, save_every=2)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     # The CLI, with a count of the DDP wrappers still alive when it destroys the process group. A wrapper's
     # C++ reducer that outlives the group's Python reference destroys the group with the GIL held, joining
@@ -94,10 +99,7 @@ def test_an_eval_set_smaller_than_the_processes_does_not_hang_ddp(tiny_bert, pai
     one = tmp_path / "one.jsonl"
     one.write_text(pairs_file.read_text().splitlines()[0] + "\n")
     out = tmp_path / "run"
-    cfg = {"model": {"backbone": tiny_bert},
-           "data": {"train": str(pairs_file), "eval": str(one), "max_length": 64, "max_prompt_tokens": 32},
-           "train": {"output_dir": str(out), "epochs": 1, "batch_size": 4, "progress": False, "log_with": [],
-                     "eval_every": 2, "save_model": False}}
+    cfg = _config(tiny_bert, pairs_file, out, data={"eval": str(one)}, eval_every=2, save_model=False)
     proc = _train_two(cfg, tmp_path, "one", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -110,10 +112,7 @@ def test_cross_validation_trains_fold_after_fold_on_two_processes(tiny_bert, pai
     # Each fold is a train() on the same process group: the first fold used to destroy it, and the second
     # stopped with "Default process group has not been initialized".
     out = tmp_path / "cv"
-    cfg = {"model": {"backbone": tiny_bert},
-           "data": {"train": str(pairs_file), "folds": 2, "max_length": 64, "max_prompt_tokens": 32},
-           "train": {"output_dir": str(out), "epochs": 1, "batch_size": 4, "progress": False, "log_with": [],
-                     "save_model": False}}
+    cfg = _config(tiny_bert, pairs_file, out, data={"folds": 2}, save_model=False)
     proc = _train_two(cfg, tmp_path, "cv", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "cv_metrics.json").read_text())
@@ -130,11 +129,8 @@ def test_fsdp_on_two_cpu_processes_writes_sharded_states_and_resumes_exactly(tin
     from safetensors.torch import load_file
 
     def config(out):
-        return {"model": {"backbone": tiny_bert},
-                "data": {"train": str(pairs_file), "max_length": 64, "max_prompt_tokens": 32},
-                "train": {"output_dir": str(out), "epochs": 2, "batch_size": 4, "lr_backbone": 1e-3, "lr_head": 1e-3,
-                          "progress": False, "log_with": [], "warmup_ratio": 0.0, "save_every": 2, "fsdp": True,
-                          "ema_decay": 0.5, "save_total_limit": 4}}
+        return _config(tiny_bert, pairs_file, out, epochs=2, lr_backbone=1e-3, lr_head=1e-3, warmup_ratio=0.0,
+                       save_every=2, fsdp=True, ema_decay=0.5, save_total_limit=4)
 
     whole = tmp_path / "whole"
     proc = _train_two(config(whole), tmp_path, "whole")

@@ -74,6 +74,10 @@ class DataConfig:
                                          "tokens (default: half of max_length).")
     prompt_truncation: str = option("left", "Which side of a long prompt is cut: 'left' keeps its end.")
     response_truncation: str = option("right", "Which side of a long response is cut: 'right' keeps its start.")
+    pair_encoding: str = option("auto", "How a prompt and a response make one sequence: text_pair (two segments, "
+                              "the response with its own token type, as cross-encoders read them), concat (one "
+                              "segment, prompt + response as written, as TRL's RewardTrainer builds it) or auto "
+                              "(text_pair when the tokenizer has a separator token, as BERT's, else concat).")
     assistant_marker: str = option("\n\nAssistant:", "implicit_prompt format: the marker that opens the final response.")
 
     def __post_init__(self) -> None:
@@ -85,6 +89,7 @@ class DataConfig:
         _choice("data.on_bad_row", self.on_bad_row, ("error", "skip"))
         _choice("data.prompt_truncation", self.prompt_truncation, ("left", "right"))
         _choice("data.response_truncation", self.response_truncation, ("left", "right"))
+        _choice("data.pair_encoding", self.pair_encoding, ("auto", "text_pair", "concat"))
         positive("data.min_rating_diff", self.min_rating_diff, allow_zero=True)
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"data.eval_fraction={self.eval_fraction!r} must be in [0, 1)")
@@ -192,6 +197,9 @@ class TrainConfig:
     grad_accum: int = option(1, "Micro-batches per optimiser step.")
     lr_backbone: float = option(2e-5, "Learning rate of the backbone (or its LoRA adapters).")
     lr_head: float = option(1e-4, "Learning rate of the scalar head.")
+    layer_decay: float = option(1.0, "Layer-wise learning-rate decay of the backbone (ELECTRA, BEiT): its top block "
+                              "trains at lr_backbone, each block below at this factor times the one above, the "
+                              "embeddings below the lowest; 1 = one rate for the whole backbone.")
     lr_fusion: float = option(3e-4, "model.kind=multimodal: learning rate of the fusion layers (trained from scratch).")
     lr_outcome: float = option(0.02, "Tie-aware losses (rao_kupper, davidson): learning rate of the tie parameter "
                              "(one scalar, no weight decay).")
@@ -280,6 +288,8 @@ class TrainConfig:
             raise ValueError(f"train.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"train.label_smoothing={self.label_smoothing!r} must be in [0, 0.5)")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"train.layer_decay={self.layer_decay!r} must be in (0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay={self.ema_decay!r} must be in [0, 1)")
         _choice("train.schedule", self.schedule, ("cosine", "linear", "constant"))

@@ -54,6 +54,17 @@ def test_decoder_tokenizer_concatenates_and_gets_a_pad_token(tiny_llama):
     assert feat["input_ids"] == tok("The sky is blue.")["input_ids"] and "token_type_ids" not in feat
 
 
+def test_data_pair_encoding_concat_makes_one_segment_for_an_encoder(bert_tok):
+    from rewardlab.config import DataConfig
+
+    spec = EncodingSpec.from_data_config(DataConfig(pair_encoding="concat", max_length=64))
+    (feat,), _ = TextEncoder(bert_tok, spec).encode(["Why is the sky blue? "], ["Because of scattering."])
+    plain = bert_tok("Why is the sky blue? Because of scattering.")
+    assert feat["input_ids"] == plain["input_ids"] and set(feat["token_type_ids"]) == {0}
+    with pytest.raises(ValueError, match="data.pair_encoding"):
+        DataConfig(pair_encoding="pairs")
+
+
 def test_collator_encodes_each_unique_item_once():
     a = EncodedComparison((((1, 2, 3), None), ((1, 4), None)), (3, 2), (Pair(0, 1),), 0)
     b = EncodedComparison((((1, 4), None), ((5,), None)), (2, 1), (Pair(1, 0, 2.0),), 1)

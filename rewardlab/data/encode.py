@@ -33,7 +33,8 @@ class EncodingSpec:
     def from_data_config(cls, cfg: DataConfig) -> "EncodingSpec":
         prompt_tokens = cfg.max_prompt_tokens if cfg.max_prompt_tokens is not None else cfg.max_length // 2
         return cls(max_length=cfg.max_length, max_prompt_tokens=prompt_tokens,
-                   prompt_truncation=cfg.prompt_truncation, response_truncation=cfg.response_truncation)
+                   prompt_truncation=cfg.prompt_truncation, response_truncation=cfg.response_truncation,
+                   pair_encoding=cfg.pair_encoding)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

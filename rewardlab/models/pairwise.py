@@ -25,7 +25,7 @@ import torch
 from rewardlab.config import ExperimentConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
 from rewardlab.data.schema import Comparison
-from rewardlab.models.backbones import load_backbone, prepare_tokenizer, resolve_backbone, with_lora
+from rewardlab.models.backbones import load_backbone, load_tokenizer, prepare_tokenizer, with_lora
 from rewardlab.models.base import CONFIG_KEY, ModelKind, read_metadata
 from rewardlab.models.outcomes import ThreeClass
 from rewardlab.models.text import TextRewardModel
@@ -99,9 +99,7 @@ def build_cross_encoder(cfg: ExperimentConfig, attributes: Sequence[str], proces
 
 
 def _processor(cfg: ExperimentConfig) -> PairTextItems:
-    from transformers import AutoTokenizer
-
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(resolve_backbone(cfg.model.backbone)))
+    tokenizer = load_tokenizer(cfg.model.backbone)
     return PairTextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data)))
 
 

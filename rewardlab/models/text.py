@@ -19,7 +19,7 @@ from torch import nn
 
 from rewardlab.config import ExperimentConfig, ModelConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
-from rewardlab.models.backbones import load_backbone, prepare_tokenizer, resolve_backbone, with_lora
+from rewardlab.models.backbones import load_backbone, load_tokenizer, prepare_tokenizer, with_lora
 from rewardlab.models.base import AGGREGATE, CONFIG_KEY, ModelKind, RewardNet, read_metadata
 
 
@@ -171,9 +171,7 @@ def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = (), vocab_siz
 
 
 def _processor(cfg: ExperimentConfig) -> TextItems:
-    from transformers import AutoTokenizer
-
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(resolve_backbone(cfg.model.backbone)))
+    tokenizer = load_tokenizer(cfg.model.backbone)
     return TextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data)), packing=cfg.model.packing)
 
 

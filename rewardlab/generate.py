@@ -115,11 +115,10 @@ def load_policy(name: str, device: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs: dict = {}
-    if name == DEFAULT_POLICY:
-        name, kwargs["gguf_file"] = smollm2_path()
-    elif name.endswith(".gguf") and os.path.isfile(name):
-        name, kwargs["gguf_file"] = os.path.dirname(os.path.abspath(name)), os.path.basename(name)
+    from rewardlab.models.backbones import backbone_source
+
+    # the offline default and .gguf files through the backbone registry; any other name straight to transformers
+    name, kwargs = backbone_source(name) if name == DEFAULT_POLICY or name.endswith(".gguf") else (name, {})
     tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -119,13 +119,14 @@ def outermost(root, match: Callable[[object], bool]) -> list:
     return [found for child in root.children() for found in outermost(child, match)]
 
 
-def load_backbone(name: str, num_labels: int = 1, *, dropout: float = -1.0, **kwargs):
-    """Load ``name`` as ``AutoModelForSequenceClassification(num_labels)`` (one per reward head) and its tokenizer;
+def load_backbone(name: str, num_labels: int = 1, *, dropout: float = -1.0, tokenizer=None, **kwargs):
+    """Load ``name`` as ``AutoModelForSequenceClassification(num_labels)`` (one per reward head) and its tokenizer
+    (``tokenizer`` when the caller has it already: a GGUF file's takes seconds to read);
     ``dropout`` (unless negative: the checkpoint's own) replaces every dropout probability of the backbone's config."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path, extra = backbone_source(name)
-    tokenizer = load_tokenizer(name)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name)
     if dropout >= 0:
         kwargs.update(dropout_overrides(AutoConfig.from_pretrained(path, **extra), dropout))
     model = dequantised(AutoModelForSequenceClassification.from_pretrained(

@@ -89,7 +89,8 @@ def build_cross_encoder(cfg: ExperimentConfig, attributes: Sequence[str], proces
     if attributes:
         raise ValueError(f"model.kind=cross_encoder predicts one A / B / tie outcome; the data rates attributes "
                          f"{', '.join(attributes)}: use model.kind=text for per-attribute heads")
-    hf_model, _ = load_backbone(cfg.model.backbone, num_labels=len(PAIR_LABELS), dropout=cfg.model.dropout)
+    hf_model, _ = load_backbone(cfg.model.backbone, num_labels=len(PAIR_LABELS), dropout=cfg.model.dropout,
+                                tokenizer=processor.tokenizer)
     if cfg.model.lora:
         hf_model = with_lora(hf_model, cfg.model, "SEQ_CLS")
     model = TextRewardModel(hf_model)

@@ -142,15 +142,15 @@ def check_packable(hf_model: nn.Module, backbone: str) -> None:
                          f"decoders of these types: {', '.join(PACKABLE)}. Set model.packing=false")
 
 
-def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = (), vocab_size: int | None = None
-                     ) -> tuple[TextRewardModel, object]:
+def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = (), vocab_size: int | None = None,
+                     tokenizer=None) -> tuple[TextRewardModel, object]:
     """Backbone from the registry (one output per attribute, or one), with LoRA when asked; (model, tokenizer).
 
     ``vocab_size`` larger than the backbone's (tokens added to the tokenizer, e.g. labeler tokens) grows
     the input embeddings, whose new rows then train with the model (with LoRA too).
     """
     hf_model, tokenizer = load_backbone(cfg.backbone, num_labels=max(1, len(attributes)),
-                                        dropout=cfg.dropout)
+                                        dropout=cfg.dropout, tokenizer=tokenizer)
     grown = vocab_size is not None and vocab_size > hf_model.get_input_embeddings().weight.shape[0]
     if grown:
         hf_model.resize_token_embeddings(vocab_size)
@@ -176,7 +176,8 @@ def _processor(cfg: ExperimentConfig) -> TextItems:
 
 
 def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: TextItems) -> TextRewardModel:
-    model, _ = build_text_model(cfg.model, attributes, vocab_size=len(processor.tokenizer))
+    model, _ = build_text_model(cfg.model, attributes, vocab_size=len(processor.tokenizer),
+                                tokenizer=processor.tokenizer)
     return model
 
 

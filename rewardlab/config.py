@@ -74,10 +74,13 @@ class DataConfig:
                                          "tokens (default: half of max_length).")
     prompt_truncation: str = option("left", "Which side of a long prompt is cut: 'left' keeps its end.")
     response_truncation: str = option("right", "Which side of a long response is cut: 'right' keeps its start.")
-    pair_encoding: str = option("auto", "How a prompt and a response make one sequence: text_pair (two segments, "
-                              "the response with its own token type, as cross-encoders read them), concat (one "
-                              "segment, prompt + response as written, as TRL's RewardTrainer builds it) or auto "
-                              "(text_pair when the tokenizer has a separator token, as BERT's, else concat).")
+    pair_encoding: str = option("auto", "How a prompt and a response make one sequence: concat (one segment, prompt + "
+                              "response as written, as TRL's RewardTrainer builds it), text_pair (two segments, the "
+                              "response with its own token type) or auto, the model kind's choice: concat for "
+                              "model.kind=text (the better one for MiniLM on HH-RLHF and LLMFAO, README, Length bias), "
+                              "text_pair for a cross-encoder whose tokenizer has a separator token.")
+    concat_separator: str = option("\n", "pair_encoding=concat: put between prompt and response when neither has "
+                                 "whitespace at the joint ('Why?' + 'Because.' → 'Why?\\nBecause.').")
     assistant_marker: str = option("\n\nAssistant:", "implicit_prompt format: the marker that opens the final response.")
 
     def __post_init__(self) -> None:
@@ -196,7 +199,9 @@ class TrainConfig:
     eval_batch_size: int = option(64, "Sequences per forward pass when evaluating.")
     grad_accum: int = option(1, "Micro-batches per optimiser step.")
     lr_backbone: float = option(2e-5, "Learning rate of the backbone (or its LoRA adapters).")
-    lr_head: float = option(1e-4, "Learning rate of the scalar head.")
+    lr_head: float | None = option(None, "Learning rate of the heads (everything outside the backbone but fusion); "
+                                 "unset: 10 x lr_backbone, the better ratio for MiniLM on HH-RLHF (README, Length "
+                                 "bias).")
     layer_decay: float = option(1.0, "Layer-wise learning-rate decay of the backbone (ELECTRA, BEiT): its top block "
                               "trains at lr_backbone, each block below at this factor times the one above, the "
                               "embeddings below the lowest; 1 = one rate for the whole backbone.")
@@ -278,8 +283,10 @@ class TrainConfig:
             positive("train.max_tokens_per_batch", self.max_tokens_per_batch)
         for name in ("batch_size", "eval_batch_size", "grad_accum", "save_total_limit", "ensemble_size"):
             positive(f"train.{name}", getattr(self, name))
-        for name in ("lr_backbone", "lr_head", "lr_fusion", "lr_outcome"):
+        for name in ("lr_backbone", "lr_fusion", "lr_outcome"):
             positive(f"train.{name}", getattr(self, name))
+        if self.lr_head is not None:
+            positive("train.lr_head", self.lr_head)
         positive("train.mixup_alpha", self.mixup_alpha, allow_zero=True)
         for name in ("weight_decay", "max_grad_norm", "center_rewards", "margin_scale", "eval_every",
                      "save_every", "early_stopping_patience", "num_workers", "focal_gamma"):
@@ -310,6 +317,11 @@ class TrainConfig:
         from rewardlab.losses import loss_names  # late import: losses imports torch
 
         _choice("train.loss", self.loss, loss_names())
+
+    @property
+    def head_lr(self) -> float:
+        """``lr_head``, or 10 x ``lr_backbone`` when it is unset."""
+        return self.lr_head if self.lr_head is not None else 10 * self.lr_backbone
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -76,7 +76,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
 def test_listing_commands(capsys):
     assert main(["losses"]) == 0 and "bradley_terry:" in capsys.readouterr().out
     assert main(["backbones"]) == 0 and "minilm" in capsys.readouterr().out
-    assert main(["options"]) == 0 and "train.lr_head = 0.0001" in capsys.readouterr().out
+    assert main(["options"]) == 0 and "train.lr_head = None" in capsys.readouterr().out
 
 
 def test_train_takes_data_and_out_shortcuts(tiny_bert, tmp_path, capsys):

@@ -20,6 +20,11 @@ def test_overrides_coerce_types():
     assert cfg.train.log_with == ["tensorboard", "wandb"]
 
 
+def test_head_learning_rate_is_ten_times_the_backbones_unless_set():
+    assert load_config(None, ["train.lr_backbone=3e-5"]).train.head_lr == pytest.approx(3e-4)
+    assert load_config(None, ["train.lr_backbone=3e-5", "train.lr_head=1e-4"]).train.head_lr == pytest.approx(1e-4)
+
+
 def test_yaml_file_and_override_precedence(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("train:\n  epochs: 3\n  batch_size: 8\n")

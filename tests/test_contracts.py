@@ -128,7 +128,7 @@ def test_multi_attribute_text_model_checkpoint_is_plain_transformers(tiny_bert, 
     assert hf.config.num_labels == 2 and hf.config.id2label == {0: "helpfulness", 1: "politeness"}
     tok = AutoTokenizer.from_pretrained(folder)
     with torch.no_grad():
-        logits = hf(**tok(["How do I do task 3?"], ["No."], return_tensors="pt")).logits[0].tolist()
+        logits = hf(**tok(["How do I do task 3?\nNo."], return_tensors="pt")).logits[0].tolist()
     rm = RewardModel.from_pretrained(str(folder), device="cpu")
     weights = rm.metadata["aggregate_weights"]
     assert weights == pytest.approx([0.5, 0.5])

@@ -83,6 +83,8 @@ def test_plain_bt_learns_length_and_each_debiasing_option_does_not(tiny_bert, sy
 def test_the_debiased_checkpoint_is_the_quality_model_alone(tiny_bert, synthetic_file, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
+    from rewardlab.data.encode import joined
+
     cfg = tiny_config(tiny_bert, synthetic_file, tmp_path / "run", max_steps=3, debias="[length]")
     result = train(cfg)
     fitted = result.metrics["data"]["debias"]["fitted_nuisance_weights"]["length"]
@@ -94,7 +96,7 @@ def test_the_debiased_checkpoint_is_the_quality_model_alone(tiny_bert, synthetic
     assert hf.config.num_labels == 1 and not any("nuisance" in n for n, _ in hf.named_parameters())
     rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
     tok = rm.processor.tokenizer
-    enc = tok("question 1", reply("good", 3), return_tensors="pt")
+    enc = tok(joined("question 1", reply("good", 3), "\n"), return_tensors="pt")  # one text per reply
     with torch.no_grad():
         assert rm.score("question 1", reply("good", 3)) == pytest.approx(float(hf(**enc).logits[0, 0]), abs=1e-5)
     from rewardlab.evaluation.run import evaluate

@@ -61,8 +61,25 @@ def test_data_pair_encoding_concat_makes_one_segment_for_an_encoder(bert_tok):
     (feat,), _ = TextEncoder(bert_tok, spec).encode(["Why is the sky blue? "], ["Because of scattering."])
     plain = bert_tok("Why is the sky blue? Because of scattering.")
     assert feat["input_ids"] == plain["input_ids"] and set(feat["token_type_ids"]) == {0}
+    # no whitespace at the joint: the separator keeps the prompt's last word and the reply's first apart
+    (feat,), _ = TextEncoder(bert_tok, spec).encode(["Tell me a fact"], ["Water boils at 100 C."])
+    assert feat["input_ids"] == bert_tok("Tell me a fact\nWater boils at 100 C.")["input_ids"]
+    assert feat["input_ids"] != bert_tok("Tell me a factWater boils at 100 C.")["input_ids"]
     with pytest.raises(ValueError, match="data.pair_encoding"):
         DataConfig(pair_encoding="pairs")
+
+
+def test_pair_encoding_auto_is_each_model_kinds_choice(tiny_bert, tmp_path):
+    from rewardlab.config import load_config
+    from rewardlab.models.base import get_kind
+
+    def spec(kind: str, *overrides: str) -> EncodingSpec:
+        cfg = load_config(None, [f"model.backbone={tiny_bert}", f"model.kind={kind}", *overrides])
+        return get_kind(kind).processor(cfg).encoder.spec
+
+    assert spec("text").pair_encoding == "concat"  # one text per reply, as TRL builds it
+    assert spec("text", "data.pair_encoding=text_pair").pair_encoding == "text_pair"
+    assert spec("cross_encoder").pair_encoding == "text_pair"  # BERT has a separator token
 
 
 def test_collator_encodes_each_unique_item_once():

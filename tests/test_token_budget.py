@@ -65,7 +65,9 @@ def test_one_step_is_the_same_however_the_budget_cuts_the_pairs(no_dropout_bert,
     base = weights[100000]
     for budget in (64, 160):
         for name, value in base.items():
-            torch.testing.assert_close(weights[budget][name], value, rtol=0, atol=2e-6, msg=f"{budget}: {name}")
+            # AdamW's first step is lr * g / |g|: summation-order noise in a near-zero gradient moves a weight by
+            # up to ~1e-3 of the step (lr 1e-3); a mis-weighted pair would move many by a large part of it
+            torch.testing.assert_close(weights[budget][name], value, rtol=0, atol=1e-5, msg=f"{budget}: {name}")
     changed = load_file(__import__("pathlib").Path(no_dropout_bert) / "model.safetensors")
     assert any(not torch.equal(changed[k], base[k]) for k in base if k in changed)  # the step did move the weights
 

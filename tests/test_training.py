@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ def test_one_step_changes_backbone_and_head(tiny_bert, pairs_file):
     groups = model.parameter_groups()
     backbone, head = [p for _, p in groups["backbone"]], [p for _, p in groups["head"]]
     assert {id(p) for p in head} == {id(p) for p in model.hf_model.classifier.parameters()}
-    opt = build_optimizer(groups, TrainConfig(lr_backbone=1e-2))
+    opt = build_optimizer(groups, TrainConfig(lr_backbone=1e-2, lr_head=1e-4))
     assert [g["lr"] for g in opt.param_groups] == [1e-2, 1e-2, 1e-4, 1e-4]  # backbone / head, decay / no decay
     before = [p.detach().clone() for p in backbone + head]
     rewards = model(**items)
@@ -46,6 +47,14 @@ def test_one_step_changes_backbone_and_head(tiny_bert, pairs_file):
     changed = [not torch.equal(b, p) for b, p in zip(before, backbone + head)]
     assert changed[-2] and sum(changed[:-2]) > len(backbone) // 2  # head weight and most of the backbone
     assert not changed[-1]  # BT sees only reward differences: the head's bias gets no gradient
+
+
+def test_heads_train_at_ten_times_the_backbone_rate_by_default(tiny_bert):
+    model, _ = build_text_model(ModelConfig(backbone=tiny_bert))
+    opt = build_optimizer(model.parameter_groups(), TrainConfig(lr_backbone=3e-5))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert {lr_of[id(p)] for p in model.hf_model.bert.parameters()} == {3e-5}
+    assert [lr_of[id(p)] for p in model.hf_model.classifier.parameters()] == pytest.approx([3e-4, 3e-4])
 
 
 def test_layer_decay_slows_each_block_below_the_top(tiny_bert):
@@ -72,17 +81,31 @@ def test_trained_checkpoint_is_plain_transformers_with_same_scores(tiny_bert, pa
     folder = result.model_dir
     assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
     meta = read_metadata(folder)
-    assert meta["encoding"]["pair_encoding"] == "text_pair" and meta["reward_std"] > 0
+    assert meta["encoding"]["pair_encoding"] == "concat" and meta["reward_std"] > 0
     hf = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
-    prompts, responses = ["How do I do task 3?", "Hi"], ["Do step one.", "I'm sorry, I can't help with that."]
+    prompts, responses = ["How do I do task 3?", "Hi "], ["Do step one.", "I'm sorry, I can't help with that."]
+    texts = ["How do I do task 3?\nDo step one.", "Hi I'm sorry, I can't help with that."]  # one text per reply
     with torch.no_grad():
-        plain = hf(**tok(prompts, responses, padding=True, return_tensors="pt")).logits[:, 0].tolist()
+        plain = hf(**tok(texts, padding=True, return_tensors="pt")).logits[:, 0].tolist()
     ours = RewardModel.from_pretrained(str(folder), device="cpu").score_batch(prompts, responses)
     assert ours == pytest.approx(plain, abs=1e-5)
     # the history feeds the report's training curves
     kinds = {json.loads(l)["kind"] for l in (tmp_path / "run" / "history.jsonl").read_text().splitlines()}
     assert kinds == {"train", "eval"}
+
+
+def test_text_pair_checkpoint_scores_as_plain_transformers_text_pairs(tiny_bert, pairs_file, tmp_path):
+    cfg = tiny_config(tiny_bert, pairs_file, tmp_path / "run", max_steps=2)
+    result = train(replace(cfg, data=replace(cfg.data, pair_encoding="text_pair")))
+    assert read_metadata(result.model_dir)["encoding"]["pair_encoding"] == "text_pair"
+    hf = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(result.model_dir)
+    prompts, responses = ["How do I do task 3?", "Hi"], ["Do step one.", "I'm sorry, I can't help with that."]
+    with torch.no_grad():
+        plain = hf(**tok(prompts, responses, padding=True, return_tensors="pt")).logits[:, 0].tolist()
+    ours = RewardModel.from_pretrained(str(result.model_dir), device="cpu").score_batch(prompts, responses)
+    assert ours == pytest.approx(plain, abs=1e-5)
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])
@@ -120,7 +143,7 @@ def test_lora_trains_adapters_and_saves_a_merged_plain_model(tiny_bert, pairs_fi
     hf = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
     tok = AutoTokenizer.from_pretrained(result.model_dir)
     with torch.no_grad():
-        plain = hf(**tok(["q"], ["an answer"], return_tensors="pt")).logits[0, 0].item()
+        plain = hf(**tok(["q\nan answer"], return_tensors="pt")).logits[0, 0].item()
     assert RewardModel.from_pretrained(str(result.model_dir), device="cpu").score("q", "an answer") == \
         pytest.approx(plain, abs=1e-5)
 

@@ -1,11 +1,12 @@
 """(prompt, response) → token ids, truncating long texts at token boundaries and counting it.
 
-Encoders (tokenizers with a separator token, e.g. BERT) see the two texts as a
-text pair: ``[CLS] prompt [SEP] response [SEP]``, exactly what
-``tokenizer(prompt, response)`` gives a plain transformers user. Decoders see
-``prompt + response`` as one text. Long inputs are cut *before* encoding, so
-the ids are those of the truncated texts: by default the prompt keeps its end
-and the response keeps its start.
+``concat`` makes one text of the two, ``prompt + response`` as written (with
+``concat_separator`` between them when neither has whitespace at the joint), as
+TRL's RewardTrainer builds it. ``text_pair`` gives encoders (tokenizers with a
+separator token, e.g. BERT) ``[CLS] prompt [SEP] response [SEP]``, exactly what
+``tokenizer(prompt, response)`` gives a plain transformers user. Long inputs are
+cut *before* encoding, so the ids are those of the truncated texts: by default
+the prompt keeps its end and the response keeps its start.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ class EncodingSpec:
     prompt_truncation: str = "left"
     response_truncation: str = "right"
     pair_encoding: str = "auto"  # text_pair | concat | auto (text_pair when the tokenizer has a sep token)
+    concat_separator: str = ""  # concat: put between prompt and response when neither has whitespace there
 
     @classmethod
-    def from_data_config(cls, cfg: DataConfig) -> "EncodingSpec":
+    def from_data_config(cls, cfg: DataConfig, auto: str = "auto") -> "EncodingSpec":
+        """The spec ``cfg`` asks for; ``auto`` is what a model kind makes of ``pair_encoding=auto``."""
         prompt_tokens = cfg.max_prompt_tokens if cfg.max_prompt_tokens is not None else cfg.max_length // 2
         return cls(max_length=cfg.max_length, max_prompt_tokens=prompt_tokens,
                    prompt_truncation=cfg.prompt_truncation, response_truncation=cfg.response_truncation,
-                   pair_encoding=cfg.pair_encoding)
+                   pair_encoding=auto if cfg.pair_encoding == "auto" else cfg.pair_encoding,
+                   concat_separator=cfg.concat_separator)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -95,10 +99,23 @@ class TextEncoder:
         if spec.pair_encoding == "text_pair":
             enc = tok(cut_p, cut_r, truncation="longest_first", max_length=spec.max_length)
         else:
-            enc = tok([p + r for p, r in zip(cut_p, cut_r)], truncation=True, max_length=spec.max_length)
+            enc = tok([joined(p, r, spec.concat_separator) for p, r in zip(cut_p, cut_r)], truncation=True,
+                      max_length=spec.max_length)
         names = [k for k in ("input_ids", "token_type_ids") if k in enc]
         features = [{k: enc[k][i] for k in names} for i in range(len(cut_p))]
         return features, truncated
+
+
+def joined(prompt: str, response: str, separator: str) -> str:
+    """``prompt + response``, with ``separator`` between them when neither has whitespace at the joint.
+
+    Example:
+        >>> joined("Why?", "Because.", "\\n"), joined("Human: hi\\n\\nAssistant:", " Hello.", "\\n")
+        ('Why?\\nBecause.', 'Human: hi\\n\\nAssistant: Hello.')
+    """
+    if separator and prompt and response and not prompt[-1].isspace() and not response[0].isspace():
+        return prompt + separator + response
+    return prompt + response
 
 
 TextItem = tuple[tuple[int, ...], "tuple[int, ...] | None"]  # (input_ids, token_type_ids or None)

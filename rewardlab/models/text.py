@@ -172,7 +172,8 @@ def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = (), vocab_siz
 
 def _processor(cfg: ExperimentConfig) -> TextItems:
     tokenizer = load_tokenizer(cfg.model.backbone)
-    return TextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data)), packing=cfg.model.packing)
+    return TextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data, auto="concat")),
+                     packing=cfg.model.packing)
 
 
 def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: TextItems) -> TextRewardModel:

@@ -40,12 +40,12 @@ def build_optimizer(named_groups: dict[str, list[tuple[str, torch.nn.Parameter]]
                     ) -> torch.optim.AdamW:
     """AdamW over named parameter groups ``{"backbone": [...], "head": [...]}``.
 
-    Each group gets its own learning rate (``lr_backbone`` / ``lr_head``, and ``lr_fusion`` for a
-    multimodal model's ``fusion`` group, ``lr_outcome`` for a tie-aware outcome model's parameter);
+    Each group gets its own learning rate (``lr_backbone`` / ``lr_head``, by default 10 x ``lr_backbone``, and
+    ``lr_fusion`` for a multimodal model's ``fusion`` group, ``lr_outcome`` for a tie-aware outcome model's parameter);
     biases, norm weights and the tie parameter get no weight decay. With ``layer_decay`` < 1 the
     backbone's blocks train at rates decaying from its top down (``layer_scales``).
     """
-    lrs = {"backbone": cfg.lr_backbone, "head": cfg.lr_head, "fusion": cfg.lr_fusion, "outcome": cfg.lr_outcome}
+    lrs = {"backbone": cfg.lr_backbone, "head": cfg.head_lr, "fusion": cfg.lr_fusion, "outcome": cfg.lr_outcome}
     # The outcome model's tie parameter (Rao-Kupper's eta, Davidson's nu) is one scalar the whole data set informs:
     # its own learning rate, and no weight decay pulling it toward an arbitrary value.
     outcome = [(n, p) for ps in named_groups.values() for n, p in ps if "outcome_model." in n]

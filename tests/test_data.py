@@ -149,6 +149,12 @@ def test_embedded_default_data():
     assert len({c.prompt for c in comps}) >= 60
     assert {c.meta["category"] for c in comps} == {"obvious", "subtle"}
     assert default_data_path().is_file()
+    # length does not give the preference away: the longer reply wins about half the pairs, refusals included
+    def longer_won(cs):
+        return sum(len(c.responses[0]) > len(c.responses[1]) for c in cs) / len(cs)
+
+    assert 0.45 <= longer_won(comps) <= 0.6
+    assert 0.4 <= longer_won([c for c in comps if c.meta["kind"] == "refusal"]) <= 0.6
 
 
 def test_group_split_is_disjoint_seeded_and_sized():

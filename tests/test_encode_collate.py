@@ -52,6 +52,15 @@ def test_decoder_tokenizer_concatenates_and_gets_a_pad_token(tiny_llama):
     assert enc.spec.pair_encoding == "concat"
     (feat,), _ = enc.encode(["The sky "], ["is blue."])
     assert feat["input_ids"] == tok("The sky is blue.")["input_ids"] and "token_type_ids" not in feat
+    # the separator takes room too: prompt + reply that fill max_length exactly no longer fit once it joins them,
+    # and the cut is counted (not left to the tokenizer, which would drop the reply's last token silently)
+    enc = TextEncoder(tok, EncodingSpec(max_length=16, max_prompt_tokens=4, concat_separator="\n"))
+    reply = " ".join(["word"] * 20)
+    ids = tok(reply, add_special_tokens=False)["input_ids"]
+    reply = tok.decode(ids[: 16 - len(tok("Q")["input_ids"])])
+    (feat,), truncated = enc.encode(["Q"], [reply])
+    assert truncated == 1 and len(feat["input_ids"]) == 16
+    assert tok.decode(feat["input_ids"], skip_special_tokens=True).startswith("Q\nword word")
 
 
 def test_data_pair_encoding_concat_makes_one_segment_for_an_encoder(bert_tok):

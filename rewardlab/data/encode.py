@@ -66,7 +66,10 @@ class TextEncoder:
         if mode not in ("text_pair", "concat"):
             raise ValueError(f"pair_encoding={mode!r}; choose text_pair, concat or auto")
         self.spec = spec
-        self.n_special = tokenizer.num_special_tokens_to_add(pair=mode == "text_pair")
+        # tokens the encoding adds to the two texts: special tokens, and the separator concat may put between them
+        joint = tokenizer(spec.concat_separator, add_special_tokens=False)["input_ids"] \
+            if mode == "concat" and spec.concat_separator else []
+        self.n_special = tokenizer.num_special_tokens_to_add(pair=mode == "text_pair") + len(joint)
 
     def _cut(self, text: str, offsets: list, keep: int, side: str) -> str:
         """Keep ``keep`` tokens of ``text``; ``side`` is the side that is cut off."""

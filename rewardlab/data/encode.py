@@ -29,7 +29,9 @@ class EncodingSpec:
     prompt_truncation: str = "left"
     response_truncation: str = "right"
     pair_encoding: str = "auto"  # text_pair | concat | auto (text_pair when the tokenizer has a sep token)
-    concat_separator: str = ""  # concat: put between prompt and response when neither has whitespace there
+    # concat: put between prompt and response when neither has whitespace there. "" here, not DataConfig's "\n", so
+    # that checkpoints saved before the option existed (their specs lack it) keep encoding as they were trained
+    concat_separator: str = ""
 
     @classmethod
     def from_data_config(cls, cfg: DataConfig, auto: str = "auto") -> "EncodingSpec":

@@ -92,12 +92,9 @@ def classification_metrics(margins: np.ndarray, temperature: float = 1.0, seed: 
     y, m = oriented(margins, seed)
     p = preference_probability(m, temperature)
     pred = (p > 0.5).astype(int)
-    out = {
-        "precision": float(skm.precision_score(y, pred, zero_division=0)),
-        "recall": float(skm.recall_score(y, pred, zero_division=0)),
-        "f1": float(skm.f1_score(y, pred, zero_division=0)),
-        "brier": float(skm.brier_score_loss(y, p)),
-    }
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
+    out = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+           "brier": float(skm.brier_score_loss(y, p))}
     out["roc_auc"] = float(skm.roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
     return out
 

@@ -11,7 +11,8 @@ Endpoints:
     GET  /health       {"status": "ok", "models": [...], "queue_items": {...}}
     GET  /v1/models    the served models, their heads and normalisations
     GET  /metrics      Prometheus text (see :mod:`rewardlab.serve.metrics`)
-    POST /v1/compare   501: A/B/tie models are not served yet
+    POST /v1/compare   {"items": [{"prompt", "response_a", "response_b", "labeler"?}], "model"?}
+                       -> {"model", "outcome_model", "probabilities": [{"a", "b", "tie"}]}
 
 Scores come back in item order. Items of concurrent requests share forward passes (see
 :mod:`rewardlab.serve.batcher`). Bad input gets 422 (wrong types, unknown fields, unknown attribute

@@ -1,5 +1,6 @@
 """Ensembles: K members trained and saved as one folder, mean / std / conservative scores, uncertainty metrics."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from rewardlab.evaluation.ensemble import uncertainty_metrics
 from rewardlab.scoring import RewardModel
 from rewardlab.train.ensemble import train_ensemble
+from rewardlab.train.run import train
 
 from conftest import tiny_config
 
@@ -66,11 +68,18 @@ def test_ensemble_options_are_checked(tiny_bert, pairs_file, tmp_path):
     with pytest.raises(ValueError, match="an ensemble needs at least 2 members"):
         train_ensemble(tiny_config(tiny_bert, pairs_file, tmp_path))
     with pytest.raises(ValueError, match="an ensemble is trained member by member"):
-        from rewardlab.train.run import train
-        import dataclasses
-
         cfg = tiny_config(tiny_bert, pairs_file, tmp_path)
         train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="ensemble")))
+    cfg = tiny_config(tiny_bert, pairs_file, tmp_path, ensemble_size=2)
+    refused = {"cannot be combined with model.personalization or data.folds": [
+                   dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, personalization="embedding")),
+                   dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=3))],
+               "model.kind=cross_encoder judges ordered pairs": [
+                   dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="cross_encoder"))]}
+    for message, configs in refused.items():
+        for refused_cfg in configs:
+            with pytest.raises(ValueError, match=message):
+                train_ensemble(refused_cfg)
 
 
 def test_a_shared_backbone_ensemble_scores_every_member_in_one_pass(tiny_bert, pairs_file, tmp_path):

@@ -76,6 +76,9 @@ def adapt(model_dir: str, data: str, labeler: str, out: str | Path | None = None
     if meta is None:
         raise ValueError(f"{model_dir} is not a personalised model (train with model.personalization=tokens, "
                          "embedding or lowrank)")
+    if rm.is_ensemble:
+        raise ValueError(f"{model_dir} is an ensemble; adapt onboards a labeler into one model: adapt a member "
+                         "and score it alone, or retrain the ensemble with the new labeler's data")
     if not isinstance(labeler, str) or not labeler.strip():
         raise ValueError(f"--labeler must be a non-empty id, got {labeler!r}")
     if labeler in rm.labelers:

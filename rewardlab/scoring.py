@@ -77,7 +77,7 @@ class RewardModel:
         model, processor, metadata = kind.load(path, device, dtype)
         if "outcome" in metadata:
             model.set_outcome(outcome_from_metadata(metadata["outcome"]).to(device))
-        if "personalization" in metadata:
+        if "personalization" in metadata and kind.name != "ensemble":  # an ensemble's members load their own
             model, processor = load_personal(model, processor, path, metadata["personalization"])
         if "ensemble_heads" in metadata:  # a shared-backbone ensemble: its member heads, scored as an ensemble
             from rewardlab.models.ensemble import HeadEnsembleRewardNet
@@ -127,6 +127,11 @@ class RewardModel:
         """The labelers a personalised model has parameters for (empty for population models)."""
         return list(self.metadata.get("personalization", {}).get("labelers", []))
 
+    @property
+    def labeler_positions(self) -> dict[str, int]:
+        """Each labeler's row in the model's user tables (the saved order; an ensemble's members share it)."""
+        return {u: i for i, u in enumerate(self.labelers)}
+
     def labeler_source(self, labeler: str | None) -> str:
         """Which reward scores ``labeler``: ``personal`` (its own parameters) or ``population``."""
         return "personal" if labeler is not None and labeler in self.labelers else "population"
@@ -140,7 +145,7 @@ class RewardModel:
             if unknown_labeler == "error":
                 raise ValueError(f"labeler {labeler!r}: this model is not personalised (it has one population reward)")
             return POPULATION
-        index = self.model.labeler_index()
+        index = self.labeler_positions
         if labeler not in index and unknown_labeler == "error":
             known = ", ".join(self.labelers[:10]) + (" ..." if len(self.labelers) > 10 else "")
             raise ValueError(f"unknown labeler {labeler!r}; the model knows {len(index)} labelers ({known}). Score "
@@ -222,12 +227,15 @@ class RewardModel:
         return {"mean": mean, "std": std, "conservative": mean - lam * std, "min": member_rows.min(0)}
 
     @torch.inference_mode()
-    def member_scores(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32
+    def member_scores(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,
+                      labeler: Sequence[str | None] | str | None = None, unknown_labeler: str = "population"
                       ) -> np.ndarray:
         """Every member's rewards (K, N, H) of an ensemble, items batched by length; one forward per batch
-        scores all members (for a shared-backbone ensemble, one pass of the backbone)."""
+        scores all members (for a shared-backbone ensemble, one pass of the backbone). ``labeler`` as in
+        :meth:`score_heads`."""
         if not self.is_ensemble:
             raise ValueError("member scores need an ensemble (train with train.ensemble_size >= 2)")
+        responses = self.with_labelers(responses, labeler, unknown_labeler)
         items, _ = self.processor.encode_items(list(prompts), list(responses))
         k, h = len(self.model.members), len(self.heads)
         rows = np.empty((len(items), self.row_width))
@@ -239,12 +247,13 @@ class RewardModel:
         return rows[:, h:].reshape(len(items), k, h).transpose(1, 0, 2)  # (K, N, H)
 
     def score_uncertainty(self, prompts: Sequence[str], responses: Sequence[object], *, lam: float = 1.0,
-                          batch_size: int = 32) -> dict[str, list[float]]:
+                          batch_size: int = 32, **labelers) -> dict[str, list[float]]:
         """An ensemble's overall reward per item with its uncertainty: mean, std (member disagreement),
-        conservative (mean − lam·std, against over-optimisation) and min (the worst member)."""
+        conservative (mean − lam·std, against over-optimisation) and min (the worst member); ``labeler``
+        (and ``unknown_labeler``) as in :meth:`score_heads`."""
         if not self.is_ensemble:
             raise ValueError("score_uncertainty needs an ensemble (train with train.ensemble_size >= 2)")
-        members = self.member_scores(prompts, responses, batch_size=batch_size)[:, :, -1]  # (K, N) overall rewards
+        members = self.member_scores(prompts, responses, batch_size=batch_size, **labelers)[:, :, -1]  # (K, N)
         return {name: values.tolist() for name, values in self.uncertainty(members, lam).items()}
 
     def score_batch(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,
@@ -289,8 +298,7 @@ class RewardModel:
         """
         prepared = [self.kind.prepare(c) for c in comparisons] if self.kind.prepare else list(comparisons)
         if "personalization" in self.metadata:  # each comparison judged by its own labeler's reward
-            index = self.model.labeler_index()
-            prepared = [personalize(c, index) for c in prepared]
+            prepared = [personalize(c, self.labeler_positions) for c in prepared]
         keys = list(dict.fromkeys((c.prompt, r) for c in prepared for r in c.responses))
         scores = self.score_heads([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)
         row = {k: i for i, k in enumerate(keys)}

@@ -71,9 +71,7 @@ def test_ensemble_options_are_checked(tiny_bert, pairs_file, tmp_path):
         cfg = tiny_config(tiny_bert, pairs_file, tmp_path)
         train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="ensemble")))
     cfg = tiny_config(tiny_bert, pairs_file, tmp_path, ensemble_size=2)
-    refused = {"cannot be combined with model.personalization or data.folds": [
-                   dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, personalization="embedding")),
-                   dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=3))],
+    refused = {"cannot be combined with data.folds": [dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=3))],
                "model.kind=cross_encoder judges ordered pairs": [
                    dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="cross_encoder"))]}
     for message, configs in refused.items():

@@ -207,3 +207,39 @@ def test_eval_compares_each_labelers_reward_with_the_population(trained_mode, ta
     assert personal["overall"]["population_accuracy"] == pytest.approx(0.5)
     assert (tmp_path / "eval" / "labeler_gains.png").stat().st_size > 0
     assert "labelers: own reward" in result.summary()
+
+
+# ----------------------------------------------------------------------------- ensembles
+
+
+@pytest.mark.parametrize("shared, mode", [(False, "tokens"), (True, "embedding")])
+def test_a_personalised_ensemble_keeps_each_labelers_taste(tiny_bert, taste_data, tmp_path, shared, mode):
+    from rewardlab.adapt import adapt
+    from rewardlab.serve.app import create_app
+    from rewardlab.serve.config import ServeConfig
+    from rewardlab.train.ensemble import train_ensemble
+    from test_serve import post, serving
+
+    cfg = tiny_config(tiny_bert, taste_data[0], tmp_path, epochs=6, lr_head=3e-3, ensemble_size=2,
+                      ensemble_bootstrap=shared, ensemble_shared_backbone=shared)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_by="prompt"),
+                              model=dataclasses.replace(cfg.model, personalization=mode, dropout=-1.0))
+    model_dir = train_ensemble(cfg).model_dir
+    rm = RewardModel.from_pretrained(str(model_dir), device="cpu")
+    assert rm.is_ensemble and rm.labelers == ["alice", "bob"]
+    # one labeler table for every member, and each labeler's pairs as in the data (not the member heads' copies)
+    assert rm.metadata["personalization"]["train_pairs"] == {"alice": 32, "bob": 32}
+    assert min(accuracy_by_labeler(rm, taste_data[1]).values()) >= 0.9
+    row, who = taste_data[1][0], ["alice", "bob", "carol"]
+    spread = rm.score_uncertainty([row["prompt"]] * 3, [row["chosen"]] * 3, labeler=who)
+    assert spread["mean"] == pytest.approx([rm.score(row["prompt"], row["chosen"], labeler=u) for u in who], abs=1e-5)
+    assert spread["mean"][2] == pytest.approx(rm.score(row["prompt"], row["chosen"]), abs=1e-6)  # the population
+    assert min(spread["std"]) > 0  # the members differ (seeds; for member heads, bootstrap weights too)
+    with serving(create_app({"default": rm}, ServeConfig())) as (url, _):
+        code, reply, _ = post(f"{url}/v1/score", {"items": [{"prompt": row["prompt"], "response": row["chosen"],
+                                                             "labeler": u} for u in who]})
+    assert code == 200 and reply["reward_source"] == ["personal", "personal", "population"]
+    assert reply["scores"] == pytest.approx(spread["mean"], abs=1e-5)
+    assert reply["uncertainty"]["std"] == pytest.approx(spread["std"], abs=1e-5)
+    with pytest.raises(ValueError, match="is an ensemble; adapt onboards a labeler into one model"):
+        adapt(str(model_dir), str(taste_data[0]), "dave")

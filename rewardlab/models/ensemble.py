@@ -32,6 +32,7 @@ from torch import nn
 
 from rewardlab.models.base import CONFIG_KEY, ModelKind, RewardNet, get_kind, read_metadata
 from rewardlab.models.outcomes import OutcomeModel, outcome_from_metadata
+from rewardlab.models.personal import load_personal, save_personal
 
 
 class EnsembleRewardNet(RewardNet):
@@ -77,9 +78,13 @@ def _save(model: EnsembleRewardNet, processor, folder: Path, metadata: dict) -> 
     for k, member in enumerate(model.members):
         target = folder / member_name(k)
         target.mkdir()
-        kind.save(member, processor, target, {**metadata, "kind": model.member_kind,
-                                               "outcome": {"name": member.outcome.name,
-                                                           **member.outcome.extra_metadata()}})
+        meta = {**metadata, "kind": model.member_kind,
+                "outcome": {"name": member.outcome.name, **member.outcome.extra_metadata()}}
+        base, base_processor = member, processor
+        if hasattr(member, "personal_state"):  # a personalised member: its user parameters beside its base model
+            meta["personalization"] = save_personal(member, target)
+            base, base_processor = member.base, processor.inner
+        kind.save(base, base_processor, target, meta)
     meta = {**metadata, "kind": "ensemble", "member_kind": model.member_kind, "members": len(model.members)}
     meta.pop("outcome", None)  # each member keeps its own
     (folder / "config.json").write_text(json.dumps({CONFIG_KEY: meta}, indent=2))
@@ -94,6 +99,8 @@ def _load(path: str, device: torch.device, dtype: torch.dtype | None):
         member, member_processor, member_meta = kind.load(folder, device, dtype)
         if "outcome" in member_meta:
             member.set_outcome(outcome_from_metadata(member_meta["outcome"]).to(device))
+        if "personalization" in member_meta:  # members share one labeler table, so one processor serves all
+            member, member_processor = load_personal(member, member_processor, folder, member_meta["personalization"])
         members.append(member)
         processor = processor or member_processor
     return EnsembleRewardNet(members, meta["member_kind"]).to(device).eval(), processor, meta

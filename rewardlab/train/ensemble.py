@@ -10,6 +10,9 @@ training pair is judged once per member head (``member-00`` …, weighted by a P
 draw per head with ``train.ensemble_bootstrap``: the online bootstrap), the aggregate
 column is their mean, and held-out pairs are judged on that mean. One training run,
 one forward pass per batch for all members.
+
+Personalised members share one labeler table, drawn from all the training comparisons
+(not from a member's resample), so one processor encodes every member's items.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from rewardlab.data.schema import Comparison
 from rewardlab.models.base import CONFIG_KEY, get_kind, save_model
 from rewardlab.models.ensemble import EnsembleRewardNet, member_head
 from rewardlab.scoring import RewardModel
-from rewardlab.train.run import TrainResult, load_training_data, train
+from rewardlab.models.personal import labeler_table
+from rewardlab.train.run import TrainResult, labelers_of, load_training_data, train
 
 
 def train_ensemble(cfg: ExperimentConfig) -> TrainResult:
@@ -35,16 +39,17 @@ def train_ensemble(cfg: ExperimentConfig) -> TrainResult:
     k_members = cfg.train.ensemble_size
     if k_members < 2:
         raise ValueError(f"train.ensemble_size={k_members}: an ensemble needs at least 2 members")
-    if cfg.model.personalization != "none" or cfg.data.folds > 1:
-        raise ValueError("train.ensemble_size > 1 cannot be combined with model.personalization or data.folds yet")
+    if cfg.data.folds > 1:
+        raise ValueError("train.ensemble_size > 1 cannot be combined with data.folds yet")
     if get_kind(cfg.model.kind).prepare is not None:
         raise ValueError(f"train.ensemble_size > 1: model.kind={cfg.model.kind} judges ordered pairs; ensembles of "
                          "pairwise kinds are not supported yet")
     out = Path(cfg.train.output_dir)
     processor = get_kind(cfg.model.kind).processor(cfg)
     train_comps, eval_comps, _ = load_training_data(cfg, processor)
+    personal = _personal_table(cfg, train_comps, eval_comps)
     if cfg.train.ensemble_shared_backbone:
-        return _train_shared(cfg, train_comps, eval_comps)
+        return _train_shared(cfg, train_comps, eval_comps, personal)
     members, metrics = [], {"members": []}
     for k in range(k_members):
         seed = cfg.train.seed + k
@@ -54,12 +59,14 @@ def train_ensemble(cfg: ExperimentConfig) -> TrainResult:
             data = [train_comps[i] for i in picks]
         member_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
             cfg.train, seed=seed, ensemble_size=1, save_model=True, output_dir=str(out / f"member-{k}")))
-        result = train(member_cfg, data=(data, eval_comps))
+        result = train(member_cfg, data=(data, eval_comps), labelers=personal.get("labelers"))
         metrics["members"].append(result.metrics.get("eval", result.metrics["train"]))
         members.append(RewardModel.from_pretrained(str(result.model_dir), device="cpu"))
     first = members[0]
     ensemble = EnsembleRewardNet([m.model for m in members], first.kind.name)
     keep = {k: v for k, v in first.metadata.items() if k not in ("kind", "heads", "outcome")}
+    if personal:
+        keep["personalization"] = {**keep["personalization"], **personal}
     model_dir = out / "model"
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     save_model(ensemble, first.processor, model_dir, {**keep, "ensemble_bootstrap": cfg.train.ensemble_bootstrap},
@@ -72,6 +79,16 @@ def train_ensemble(cfg: ExperimentConfig) -> TrainResult:
         metrics["eval"] = ensemble_breakdown(RewardModel.from_pretrained(str(model_dir), device="cpu"), eval_comps)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(model_dir=model_dir, metrics=metrics)
+
+
+def _personal_table(cfg: ExperimentConfig, train_comps: list[Comparison], eval_comps: list[Comparison]) -> dict:
+    """For personalised members: one labeler table from all the training data (a bootstrap resample or a
+    member head's copies would count differently) and each labeler's training pairs; {} otherwise."""
+    if cfg.model.personalization == "none":
+        return {}
+    labelers = labelers_of(cfg, train_comps, eval_comps, {})
+    counts = labeler_table(train_comps, 1)[1]
+    return {"labelers": labelers, "train_pairs": {u: counts.get(u, 0) for u in labelers}}
 
 
 def member_pairs(comparisons: list[Comparison], k_members: int, *, bootstrap: bool, seed: int) -> list[Comparison]:
@@ -94,14 +111,17 @@ def member_pairs(comparisons: list[Comparison], k_members: int, *, bootstrap: bo
     return out
 
 
-def _train_shared(cfg: ExperimentConfig, train_comps: list[Comparison], eval_comps: list[Comparison]) -> TrainResult:
+def _train_shared(cfg: ExperimentConfig, train_comps: list[Comparison], eval_comps: list[Comparison],
+                  personal: dict) -> TrainResult:
     k_members = cfg.train.ensemble_size
     data = member_pairs(train_comps, k_members, bootstrap=cfg.train.ensemble_bootstrap, seed=cfg.train.seed)
     one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ensemble_size=1, save_model=True))
-    result = train(one, data=(data, eval_comps))
+    result = train(one, data=(data, eval_comps), labelers=personal.get("labelers"))
     config = result.model_dir / "config.json"  # mark the multi-head folder as an ensemble of its member heads
     content = json.loads(config.read_text())
     content[CONFIG_KEY].update(ensemble_heads=k_members, ensemble_bootstrap=cfg.train.ensemble_bootstrap)
+    if personal:  # pairs per labeler as in the data, not as the K member copies counted them
+        content[CONFIG_KEY]["personalization"].update(personal)
     partial = config.with_suffix(".json.tmp")
     partial.write_text(json.dumps(content, indent=2))
     partial.replace(config)

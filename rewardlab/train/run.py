@@ -9,7 +9,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import yaml
@@ -101,9 +101,11 @@ def outcome_of(kind: ModelKind, loss: str) -> str:
 
 
 def labelers_of(cfg: ExperimentConfig, train_comps: list[Comparison], eval_comps: list[Comparison],
-                reports: dict) -> list[str]:
-    """The labelers that get parameters of their own (>= model.min_labeler_pairs training pairs); reports coverage."""
-    labelers, counts = labeler_table(train_comps, cfg.model.min_labeler_pairs)
+                reports: dict, labelers: Sequence[str] | None = None) -> list[str]:
+    """The labelers that get parameters of their own (>= model.min_labeler_pairs training pairs, unless
+    ``labelers`` fixes the table); reports coverage."""
+    found, counts = labeler_table(train_comps, cfg.model.min_labeler_pairs)
+    labelers = found if labelers is None else list(labelers)
     if not labelers:
         raise ValueError(f"model.personalization={cfg.model.personalization}: no labeler has "
                          f"model.min_labeler_pairs={cfg.model.min_labeler_pairs} training pairs"
@@ -111,7 +113,7 @@ def labelers_of(cfg: ExperimentConfig, train_comps: list[Comparison], eval_comps
     known = set(labelers)
     eval_labelers = {c.labeler for c in eval_comps if c.labeler is not None}
     reports["labelers"] = {
-        "mode": cfg.model.personalization, "personal": len(labelers), "population_only": len(counts) - len(labelers),
+        "mode": cfg.model.personalization, "personal": len(labelers), "population_only": len(set(counts) - known),
         "train_pairs_personal": sum(n for u, n in counts.items() if u in known),
         "train_pairs_population": sum(len(c.pairs) for c in train_comps if c.labeler not in known),
         "eval_labelers_known": len(eval_labelers & known), "eval_labelers_unknown": len(eval_labelers - known)}
@@ -166,12 +168,14 @@ def cross_validate(cfg: ExperimentConfig) -> dict:
 
 
 def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[[int, dict], None] | None = None,
-          data: tuple[list[Comparison], list[Comparison]] | None = None) -> TrainResult:
+          data: tuple[list[Comparison], list[Comparison]] | None = None,
+          labelers: Sequence[str] | None = None) -> TrainResult:
     """Train a reward model as ``cfg`` says; returns where the model went and its metrics.
 
     ``on_evaluate(step, metrics)`` is called after each evaluation (e.g. to report to an
     Optuna trial); an exception it raises stops training and propagates. ``data`` gives the
-    (train, eval) comparisons directly instead of reading ``cfg.data`` (cross-validation folds).
+    (train, eval) comparisons directly instead of reading ``cfg.data`` (cross-validation folds);
+    ``labelers`` fixes a personalised model's labeler table (ensemble members share one).
     Under ``accelerate launch`` the process group stays up for what follows; a program that
     trains on it ends it (``torch.distributed.destroy_process_group()``), as the CLI does.
     """
@@ -205,7 +209,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
         train_comps, eval_comps = [kind.prepare(c) for c in train_comps], [kind.prepare(c) for c in eval_comps]
     personal = None
     if cfg.model.personalization != "none":
-        personal = labelers_of(cfg, train_comps, eval_comps, reports)
+        personal = labelers_of(cfg, train_comps, eval_comps, reports, labelers)
         index = {u: i for i, u in enumerate(personal)}
         train_comps = [personalize(c, index) for c in train_comps]
         eval_comps = [personalize(c, index) for c in eval_comps]

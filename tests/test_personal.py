@@ -224,7 +224,9 @@ def test_a_personalised_ensemble_keeps_each_labelers_taste(tiny_bert, taste_data
                       ensemble_bootstrap=shared, ensemble_shared_backbone=shared)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_by="prompt"),
                               model=dataclasses.replace(cfg.model, personalization=mode, dropout=-1.0))
-    model_dir = train_ensemble(cfg).model_dir
+    result = train_ensemble(cfg)
+    assert result.metrics["eval"]["accuracy"] >= 0.9  # the held-out prompts, judged by each labeler's reward
+    model_dir = result.model_dir
     rm = RewardModel.from_pretrained(str(model_dir), device="cpu")
     assert rm.is_ensemble and rm.labelers == ["alice", "bob"]
     # one labeler table for every member, and each labeler's pairs as in the data (not the member heads' copies)

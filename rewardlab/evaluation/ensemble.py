@@ -19,14 +19,16 @@ from rewardlab.scoring import RewardModel
 
 
 def member_margins(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> np.ndarray:
-    """Each member's margin for the winner of every decided pair, on the pair's head: (K, P). Each distinct
-    (prompt, response) is scored once for all members."""
-    keys = list(dict.fromkeys((c.prompt, r) for c in comparisons for r in c.responses))
-    scores = model.member_scores([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)  # (K, N, H)
+    """Each member's margin for the winner of every decided pair, on the pair's head: (K, P), by the
+    comparison's labeler's reward where the model is personalised. Each distinct (prompt, response,
+    labeler) is scored once for all members."""
+    keys = list(dict.fromkeys((c.prompt, r, c.labeler) for c in comparisons for r in c.responses))
+    scores = model.member_scores([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size,
+                                 labeler=[k[2] for k in keys])  # (K, N, H)
     row = {key: i for i, key in enumerate(keys)}
     heads = model.model.head_index()
-    margins = [scores[:, row[(c.prompt, c.responses[p.winner])], heads[p.attribute]]
-               - scores[:, row[(c.prompt, c.responses[p.loser])], heads[p.attribute]]
+    margins = [scores[:, row[(c.prompt, c.responses[p.winner], c.labeler)], heads[p.attribute]]
+               - scores[:, row[(c.prompt, c.responses[p.loser], c.labeler)], heads[p.attribute]]
                for c in comparisons for p in c.pairs if not p.tie]
     return np.stack(margins, axis=1) if margins else np.zeros((scores.shape[0], 0))
 

@@ -61,7 +61,8 @@ class RewardModel:
     """A loaded reward model: its network, its item processor and the checkpoint's metadata."""
 
     def __init__(self, model: RewardNet, processor, metadata: dict, device: str | torch.device = "cpu"):
-        self.kind = get_kind(metadata.get("kind", "text"))
+        # an ensemble scores and judges as its members' kind does (pairwise kinds prepare ordered pairs)
+        self.kind = get_kind(metadata.get("member_kind") or metadata.get("kind", "text"))
         self.model = model.to(device).eval()
         self.processor = processor
         self.device = torch.device(device)

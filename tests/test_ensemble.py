@@ -11,7 +11,7 @@ from rewardlab.scoring import RewardModel
 from rewardlab.train.ensemble import train_ensemble
 from rewardlab.train.run import train
 
-from conftest import tiny_config
+from conftest import tiny_config, write_jsonl
 
 
 def test_uncertainty_metrics_closed_form():
@@ -71,13 +71,14 @@ def test_ensemble_options_are_checked(tiny_bert, pairs_file, tmp_path):
         cfg = tiny_config(tiny_bert, pairs_file, tmp_path)
         train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="ensemble")))
     cfg = tiny_config(tiny_bert, pairs_file, tmp_path, ensemble_size=2)
-    refused = {"cannot be combined with data.folds": [dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=3))],
-               "model.kind=cross_encoder judges ordered pairs": [
-                   dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="cross_encoder"))]}
-    for message, configs in refused.items():
-        for refused_cfg in configs:
-            with pytest.raises(ValueError, match=message):
-                train_ensemble(refused_cfg)
+    folds = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=3))
+    refused = {"cannot be combined with data.folds": folds,
+               "model.kind=cross_encoder judges ordered pairs with three logits": dataclasses.replace(
+                   cfg, model=dataclasses.replace(cfg.model, kind="cross_encoder"),
+                   train=dataclasses.replace(cfg.train, ensemble_shared_backbone=True))}
+    for message, refused_cfg in refused.items():
+        with pytest.raises(ValueError, match=message):
+            train_ensemble(refused_cfg)
 
 
 def test_a_shared_backbone_ensemble_scores_every_member_in_one_pass(tiny_bert, pairs_file, tmp_path):
@@ -128,3 +129,36 @@ def test_shared_backbone_members_see_their_own_bootstrap_weights(tmp_path):
     rated = [Comparison("p", ("a", "b"), (Pair(0, 1, attribute="style"),), source="f.jsonl:7")]
     with pytest.raises(ValueError, match=r"f.jsonl:7: .* attribute 'style'"):
         member_pairs(rated, 2, bootstrap=False, seed=0)
+
+
+def test_an_ensemble_of_pairwise_models_averages_their_probabilities(tiny_bert, tmp_path):
+    from rewardlab.serve.app import create_app
+    from rewardlab.serve.config import ServeConfig
+    from test_serve import post, serving
+    from test_ties import _ab_rows
+
+    data = write_jsonl(tmp_path / "ab.jsonl", _ab_rows())
+    cfg = tiny_config(tiny_bert, data, tmp_path / "run", epochs=2, loss="three_class", ensemble_size=2)
+    result = train_ensemble(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="cross_encoder")))
+    held_out = result.metrics["eval"]
+    assert held_out["members"] == 2 and len(held_out["member_accuracy"]) == 2 and held_out["pairs"] > 0
+    rm = RewardModel.from_pretrained(str(result.model_dir), device="cpu")
+    assert rm.is_ensemble and rm.kind.name == "cross_encoder"
+    a, b = "Do step 5, then check the result carefully.", "I'm sorry, I can't help."
+    members = [RewardModel.from_pretrained(str(result.model_dir / f"member-{k}"), device="cpu").compare("Task 5?", a, b)
+               for k in range(2)]
+    assert members[0] != pytest.approx(members[1], abs=1e-4)  # different seeds, different judges
+    expected = {o: (members[0][o] + members[1][o]) / 2 for o in ("a", "b", "tie")}
+    assert rm.compare("Task 5?", a, b) == pytest.approx(expected, abs=1e-5)  # the mean of their probabilities
+    with serving(create_app({"default": rm}, ServeConfig())) as (url, _):
+        code, reply, _ = post(f"{url}/v1/compare", {"items": [{"prompt": "Task 5?", "response_a": a, "response_b": b}]})
+        assert code == 200 and reply["probabilities"][0] == pytest.approx(expected, abs=1e-5)
+        code, reply, _ = post(f"{url}/v1/score", {"items": [{"prompt": "Task 5?", "response": a}]})
+        assert code == 422 and "is pairwise (model.kind=cross_encoder)" in reply["detail"]
+    from rewardlab.evaluation.run import evaluate
+
+    report = evaluate(str(result.model_dir), str(data), tmp_path / "eval", n_boot=10, progress=False)
+    assert report.metrics["outcomes"]["pairs"] == 24 and report.metrics["ensemble"]["pairs"] == 16  # decided pairs
+    member = evaluate(str(result.model_dir / "member-1"), str(data), tmp_path / "eval-1", n_boot=10, progress=False)
+    overall = member.metrics["overall"]["accuracy"]["value"]
+    assert report.metrics["ensemble"]["member_accuracy"][1] == pytest.approx(overall)  # each member judged as alone

@@ -21,7 +21,9 @@ from rewardlab.scoring import RewardModel
 def member_margins(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int = 32) -> np.ndarray:
     """Each member's margin for the winner of every decided pair, on the pair's head: (K, P), by the
     comparison's labeler's reward where the model is personalised. Each distinct (prompt, response,
-    labeler) is scored once for all members."""
+    labeler) is scored once for all members. Pairwise members' margin: log P(winner) − log P(loser)."""
+    if model.kind.prepare is not None:
+        return _pairwise_member_margins(model, comparisons, batch_size)
     keys = list(dict.fromkeys((c.prompt, r, c.labeler) for c in comparisons for r in c.responses))
     scores = model.member_scores([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size,
                                  labeler=[k[2] for k in keys])  # (K, N, H)
@@ -31,6 +33,17 @@ def member_margins(model: RewardModel, comparisons: Sequence[Comparison], batch_
                - scores[:, row[(c.prompt, c.responses[p.loser], c.labeler)], heads[p.attribute]]
                for c in comparisons for p in c.pairs if not p.tie]
     return np.stack(margins, axis=1) if margins else np.zeros((scores.shape[0], 0))
+
+
+def _pairwise_member_margins(model: RewardModel, comparisons: Sequence[Comparison], batch_size: int) -> np.ndarray:
+    decided = np.array([not p.tie for c in comparisons for p in c.pairs], dtype=bool)
+    margins = []
+    for member in model.model.members:  # each member judges the ordered pairs with its own outcome model
+        judged = RewardModel(member, model.processor, model.metadata, model.device).judge(comparisons,
+                                                                                          batch_size=batch_size)
+        margin = np.concatenate([j.chosen - j.rejected for j in judged]) if judged else np.zeros(0)
+        margins.append(margin[decided])
+    return np.stack(margins)
 
 
 def uncertainty_metrics(margins: np.ndarray, set_aside: Sequence[float] = (0.1, 0.25)) -> dict:

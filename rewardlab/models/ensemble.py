@@ -18,12 +18,15 @@ The ``ensemble`` kind saves one folder: ``member-<k>/`` per member, each a compl
 checkpoint of its own kind (a text member is a plain transformers folder), and a
 ``config.json`` naming the member kind and count. Scores: the mean; uncertainty: the
 standard deviation over members; conservative rewards for over-optimisation: mean − λ·std
-and the worst case (min over members).
+and the worst case (min over members). Members of a pairwise kind (3-class logits per ordered
+pair) are averaged in probability: the ensemble's logits are log of the members' mean
+A / B / tie probabilities.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -53,11 +56,15 @@ class EnsembleRewardNet(RewardNet):
         return torch.stack([m(**items).float() for m in self.members])  # (K, N, H)
 
     def forward(self, **items: torch.Tensor) -> torch.Tensor:
-        return self.member_rewards(**items).mean(0)
+        members = self.member_rewards(**items)  # (K, N, H)
+        if self.outcome.name == "three_class":  # pairwise members: the mean of their probabilities, as logits
+            return members.log_softmax(-1).logsumexp(0) - math.log(len(self.members))
+        return members.mean(0)
 
     @property
     def outcome(self) -> OutcomeModel:
-        """Pairs are judged from the mean rewards with the first member's outcome model (its tie parameter)."""
+        """Pairs are judged from the mean rewards with the first member's outcome model (its tie parameter);
+        for 3-class members, from the mean of their outcome probabilities."""
         return self.members[0].outcome
 
     def head_index(self) -> dict[str | None, int]:

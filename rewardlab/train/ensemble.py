@@ -41,9 +41,10 @@ def train_ensemble(cfg: ExperimentConfig) -> TrainResult:
         raise ValueError(f"train.ensemble_size={k_members}: an ensemble needs at least 2 members")
     if cfg.data.folds > 1:
         raise ValueError("train.ensemble_size > 1 cannot be combined with data.folds yet")
-    if get_kind(cfg.model.kind).prepare is not None:
-        raise ValueError(f"train.ensemble_size > 1: model.kind={cfg.model.kind} judges ordered pairs; ensembles of "
-                         "pairwise kinds are not supported yet")
+    if get_kind(cfg.model.kind).prepare is not None and cfg.train.ensemble_shared_backbone:
+        raise ValueError(f"train.ensemble_shared_backbone: model.kind={cfg.model.kind} judges ordered pairs with "
+                         "three logits, not one reward per member head; train separate members "
+                         "(train.ensemble_shared_backbone=false)")
     out = Path(cfg.train.output_dir)
     processor = get_kind(cfg.model.kind).processor(cfg)
     train_comps, eval_comps, _ = load_training_data(cfg, processor)

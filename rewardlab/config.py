@@ -193,9 +193,10 @@ class TrainConfig:
     batch_size: int = option(16, "Comparisons per process per micro-batch (a ranking of K counts once); with "
                            "max_tokens_per_batch, the most a micro-batch may hold.")
     max_tokens_per_batch: int | None = option(None, "Token budget of a micro-batch: as many comparisons as fit in this "
-                                            "many padded tokens (items x longest item), so peak memory is bounded by "
-                                            "the budget, not by the longest examples. The loss is still the mean over "
-                                            "the pairs of each optimiser step.")
+                                            "many padded tokens (items x longest item; an image item counts its "
+                                            "image's tokens too), so peak memory is bounded by the budget, not by the "
+                                            "longest examples. The loss is still the mean over the pairs of each "
+                                            "optimiser step.")
     eval_batch_size: int = option(64, "Sequences per forward pass when evaluating.")
     grad_accum: int = option(1, "Micro-batches per optimiser step.")
     lr_backbone: float = option(2e-5, "Learning rate of the backbone (or its LoRA adapters).")

@@ -140,10 +140,16 @@ def test_siglip_towers_pad_text_and_score(tmp_path, image_data):
 
 
 def test_multi_scale_adds_the_tokens_of_each_scale(tiny_clip, image_data, tmp_path):
-    one = built(mm_config(tiny_clip, image_data, tmp_path / "a", "multimodal.scales=[32]"), n=1)[2]["items"]
-    two = built(mm_config(tiny_clip, image_data, tmp_path / "b", "multimodal.scales=[32, 64]"), n=1)[2]["items"]
-    assert one["image_tokens"].shape[1] == 1 + 4 * 4  # CLS + a 4 x 4 patch grid
-    assert two["image_tokens"].shape[1] == (1 + 4 * 4) + (1 + 8 * 8)
+    cfg = mm_config(tiny_clip, image_data, tmp_path / "a", "multimodal.scales=[32]")
+    _, one_scale, one = built(cfg, n=1)
+    _, two_scales, two = built(mm_config(tiny_clip, image_data, tmp_path / "b", "multimodal.scales=[32, 64]"), n=1)
+    assert one["items"]["image_tokens"].shape[1] == 1 + 4 * 4  # CLS + a 4 x 4 patch grid
+    assert two["items"]["image_tokens"].shape[1] == (1 + 4 * 4) + (1 + 8 * 8)
+    # an item's cost (what train.max_tokens_per_batch and the server's batches count) includes its image tokens
+    c = load_comparisons(cfg.data.train, cfg.data)[0][0]
+    for processor, image_tokens in ((one_scale, 17), (two_scales, 17 + 65)):
+        (item,), _ = processor.encode_items([c.prompt], [c.responses[0]])
+        assert processor.cost(item) == len(item.text) + image_tokens
 
 
 def test_token_pooling_shrinks_every_scales_grid_and_survives_a_save(tiny_clip, image_data, tmp_path):

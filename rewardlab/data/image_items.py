@@ -112,6 +112,8 @@ class ImageTextItems:
         self.tokenizer = towers.tokenizer
         self.tokenizer.truncation_side = "left" if spec.prompt_truncation == "left" else "right"
         self.pad_token_id = getattr(self.tokenizer, "pad_token_id", None) or 0
+        # every item's image tokens, at every scale: what a token budget must count beside the prompt's
+        self.image_tokens = sum(rows * cols + lead for rows, cols, lead in map(towers.grid, spec.scales))
         self._decodable: set[str] = set()  # digests checked to decode (pixel inputs)
         self.image_cache = self.text_cache = None
         if spec.cached:
@@ -154,7 +156,8 @@ class ImageTextItems:
         return items, truncated
 
     def cost(self, item: ImageTextItem) -> int:
-        return len(item.text)
+        """The item's tokens: its prompt's, and its image's at every scale (the same for every item)."""
+        return len(item.text) + self.image_tokens
 
     def with_prefix_token(self, item: ImageTextItem, token: int) -> ImageTextItem:
         """``token`` in front of the prompt's text: after a leading special token ([CLS], <bos>), else first."""

@@ -160,19 +160,25 @@ def save_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def save_personal_part(model: RewardNet, processor: object, folder: Path, meta: dict) -> tuple[RewardNet, object]:
+    """A personalised wrapper's user parameters go to ``folder`` and their description into ``meta``; returns
+    the (model, processor) its kind saves: what it wraps (for any other model, the model itself)."""
+    if not hasattr(model, "personal_state"):
+        return model, processor
+    from rewardlab.models.personal import save_personal
+
+    meta["personalization"] = save_personal(model, folder)
+    return model.base, processor.inner
+
+
 def save_model(model: RewardNet, processor: object, path: str | Path, metadata: dict, *, kind: str,
                extra_files: dict[str, str] | None = None) -> Path:
     """Save a trained model with its kind's ``save``, atomically; ``extra_files`` are written beside it."""
 
     def write(tmp: Path) -> None:
         meta = {**metadata, "kind": kind, "heads": list(model.heads), "outcome": outcome_to_metadata(model.outcome)}
-        base, base_processor = model, processor
-        if hasattr(model, "personal_state"):  # a personalised wrapper: the kind saves what it wraps
-            from rewardlab.models.personal import save_personal
-
-            meta["personalization"] = save_personal(model, tmp)
-            base, base_processor = model.base, processor.inner
-        elif hasattr(model, "saved_part"):  # other wrappers say what the kind saves, and why
+        base, base_processor = save_personal_part(model, processor, tmp, meta)
+        if base is model and hasattr(model, "saved_part"):  # other wrappers say what the kind saves, and why
             base, base_processor, extra = model.saved_part(processor)
             meta.update(extra)
         get_kind(kind).save(base, base_processor, tmp, meta)

@@ -33,9 +33,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rewardlab.models.base import CONFIG_KEY, ModelKind, RewardNet, get_kind, read_metadata
+from rewardlab.models.base import CONFIG_KEY, ModelKind, RewardNet, get_kind, read_metadata, save_personal_part
 from rewardlab.models.outcomes import OutcomeModel, outcome_from_metadata
-from rewardlab.models.personal import load_personal, save_personal
+from rewardlab.models.personal import load_personal
 
 
 class EnsembleRewardNet(RewardNet):
@@ -87,11 +87,7 @@ def _save(model: EnsembleRewardNet, processor, folder: Path, metadata: dict) -> 
         target.mkdir()
         meta = {**metadata, "kind": model.member_kind,
                 "outcome": {"name": member.outcome.name, **member.outcome.extra_metadata()}}
-        base, base_processor = member, processor
-        if hasattr(member, "personal_state"):  # a personalised member: its user parameters beside its base model
-            meta["personalization"] = save_personal(member, target)
-            base, base_processor = member.base, processor.inner
-        kind.save(base, base_processor, target, meta)
+        kind.save(*save_personal_part(member, processor, target, meta), target, meta)
     meta = {**metadata, "kind": "ensemble", "member_kind": model.member_kind, "members": len(model.members)}
     meta.pop("outcome", None)  # each member keeps its own
     (folder / "config.json").write_text(json.dumps({CONFIG_KEY: meta}, indent=2))

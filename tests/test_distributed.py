@@ -87,6 +87,7 @@ def test_two_cpu_processes_train_with_ddp(tiny_bert, pairs_file, tmp_path):
     # 32 train comparisons, 4 per process-batch, 2 processes -> 4 steps; eval gathered from both processes
     assert metrics["steps"] == 4
     assert metrics["eval"]["pairs"] == 8 and metrics["train"]["pairs"] == 32
+    assert metrics["data"]["distributed"] == {"type": "MULTI_CPU", "processes": 2}
     assert sorted(p.name for p in (out / "states").iterdir()) == ["step-00000002", "step-00000004"]
     assert {f.name for f in (out / "states" / "step-00000004").iterdir()} >= {"rng-0.json", "rng-1.json"}
     rm = RewardModel.from_pretrained(str(out / "model"), device="cpu")
@@ -267,17 +268,3 @@ def test_fsdp_needs_several_processes_and_a_sharded_state_as_many(tiny_bert, pai
     assert (folder / "trainable-0.safetensors").exists() and not (folder / "trainable.safetensors").exists()
     with pytest.raises(ValueError, match="sharded over 2 processes .* resume it with 2 processes, not 1"):
         ckpt.load_state(folder, 0, 1)
-
-
-def test_deepspeed_is_refused_with_the_sharded_alternative():
-    import types
-
-    import pytest
-    from accelerate.utils import DistributedType
-
-    from rewardlab.train.trainer import Trainer
-
-    fake = types.SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
-    with pytest.raises(ValueError, match="DeepSpeed is not supported: .* use train.fsdp=true"):
-        Trainer(accelerator=fake, model=None, loss_fn=None, optimizer=None, scheduler_factory=None, train_data=[],
-                eval_data=[], collator=None, cfg=None, output_dir=".")

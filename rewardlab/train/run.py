@@ -29,7 +29,7 @@ from rewardlab.models.outcomes import get_outcome_model
 from rewardlab.models.personal import (PersonalItems, PersonalizedRewardNet, add_labeler_tokens, labeler_table,
                                        personalize)
 from rewardlab.train import checkpoint as ckpt
-from rewardlab.train import sharding
+from rewardlab.train import sharding, zero
 from rewardlab.train.kernels import apply_liger
 from rewardlab.train.optim import build_optimizer, build_scheduler
 from rewardlab.train.penalties import build_penalties
@@ -261,6 +261,8 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.train.log_with) or None,
                       project_dir=str(out / "logs"), dynamo_plugin=compiled)
     out.mkdir(parents=True, exist_ok=True)
+    reports["distributed"] = {"type": acc.distributed_type.value, "processes": acc.num_processes,
+                              **({"zero_stage": zero.stage(acc)} if zero.stage(acc) else {})}
     if cfg.train.liger_kernel:
         reports["liger_kernel"] = apply_liger(model, acc.device)
     if cfg.train.fsdp:  # before the optimiser: sharding replaces the parameters
@@ -286,10 +288,13 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     # Final model: the best weights (or the last, without eval data), with train reward statistics.
     raw: RewardNet = trainer.raw_model
     best = trainer.best_weights or (trainer.ema.shadow if trainer.ema else {})
-    with torch.no_grad():
-        params = dict(raw.named_parameters())
-        for name, value in best.items():
-            params[name].copy_(value)
+    params = dict(raw.named_parameters())
+    if trainer.zero:
+        zero.load_weights(params, best)
+    else:
+        with torch.no_grad():
+            for name, value in best.items():
+                params[name].copy_(value)
     train_pred = trainer.predict(train_enc)
     aggregate = train_pred.rewards[:, -1]
     metadata.update(reward_mean=float(aggregate.mean()), reward_std=float(aggregate.std()),
@@ -301,10 +306,11 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
         metrics["eval"] = trainer.predict(eval_enc).summary(raw.heads, ties)
     metrics.update(best_step=state.best_step, steps=state.step, data=reports, **trainer.throughput)
     model_dir = out / "model"
-    if trainer.sharded and cfg.train.save_model:  # gathered on every process; saved from a whole copy
-        weights = sharding.full(raw.state_dict())
+    if (trainer.sharded or trainer.zero) and cfg.train.save_model:  # gathered on every process; saved from a whole copy
+        weights = zero.full_state_dict(raw) if trainer.zero else sharding.full(raw.state_dict())
         if acc.is_main_process:
-            raw = make_model()
+            with zero.whole_models():
+                raw = make_model()
             raw.load_state_dict(weights)
     if acc.is_main_process:
         if cfg.train.save_model:

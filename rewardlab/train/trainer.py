@@ -5,8 +5,9 @@ loop: one ``_step`` serves training and evaluation; gathering across processes
 happens here and nowhere else. It knows nothing of model kinds: a batch is
 ``{"items": ..., "pairs": PairTable}``, the model maps items to rewards (N, H),
 and each pair is read on its own head. It works unchanged on CPU, one GPU or
-several processes (DDP, or FSDP: a model sharded before it arrives, see
-:mod:`rewardlab.train.sharding`), with mixed precision where the device supports it.
+several processes (DDP; FSDP, a model sharded before it arrives, see
+:mod:`rewardlab.train.sharding`; or DeepSpeed ZeRO, see :mod:`rewardlab.train.zero`), with mixed precision
+where the device supports it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object, send_to_device
+from accelerate.utils import gather_object, send_to_device
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -35,7 +36,7 @@ from rewardlab.losses import weighted_mean
 from rewardlab.metrics import is_improvement, outcome_summary, pairwise_summary
 from rewardlab.models.base import RewardNet
 from rewardlab.train import checkpoint as ckpt
-from rewardlab.train import sharding
+from rewardlab.train import sharding, zero
 from rewardlab.train.ema import EMA
 
 
@@ -100,10 +101,6 @@ class Trainer:
                  eval_data: Sequence[EncodedComparison], collator: PreferenceCollator, cfg: TrainConfig,
                  output_dir: Path, on_evaluate: Callable[[int, dict], None] | None = None,
                  penalties: dict[str, tuple[float, Callable]] | None = None):
-        if accelerator.distributed_type == DistributedType.DEEPSPEED:
-            raise ValueError("DeepSpeed is not supported: its ZeRO optimiser state lives in its own pickled checkpoints, "
-                             "which rewardlab's safetensors resume states cannot hold. For sharded training with "
-                             "exact resume use train.fsdp=true (FSDP2) under a plain multi-GPU launch.")
         self.acc, self.cfg, self.output_dir = accelerator, cfg, Path(output_dir)
         self.loss_fn = loss_fn  # (judged, pairs) -> per-pair terms (P,); see rewardlab.losses.build_pair_loss
         self.penalties = dict(penalties or {})  # training-only extra terms; see rewardlab.train.penalties
@@ -115,6 +112,18 @@ class Trainer:
         loader = torch.utils.data.DataLoader(list(train_data), batch_sampler=self.sampler, collate_fn=collator,
                                              num_workers=cfg.num_workers,
                                              generator=torch.Generator().manual_seed(cfg.seed))
+        self.zero = zero.stage(accelerator)  # DeepSpeed ZeRO's stage, 0 without it
+        if self.zero:
+            if sharding.model_is_sharded(model):
+                raise ValueError("train.fsdp shards the model itself: launch without DeepSpeed, or set train.fsdp=false")
+            if self.zero == 3 and cfg.ema_decay > 0:
+                raise ValueError("train.ema_decay under ZeRO stage 3 is not supported (the average needs whole "
+                                 "parameters every step): use ZeRO stage 2 or train.fsdp=true")
+            zero.check_model(model)
+            zero.configure(accelerator, cfg)
+        # Each param group's parameters as built: ZeRO flattens them, and its resume states are written per parameter.
+        self.param_groups = [list(g["params"]) for g in optimizer.param_groups]
+        client = optimizer
         if sharding.model_is_sharded(model):  # sharded by train.fsdp: Accelerate must not wrap it in DDP
             self.optimizer, self.loader = accelerator.prepare(optimizer, loader)
             self.model = model
@@ -123,15 +132,17 @@ class Trainer:
         self.raw_model: RewardNet = accelerator.unwrap_model(self.model, keep_torch_compile=False)
         # Sharded parameters (ours or Accelerate's FSDP): every process forwards in step and saves its own slices.
         self.sharded = sharding.model_is_sharded(self.raw_model)
+        self.collective_forward = self.sharded or self.zero == 3  # every forward gathers parameters
         self.ema = EMA(self.raw_model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.state = LoopState()
         self.best_weights: dict[str, torch.Tensor] = {}  # snapshot at the best evaluation (EMA weights if on)
         self.steps_per_epoch = max(1, math.ceil(len(self.loader) / cfg.grad_accum))
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         # Built after prepare(): the per-process loader length fixes the schedule. Stepped once per
-        # optimiser step, by the loop.
-        self.scheduler = scheduler_factory(self.optimizer.optimizer if hasattr(self.optimizer, "optimizer")
-                                           else self.optimizer, self.total_steps)
+        # optimiser step, by the loop. ZeRO steps the client optimiser's param groups (their learning rates).
+        if not self.zero:
+            client = getattr(self.optimizer, "optimizer", self.optimizer)  # Accelerate's wrapper holds it
+        self.scheduler = scheduler_factory(client, self.total_steps)
 
     # ------------------------------------------------------------------ one step
 
@@ -183,10 +194,14 @@ class Trainer:
         summed = 0.0
         for k, batch in enumerate(group):
             last = k == len(group) - 1
-            with contextlib.nullcontext() if last else acc.no_sync(self.model):  # all-reduce once, at the end
+            # DDP all-reduces once, at the step's end; ZeRO reduces and steps at the boundary marked there
+            with contextlib.nullcontext() if last or self.zero else acc.no_sync(self.model):
                 with acc.autocast():
                     loss, _, _ = self._step(batch, normalizer)
-                acc.backward(loss)
+                if self.zero:
+                    acc.deepspeed_engine_wrapped.backward(loss, sync_gradients=last)
+                else:
+                    acc.backward(loss)
             summed += loss.item()
         return summed * float(normalizer) / max(float(local), 1e-12)
 
@@ -213,7 +228,7 @@ class Trainer:
             batches.append(batch)
         # A sharded model gathers its parameters in every forward, on every process together: processes with
         # fewer batches forward a filler batch (its rewards unused) until all have run as many.
-        fillers = max(gather_object([len(batches)])) - len(batches) if self.sharded else 0
+        fillers = max(gather_object([len(batches)])) - len(batches) if self.collective_forward else 0
         # Never through DDP: its first forward after a training step broadcasts the buffers, a collective that
         # a process with no batch here (fewer comparisons than processes) would leave unmatched: a hang.
         ddp = isinstance(getattr(self.model, "_orig_mod", self.model), nn.parallel.DistributedDataParallel)
@@ -252,14 +267,19 @@ class Trainer:
     # ------------------------------------------------------------------ resume state
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p for n, p in self.raw_model.named_parameters() if p.requires_grad}
+        """The trainable parameters (under ZeRO, their whole fp32 master copies: every process must call it)."""
+        named = {n: p for n, p in self.raw_model.named_parameters() if p.requires_grad}
+        return zero.full_weights(named) if self.zero else named
 
     def save_state(self) -> Path:
         states = self.output_dir / "states"
         final = states / ckpt.state_name(self.state.step)
         tmp = states / f".tmp-{final.name}"
+        trainable, optimizer = (self.trainable_state(), zero.optimizer_state(self.optimizer, self.param_groups)) \
+            if self.zero else (None, None)  # read out of ZeRO's partitions together, by every process
         if self.sharded or self.acc.is_main_process:  # sharded: each process writes its own slices
-            ckpt.save_state(tmp, trainable=self.trainable_state(), optimizer=self.optimizer.state_dict(),
+            ckpt.save_state(tmp, trainable=trainable or self.trainable_state(),
+                            optimizer=optimizer or self.optimizer.state_dict(),
                             scheduler=self.scheduler.state_dict(), ema=self.ema.shadow if self.ema else None,
                             best=self.best_weights or None, loop=self.state.__dict__,
                             shard=self.acc.process_index if self.sharded else None,
@@ -275,11 +295,15 @@ class Trainer:
     def load_state(self, folder: Path) -> None:
         saved = ckpt.load_state(folder, self.acc.process_index, self.acc.num_processes)
         params = dict(self.raw_model.named_parameters())
-        sharding.copy_into(params, saved["trainable"])
         optimizer = saved["optimizer"]
-        if self.sharded:
-            optimizer = sharding.optimizer_state_like(optimizer, sharding.optimizer_params(self.optimizer))
-        self.optimizer.load_state_dict(optimizer)
+        if self.zero:
+            zero.load_weights(params, saved["trainable"])
+            zero.load_optimizer_state(self.optimizer, self.param_groups, optimizer)
+        else:
+            sharding.copy_into(params, saved["trainable"])
+            if self.sharded:
+                optimizer = sharding.optimizer_state_like(optimizer, sharding.optimizer_params(self.optimizer))
+            self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(saved["scheduler"])
         if self.ema is not None and saved["ema"] is not None:
             self.ema.load_state_dict({"decay": self.cfg.ema_decay,

@@ -15,6 +15,7 @@ batching on over off at the highest concurrency.
     python bench/serve_load.py                        # MiniLM (random head) on CPU, ~2-3 minutes
     python bench/serve_load.py --tiny                 # a tiny random BERT: serving overhead, not compute
     python bench/serve_load.py --model runs/demo/model --requests 400
+    python bench/serve_load.py --device cuda --requests 400     # on a GPU (bf16 where supported)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -100,7 +102,7 @@ def rss_mb(pid: int) -> float:
 
 def start_server(model: str, batching: bool, args) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "rewardlab", "serve", "--model", model, "--port", str(port), "--device", "cpu",
+    cmd = [sys.executable, "-m", "rewardlab", "serve", "--model", model, "--port", str(port), "--device", args.device,
            "--max-text-chars", str(args.max_text_chars), "--max-wait-ms", str(args.max_wait_ms),
            "--max-batch-tokens", str(args.max_batch_tokens)] + ([] if batching else ["--no-batching"])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads))
@@ -151,9 +153,11 @@ def run_level(url: str, requests: list[tuple[dict, bool]], clients: int, seconds
     with ThreadPoolExecutor(clients) as pool:
         results = [r for r in pool.map(one, requests) if r is not None]
     wall = time.perf_counter() - start
+    statuses = Counter()  # what the failed good requests got (-1: no HTTP answer)
     for good, status, seconds_, n in results:
         if good:
             failures += status != 200
+            statuses[status] += status != 200
             if status == 200:
                 latencies.append(seconds_)
                 items += n
@@ -163,7 +167,8 @@ def run_level(url: str, requests: list[tuple[dict, bool]], clients: int, seconds
     latencies.sort()
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
     return {"good": len(latencies), "req_s": len(latencies) / wall, "items_s": items / wall, "p50": pick(0.5),
-            "p99": pick(0.99), "failures": failures, "refused": refused, "sent": len(results)}
+            "p99": pick(0.99), "failures": failures, "refused": refused, "sent": len(results),
+            "failed_with": ", ".join(f"{k} x{v}" for k, v in sorted(statuses.items()) if v)}
 
 
 def main() -> None:
@@ -182,6 +187,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="Torch threads per server (OMP_NUM_THREADS). On a machine whose cores are busy with "
                         "other work, 2 OpenMP threads on 2 cores spin at barriers and a forward can take 50x longer.")
+    parser.add_argument("--device", default="cpu", help="Where the servers run their models: cpu or cuda.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -192,7 +198,8 @@ def main() -> None:
     levels = [int(c) for c in args.clients.split(",")]
     default = "tiny random BERT (2 x 32)" if args.tiny else "MiniLM-L6 (random head)"
     print(f"model {model if args.model else default}; {args.requests} requests per level of "
-          f"{args.items} HH-RLHF items, {args.bad_share:.0%} malformed or oversized; CPU, {os.cpu_count()} cores; "
+          f"{args.items} HH-RLHF items, {args.bad_share:.0%} malformed or oversized; {args.device}, {os.cpu_count()} "
+          "CPU cores; "
           f"{args.threads} torch thread(s) per server; max wait {args.max_wait_ms} ms, {args.max_batch_tokens} tokens "
           "per pass\n")
     print("| batching | clients | good req/s | items/s | p50 ms | p99 ms | failed | bad refused | server RSS MB |")
@@ -212,7 +219,8 @@ def main() -> None:
                 r = run_level(url, batch, clients, args.level_seconds)
                 throughput[batching, clients] = r["items_s"]
                 print(f"| {'on' if batching else 'off'} | {clients} | {r['req_s']:.1f} | {r['items_s']:.1f} | "
-                      f"{r['p50']:.0f} | {r['p99']:.0f} | {r['failures']} of {r['sent']} | {r['refused']} | "
+                      f"{r['p50']:.0f} | {r['p99']:.0f} | {r['failures']} of {r['sent']}"
+                      f"{' (' + r['failed_with'] + ')' if r['failed_with'] else ''} | {r['refused']} | "
                       f"{before:.0f} -> {rss_mb(proc.pid):.0f} |", flush=True)
     finally:
         for proc, _ in servers.values():

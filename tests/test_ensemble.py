@@ -71,14 +71,28 @@ def test_ensemble_options_are_checked(tiny_bert, pairs_file, tmp_path):
         cfg = tiny_config(tiny_bert, pairs_file, tmp_path)
         train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="ensemble")))
     cfg = tiny_config(tiny_bert, pairs_file, tmp_path, ensemble_size=2)
-    folds = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=3))
-    refused = {"cannot be combined with data.folds": folds,
-               "model.kind=cross_encoder judges ordered pairs with three logits": dataclasses.replace(
-                   cfg, model=dataclasses.replace(cfg.model, kind="cross_encoder"),
-                   train=dataclasses.replace(cfg.train, ensemble_shared_backbone=True))}
-    for message, refused_cfg in refused.items():
-        with pytest.raises(ValueError, match=message):
-            train_ensemble(refused_cfg)
+    with pytest.raises(ValueError, match="model.kind=cross_encoder judges ordered pairs with three logits"):
+        train_ensemble(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="cross_encoder"),
+                                           train=dataclasses.replace(cfg.train, ensemble_shared_backbone=True)))
+
+
+def test_cross_validation_trains_an_ensemble_per_fold(tiny_bert, pairs_file, tmp_path, capsys):
+    from rewardlab.cli import main
+    from rewardlab.train.run import cross_validate
+
+    cfg = tiny_config(tiny_bert, pairs_file, tmp_path / "cv", epochs=2, ensemble_size=2, ensemble_bootstrap=True)
+    summary = cross_validate(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=2, eval_fraction=0)))
+    assert summary["folds"] == 2 and [f["pairs"] for f in summary["per_fold"]] == [20, 20]  # 40 pairs, held out once
+    for k, fold in enumerate(summary["per_fold"]):  # each fold's ensemble, judged on its own held-out fold
+        assert fold["members"] == 2 and len(fold["member_accuracy"]) == 2
+        rm = RewardModel.from_pretrained(str(tmp_path / "cv" / f"fold-{k}" / "model"), device="cpu")
+        assert rm.is_ensemble and len(rm.model.members) == 2
+    assert summary["mean"]["accuracy"] == pytest.approx(np.mean([f["accuracy"] for f in summary["per_fold"]]))
+    # `rewardlab eval` on the run evaluates each fold's ensemble on its own fold
+    assert main(["eval", "--model", str(tmp_path / "cv"), "--data", str(pairs_file), "--out",
+                 str(tmp_path / "cv" / "eval")]) == 0
+    evaluated = json.loads((tmp_path / "cv" / "eval" / "cv_metrics.json").read_text())
+    assert [f["pairs"] for f in evaluated["per_fold"]] == [20, 20]
 
 
 def test_a_shared_backbone_ensemble_scores_every_member_in_one_pass(tiny_bert, pairs_file, tmp_path):

@@ -34,21 +34,27 @@ from rewardlab.models.personal import labeler_table
 from rewardlab.train.run import TrainResult, labelers_of, load_training_data, train
 
 
-def train_ensemble(cfg: ExperimentConfig) -> TrainResult:
-    """Train the members under ``<output_dir>/member-<k>``; the ensemble goes to ``<output_dir>/model``."""
+def train_ensemble(cfg: ExperimentConfig, *, data: tuple[list[Comparison], list[Comparison]] | None = None
+                   ) -> TrainResult:
+    """Train the members under ``<output_dir>/member-<k>``; the ensemble goes to ``<output_dir>/model``.
+
+    ``data`` gives the (train, eval) comparisons instead of reading ``cfg.data`` (a cross-validation fold).
+    """
     k_members = cfg.train.ensemble_size
     if k_members < 2:
         raise ValueError(f"train.ensemble_size={k_members}: an ensemble needs at least 2 members")
-    if cfg.data.folds > 1:
-        raise ValueError("train.ensemble_size > 1 cannot be combined with data.folds yet")
     if get_kind(cfg.model.kind).prepare is not None and cfg.train.ensemble_shared_backbone:
         raise ValueError(f"train.ensemble_shared_backbone: model.kind={cfg.model.kind} judges ordered pairs with "
                          "three logits, not one reward per member head; train separate members "
                          "(train.ensemble_shared_backbone=false)")
     out = Path(cfg.train.output_dir)
-    processor = get_kind(cfg.model.kind).processor(cfg)
-    train_comps, eval_comps, _ = load_training_data(cfg, processor)
+    if data is None:
+        data = load_training_data(cfg, get_kind(cfg.model.kind).processor(cfg))[:2]
+    train_comps, eval_comps = data
     personal = _personal_table(cfg, train_comps, eval_comps)
+    out.mkdir(parents=True, exist_ok=True)
+    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    (out / "config.yaml").write_text(config_text)  # the run's settings, as a single model's run keeps them
     if cfg.train.ensemble_shared_backbone:
         return _train_shared(cfg, train_comps, eval_comps, personal)
     members, metrics = [], {"members": []}
@@ -69,7 +75,6 @@ def train_ensemble(cfg: ExperimentConfig) -> TrainResult:
     if personal:
         keep["personalization"] = {**keep["personalization"], **personal}
     model_dir = out / "model"
-    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     save_model(ensemble, first.processor, model_dir, {**keep, "ensemble_bootstrap": cfg.train.ensemble_bootstrap},
                kind="ensemble", extra_files={"rewardlab.yaml": config_text})
     for k in range(k_members):  # the members now live inside the ensemble folder
@@ -118,6 +123,7 @@ def _train_shared(cfg: ExperimentConfig, train_comps: list[Comparison], eval_com
     data = member_pairs(train_comps, k_members, bootstrap=cfg.train.ensemble_bootstrap, seed=cfg.train.seed)
     one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ensemble_size=1, save_model=True))
     result = train(one, data=(data, eval_comps), labelers=personal.get("labelers"))
+    (Path(cfg.train.output_dir) / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     config = result.model_dir / "config.json"  # mark the multi-head folder as an ensemble of its member heads
     content = json.loads(config.read_text())
     content[CONFIG_KEY].update(ensemble_heads=k_members, ensemble_bootstrap=cfg.train.ensemble_bootstrap)

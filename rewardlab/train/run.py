@@ -141,8 +141,9 @@ def encode_training_data(cfg: ExperimentConfig, processor: ItemProcessor, train_
 
 
 def cross_validate(cfg: ExperimentConfig) -> dict:
-    """``data.folds``-fold cross-validation: one model per fold under ``<output_dir>/fold-<k>``, each evaluated on
-    its held-out fold (groups by ``data.split_by`` never straddle; outcome-stratified with ``data.stratify``).
+    """``data.folds``-fold cross-validation: one model (or, with ``train.ensemble_size``, one ensemble) per fold
+    under ``<output_dir>/fold-<k>``, each evaluated on its held-out fold (groups by ``data.split_by`` never
+    straddle; outcome-stratified with ``data.stratify``).
 
     Returns (and writes to ``<output_dir>/cv_metrics.json``) each fold's eval metrics and, per metric,
     the mean and standard deviation over folds.
@@ -160,7 +161,12 @@ def cross_validate(cfg: ExperimentConfig) -> dict:
     per_fold = []
     for k, split in enumerate(folds):
         fold_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(out / f"fold-{k}")))
-        per_fold.append(train(fold_cfg, data=split).metrics["eval"])
+        if cfg.train.ensemble_size > 1:  # an ensemble per fold, scored as one (its members' mean)
+            from rewardlab.train.ensemble import train_ensemble
+
+            per_fold.append(train_ensemble(fold_cfg, data=split).metrics["eval"])
+        else:
+            per_fold.append(train(fold_cfg, data=split).metrics["eval"])
     summary = {"folds": cfg.data.folds, "per_fold": per_fold, "source": report.__dict__, **fold_summary(per_fold)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "cv_metrics.json").write_text(json.dumps(summary, indent=2))

@@ -81,11 +81,16 @@ def _relink(zero) -> None:
         zero._lazy_init_hp_params_optimizer_state()
 
 
-def _flat_partitions(zero) -> list[torch.Tensor]:
-    """The fp32 partition of each param group that the base optimiser steps (its state is keyed by them)."""
+def _flat_partitions(zero, groups: int) -> list[torch.Tensor]:
+    """The fp32 partition of each of the ``groups`` param groups that the base optimiser steps (its state is
+    keyed by them)."""
     for name in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat"):  # stages 1-2, stage 3
         if hasattr(zero, name):
-            return list(getattr(zero, name))
+            flats = list(getattr(zero, name))
+            if len(flats) != groups:  # stage 3 cuts groups larger than sub_group_size
+                raise ValueError(f"ZeRO split rewardlab's {groups} parameter groups into {len(flats)}: raise "
+                                 "zero_optimization.sub_group_size in the DeepSpeed config above the model's size")
+            return flats
     raise TypeError(f"unknown ZeRO optimiser {type(zero).__name__}: cannot read its optimiser state")
 
 
@@ -117,7 +122,7 @@ def optimizer_state(optimizer, groups: list[list[nn.Parameter]]) -> dict:
 
     zero = _zero_optimizer(optimizer)
     _relink(zero)
-    base, flats = zero.optimizer, _flat_partitions(zero)
+    base, flats = zero.optimizer, _flat_partitions(zero, len(groups))
     index = {id(p): i for i, p in enumerate(p for group in groups for p in group)}
     state: dict[int, dict] = {}
     out_groups = []
@@ -138,11 +143,11 @@ def load_optimizer_state(optimizer, groups: list[list[nn.Parameter]], saved: dic
     from deepspeed.utils import safe_set_full_optimizer_state
 
     zero = _zero_optimizer(optimizer)
-    base, flats = zero.optimizer, _flat_partitions(zero)
+    base, flats = zero.optimizer, _flat_partitions(zero, len(groups))
     params = [p for group in groups for p in group]
-    if len(saved["param_groups"]) != len(flats):
+    if len(saved["param_groups"]) != len(groups):
         raise ValueError(f"the resume state has {len(saved['param_groups'])} parameter groups, this model "
-                         f"{len(flats)}: resume with the configuration that saved it")
+                         f"{len(groups)}: resume with the configuration that saved it")
     for g, (group, flat) in enumerate(zip(saved["param_groups"], flats)):
         base.param_groups[g].update({k: v for k, v in group.items() if k != "params"})
         steps = [saved["state"][i]["step"] for i in group["params"] if i in saved["state"]]

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,7 +23,8 @@ from rewardlab.config import DataConfig
 from rewardlab.data.collate import PreferenceCollator, encode_comparisons
 from rewardlab.data.load import load_comparisons
 from rewardlab.losses import build_pair_loss, weighted_mean
-from rewardlab.models.base import save_model
+from rewardlab.models.base import read_metadata, save_model
+from rewardlab.models.ensemble import EnsembleRewardNet, HeadEnsembleRewardNet, member_pairs
 from rewardlab.models.personal import add_labeler_tokens, personalize
 from rewardlab.scoring import RewardModel
 
@@ -62,13 +64,57 @@ def _accuracy(comparisons, judged) -> float:
     return right / max(total, 1)
 
 
+def _grow(net: nn.Module, mode: str, processor, token: int | None, labeler: str, pairs: int,
+          what: str) -> list[nn.Parameter]:
+    """Give ``net`` (a personalised model) a row for ``labeler``; returns the parameters to train (that row only)."""
+    if mode == "tokens":
+        if not hasattr(net.base, "hf_model"):
+            raise ValueError(f"adapt with labeler tokens supports text models; {what} is not one (use "
+                             "personalization=embedding or lowrank there)")
+        hf = net.base.hf_model
+        embeddings = hf.get_input_embeddings()
+        if token >= embeddings.weight.shape[0]:
+            hf.resize_token_embeddings(token + 1)
+            embeddings = hf.get_input_embeddings()
+            with torch.no_grad():  # start from the mean of the known labelers' tokens
+                embeddings.weight[token] = embeddings.weight[processor.token_ids].mean(0)
+        _only_row(embeddings.weight, token)
+        trained = [embeddings.weight]
+    else:
+        name = "user_vectors" if mode == "embedding" else "mix"
+        grown, row = _grow_row(getattr(net, name))
+        setattr(net, name, grown)
+        _only_row(grown, row)
+        trained = [grown]
+    net.labelers.append(labeler)
+    net.train_pairs[labeler] = pairs
+    return trained
+
+
+def _fit(net: nn.Module, trained: list[nn.Parameter], items: dict, pairs, steps: int, lr: float) -> float:
+    """Full-batch Adam on the new row alone; returns the last loss."""
+    loss_fn = build_pair_loss(net.outcome.name if net.outcome.ties else "bradley_terry")
+    net.eval()  # no dropout: a few judgements, fitted deterministically
+    optimizer = torch.optim.Adam(trained, lr=lr, weight_decay=0.0)
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = weighted_mean(loss_fn(net.outcome(net(**items), pairs), pairs), pairs.weight)
+        loss.backward()
+        optimizer.step()
+    net.requires_grad_(False)
+    return float(loss.detach())
+
+
 def adapt(model_dir: str, data: str, labeler: str, out: str | Path | None = None, *,
           data_cfg: DataConfig | None = None, steps: int = 100, lr: float = 0.05,
           device: str | None = None) -> AdaptResult:
     """Add ``labeler`` to the personalised model at ``model_dir`` from their judgements in ``data``.
 
-    Writes the model with the new labeler to ``out`` (default: ``model_dir`` itself, replaced
-    atomically). Rows of ``data`` may leave ``labeler`` empty; a row naming another labeler is an error.
+    An ensemble gets the labeler in every member: separate members each fit their own new row; K member heads
+    over one backbone share one, fitted on every head's judgement of the pairs. Writes the model with the new
+    labeler to ``out`` (default: ``model_dir`` itself, replaced atomically). Rows of ``data`` may leave
+    ``labeler`` empty; a row naming another labeler is an error.
     """
     start = time.perf_counter()
     rm = RewardModel.from_pretrained(model_dir, device=device or "cpu")
@@ -76,9 +122,6 @@ def adapt(model_dir: str, data: str, labeler: str, out: str | Path | None = None
     if meta is None:
         raise ValueError(f"{model_dir} is not a personalised model (train with model.personalization=tokens, "
                          "embedding or lowrank)")
-    if rm.is_ensemble:
-        raise ValueError(f"{model_dir} is an ensemble; adapt onboards a labeler into one model: adapt a member "
-                         "and score it alone, or retrain the ensemble with the new labeler's data")
     if not isinstance(labeler, str) or not labeler.strip():
         raise ValueError(f"--labeler must be a non-empty id, got {labeler!r}")
     if labeler in rm.labelers:
@@ -95,56 +138,35 @@ def adapt(model_dir: str, data: str, labeler: str, out: str | Path | None = None
     comparisons = [dataclasses.replace(c, labeler=labeler) for c in comparisons]
     before = _accuracy(comparisons, rm.judge(comparisons))  # the population reward: the labeler is not known yet
 
-    model = rm.model
-    model.requires_grad_(False)
-    mode = meta["mode"]
-    if mode == "tokens":
-        if not hasattr(model.base, "hf_model"):
-            raise ValueError(f"adapt with labeler tokens supports text models; {model_dir} is "
-                             f"model.kind={rm.kind.name} (use personalization=embedding or lowrank there)")
-        (token,) = add_labeler_tokens(rm.processor.tokenizer, [labeler])
-        hf = model.base.hf_model
-        embeddings = hf.get_input_embeddings()
-        if token >= embeddings.weight.shape[0]:
-            hf.resize_token_embeddings(token + 1)
-            embeddings = hf.get_input_embeddings()
-            with torch.no_grad():  # start from the mean of the known labelers' tokens
-                known = rm.processor.token_ids
-                embeddings.weight[token] = embeddings.weight[known].mean(0)
+    # The personalised models to grow: the model, each separate member, or the one model under K member heads.
+    heads = isinstance(rm.model, HeadEnsembleRewardNet)
+    nets = list(rm.model.members) if isinstance(rm.model, EnsembleRewardNet) else \
+        [rm.model.base if heads else rm.model]
+    token = add_labeler_tokens(rm.processor.tokenizer, [labeler])[0] if meta["mode"] == "tokens" else None
+    count = sum(len(c.pairs) for c in comparisons)
+    trained = []
+    for net in nets:
+        net.requires_grad_(False)
+        trained.append(_grow(net, meta["mode"], rm.processor, token, labeler, count, model_dir))
+    if token is not None:
         rm.processor.token_ids.append(token)
-        _only_row(embeddings.weight, token)
-        trained = [embeddings.weight]
-    else:
-        name = "user_vectors" if mode == "embedding" else "mix"
-        grown, row = _grow_row(getattr(model, name))
-        setattr(model, name, grown)
-        _only_row(grown, row)
-        trained = [grown]
-    model.labelers.append(labeler)
-    model.train_pairs[labeler] = sum(len(c.pairs) for c in comparisons)
-    index = model.labeler_index()
-
-    encoded, _ = encode_comparisons([personalize(c, index) for c in comparisons], rm.processor)
-    batch = PreferenceCollator(rm.processor, model.head_index())(encoded)
+    judged = member_pairs(comparisons, len(rm.model.members), bootstrap=False, seed=0) if heads else comparisons
+    encoded, _ = encode_comparisons([personalize(c, nets[0].labeler_index()) for c in judged], rm.processor)
+    batch = PreferenceCollator(rm.processor, nets[0].head_index())(encoded)
     items = {k: v.to(rm.device) for k, v in batch["items"].items()}
     pairs = batch["pairs"].to(rm.device)
-    loss_fn = build_pair_loss(model.outcome.name if model.outcome.ties else "bradley_terry")
-    model.eval()  # no dropout: a few judgements, fitted deterministically
-
-    optimizer = torch.optim.Adam(trained, lr=lr, weight_decay=0.0)
-    loss = torch.tensor(float("nan"))
-    for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        loss = weighted_mean(loss_fn(model.outcome(model(**items), pairs), pairs), pairs.weight)
-        loss.backward()
-        optimizer.step()
-    model.requires_grad_(False)
+    losses = [_fit(net, params, items, pairs, steps, lr) for net, params in zip(nets, trained)]
     after = _accuracy(comparisons, rm.judge(comparisons))
 
     target = Path(out) if out is not None else Path(model_dir)
-    keep = {k: v for k, v in rm.metadata.items() if k not in ("kind", "heads", "outcome", "personalization")}
+    saved = read_metadata(model_dir)  # as saved: loading presents a member-head ensemble as one reward
+    keep = {k: v for k, v in saved.items() if k not in ("kind", "heads", "outcome", "personalization")}
+    if isinstance(rm.model, EnsembleRewardNet):  # its own record of the labeler table the members share
+        keep["personalization"] = {**meta, "labelers": list(nets[0].labelers), "train_pairs": {
+            **meta.get("train_pairs", {}), labeler: count}}
     config = Path(model_dir) / "rewardlab.yaml"
-    save_model(model, rm.processor, target, keep, kind=rm.kind.name,
+    save_model(nets[0] if heads else rm.model, rm.processor, target, keep,
+               kind="ensemble" if isinstance(rm.model, EnsembleRewardNet) else rm.kind.name,
                extra_files={"rewardlab.yaml": config.read_text()} if config.is_file() else None)
     return AdaptResult(model_dir=target, labeler=labeler, pairs=len(pairs), seconds=time.perf_counter() - start,
-                       accuracy_before=before, accuracy_after=after, loss=float(loss.detach()))
+                       accuracy_before=before, accuracy_after=after, loss=float(np.mean(losses)))

@@ -130,7 +130,7 @@ def test_a_shared_backbone_ensemble_scores_every_member_in_one_pass(tiny_bert, p
 
 def test_shared_backbone_members_see_their_own_bootstrap_weights(tmp_path):
     from rewardlab.data.schema import Comparison, Pair
-    from rewardlab.train.ensemble import member_pairs
+    from rewardlab.models.ensemble import member_pairs
 
     comps = [Comparison(f"p{i}", ("a", "b"), (Pair(0, 1, weight=2.0),), source=f"f:{i}") for i in range(200)]
     plain = member_pairs(comps, 3, bootstrap=False, seed=0)

@@ -31,9 +31,9 @@ def opposite_tastes(n_prompts: int) -> list[dict]:
     return rows
 
 
-def accuracy_by_labeler(rm: RewardModel, rows: list[dict]) -> dict[str, float]:
+def accuracy_by_labeler(rm: RewardModel, rows: list[dict], labelers=("alice", "bob")) -> dict[str, float]:
     out = {}
-    for who in ("alice", "bob"):
+    for who in labelers:
         mine = [r for r in rows if r["labeler"] == who]
         chosen = rm.score_batch([r["prompt"] for r in mine], [r["chosen"] for r in mine], labeler=who)
         rejected = rm.score_batch([r["prompt"] for r in mine], [r["rejected"] for r in mine], labeler=who)
@@ -243,5 +243,15 @@ def test_a_personalised_ensemble_keeps_each_labelers_taste(tiny_bert, taste_data
     assert code == 200 and reply["reward_source"] == ["personal", "personal", "population"]
     assert reply["scores"] == pytest.approx(spread["mean"], abs=1e-5)
     assert reply["uncertainty"]["std"] == pytest.approx(spread["std"], abs=1e-5)
-    with pytest.raises(ValueError, match="is an ensemble; adapt onboards a labeler into one model"):
-        adapt(str(model_dir), str(taste_data[0]), "dave")
+    # a new labeler joins every member (separate: a row each; member heads: one shared row), all else unchanged
+    carol = [dict(r, labeler="carol") for r in opposite_tastes(70)[120:] if r["labeler"] == "bob"]
+    adapt(str(model_dir), str(write_jsonl(tmp_path / "carol.jsonl", carol)), "carol", tmp_path / "adapted")
+    after = RewardModel.from_pretrained(str(tmp_path / "adapted"), device="cpu")
+    assert after.is_ensemble and after.labelers == ["alice", "bob", "carol"]
+    assert after.metadata["personalization"]["train_pairs"]["carol"] == 10
+    prompts, texts = [r["prompt"] for r in taste_data[1]], [r["chosen"] for r in taste_data[1]]
+    for u in ("alice", "bob", None):
+        assert after.score_uncertainty(prompts, texts, labeler=u) == rm.score_uncertainty(prompts, texts, labeler=u)
+    bob_rows = [dict(r, labeler="carol") for r in taste_data[1] if r["labeler"] == "bob"]
+    assert accuracy_by_labeler(after, bob_rows, ("carol",))["carol"] >= 0.9
+    assert min(after.score_uncertainty(prompts[:3], texts[:3], labeler="carol")["std"]) > 0

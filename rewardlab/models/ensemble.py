@@ -25,14 +25,17 @@ A / B / tie probabilities.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from rewardlab.data.schema import Comparison
 from rewardlab.models.base import CONFIG_KEY, ModelKind, RewardNet, get_kind, read_metadata, save_personal_part
 from rewardlab.models.outcomes import OutcomeModel, outcome_from_metadata
 from rewardlab.models.personal import load_personal
@@ -118,6 +121,26 @@ ENSEMBLE_KIND = ModelKind(name="ensemble", processor=_not_trained_directly, buil
 def member_head(k: int) -> str:
     """The head name of member ``k`` in a shared-backbone ensemble."""
     return f"member-{k:02d}"
+
+
+def member_pairs(comparisons: list[Comparison], k_members: int, *, bootstrap: bool, seed: int) -> list[Comparison]:
+    """Each judgement once per member head; with ``bootstrap`` each copy weighs Poisson(1) (zero: left out),
+    drawn from (seed, comparison position), so a rerun draws the same."""
+    out = []
+    for position, c in enumerate(comparisons):
+        rng = np.random.default_rng([seed, position])
+        pairs = []
+        for p in c.pairs:
+            if p.attribute is not None:
+                raise ValueError(f"{c.source}: train.ensemble_shared_backbone makes one head per member, but this "
+                                 f"judgement is about attribute {p.attribute!r}; multi-attribute ensembles need "
+                                 "separate members (train.ensemble_shared_backbone=false)")
+            draws = rng.poisson(1.0, k_members) if bootstrap else np.ones(k_members, dtype=int)
+            pairs += [p._replace(attribute=member_head(k), weight=p.weight * float(w))
+                      for k, w in enumerate(draws) if w > 0]
+        if pairs:
+            out.append(dataclasses.replace(c, pairs=tuple(pairs)))
+    return out
 
 
 class _MemberColumn(RewardNet):

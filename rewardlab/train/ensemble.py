@@ -28,7 +28,7 @@ import yaml
 from rewardlab.config import ExperimentConfig
 from rewardlab.data.schema import Comparison
 from rewardlab.models.base import CONFIG_KEY, get_kind, save_model
-from rewardlab.models.ensemble import EnsembleRewardNet, member_head
+from rewardlab.models.ensemble import EnsembleRewardNet, member_pairs
 from rewardlab.scoring import RewardModel
 from rewardlab.models.personal import labeler_table
 from rewardlab.train.run import TrainResult, labelers_of, load_training_data, train
@@ -95,26 +95,6 @@ def _personal_table(cfg: ExperimentConfig, train_comps: list[Comparison], eval_c
     labelers = labelers_of(cfg, train_comps, eval_comps, {})
     counts = labeler_table(train_comps, 1)[1]
     return {"labelers": labelers, "train_pairs": {u: counts.get(u, 0) for u in labelers}}
-
-
-def member_pairs(comparisons: list[Comparison], k_members: int, *, bootstrap: bool, seed: int) -> list[Comparison]:
-    """Each judgement once per member head; with ``bootstrap`` each copy weighs Poisson(1) (zero: left out),
-    drawn from (seed, comparison position), so a rerun draws the same."""
-    out = []
-    for position, c in enumerate(comparisons):
-        rng = np.random.default_rng([seed, position])
-        pairs = []
-        for p in c.pairs:
-            if p.attribute is not None:
-                raise ValueError(f"{c.source}: train.ensemble_shared_backbone makes one head per member, but this "
-                                 f"judgement is about attribute {p.attribute!r}; multi-attribute ensembles need "
-                                 "separate members (train.ensemble_shared_backbone=false)")
-            draws = rng.poisson(1.0, k_members) if bootstrap else np.ones(k_members, dtype=int)
-            pairs += [p._replace(attribute=member_head(k), weight=p.weight * float(w))
-                      for k, w in enumerate(draws) if w > 0]
-        if pairs:
-            out.append(dataclasses.replace(c, pairs=tuple(pairs)))
-    return out
 
 
 def _train_shared(cfg: ExperimentConfig, train_comps: list[Comparison], eval_comps: list[Comparison],

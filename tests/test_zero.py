@@ -84,6 +84,8 @@ def test_zero_trains_like_adamw_and_resumes_exactly_from_its_safetensors_states(
     assert json.loads((resumed / "metrics.json").read_text())["eval"] == metrics["eval"]
 
     # The same state resumes without DeepSpeed: it holds whole weights and Adam moments, as a plain run's does
+    if stage == 3:
+        return  # the layout is the same for every stage: once is enough
     bare = tmp_path / "bare"
     shutil.copytree(whole / "states" / "step-00000004", bare / "states" / "step-00000004")
     _train(_config(tiny_bert, pairs_file, bare, ema_decay=ema), tmp_path, "bare", "--resume")

@@ -16,6 +16,7 @@ read) and prints what the call will carry. Then, on the device (one call; see ``
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shutil
 import subprocess
 import sys
@@ -29,8 +30,9 @@ LIMIT_MB = 64 * 1.048576  # the device tool's 64 MiB, in MB
 # the EfficientNet weights; tests needing them skip, or fail naming the module.
 WHEELS = ["trl", "datasets", "dill", "multiprocess", "fastapi", "starlette", "pydantic", "pydantic_core",
           "annotated-types", "typing-inspection", "opentelemetry-api", "uvicorn", "kornia", "kornia_rs",
-          "efficientnet-lite-pytorch"]
+          "efficientnet-lite-pytorch", "hjson"]
 EXTRA = {"liger-kernel": None}  # not installed here: the newest wheel (pure Python over Triton, which is there)
+BUILT = ["deepspeed"]  # a source distribution only: built here into a pure-Python wheel (its ops compile there)
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64"]
 
@@ -65,6 +67,9 @@ def main() -> None:
         download(f"{name}=={importlib.metadata.version(name)}", wheels)
     for name, version in EXTRA.items():
         download(name if version is None else f"{name}=={version}", wheels)
+    for name in BUILT:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
+                        f"{name}=={importlib.metadata.version(name)}"], check=True, env={**os.environ, "DS_BUILD_OPS": "0"})
     pack_minilm(PACK / "minilm")
     hh = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
     (PACK / "data" / "hh-rlhf").mkdir(parents=True)

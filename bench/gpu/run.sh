@@ -10,6 +10,8 @@
 #              step, rewardlab and TRL side by side; then rewardlab alone with packing and with a token budget
 #   precision  MiniLM, rewardlab alone: fp32, bf16 and train.mixed_precision=auto (which it picks, and how fast)
 #   serve      bench/serve_load.py on cuda: dynamic batching against one request, one forward (MiniLM)
+#   zero       DeepSpeed ZeRO-2 and ZeRO-3 on the GPU (bf16): MiniLM for 20 steps, resumed from step 10, the gap
+#              to the uninterrupted run (bench/gpu/zero_resume.py)
 # LIMIT (pairs drawn from the HH dev set; default 600) sizes the training runs. The last lines printed are each
 # stage's tables, so the reply's output tail holds them.
 #
@@ -85,8 +87,12 @@ for s in "$@"; do
         stage "precision-$p" 150 "$PY" "${TRL[@]}" --backbone minilm --systems rewardlab --max-length 256 \
           --set "train.mixed_precision=$p"
       done ;;
+    zero)
+      [ "$DEVICE" = cuda ] && MP=bf16 || MP=no
+      for st in 2 3; do stage "zero$st" 240 "$PY" bench/gpu/zero_resume.py --stage "$st" --precision "$MP" \
+        --pairs "$LIMIT"; done ;;
     serve) stage serve 300 "$PY" bench/serve_load.py --device "$DEVICE" --requests 400 --level-seconds 20 ;;
-    *) echo "unknown stage $s (tests, suite, trl, precision, serve)"; exit 2 ;;
+    *) echo "unknown stage $s (tests, suite, trl, precision, serve, zero)"; exit 2 ;;
   esac
 done
 
@@ -98,6 +104,7 @@ for log in "$OUT"/*.log; do
   case $name in
     tests|suite) tail -n 15 "$log" | grep -E "passed|failed|error|FAILED|ERROR|SKIPPED" ;;
     precision-*) grep -E "^precision:|^\| hh" "$log" ;;
+    zero*) grep -E "^zero" "$log" ;;
     *) grep -E "^\||throughput|held-out accuracy|^\(|params\)" "$log" | grep -v -- "---" ;;
   esac
 done

@@ -15,8 +15,6 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
-
 STATES = ("trainable", "optimizer", "ema")
 CONFIGS = Path(__file__).resolve().parents[1] / "rewardlab" / "configs"
 
@@ -56,6 +54,7 @@ def _assert_same(a_dir, b_dir, names, atol):
 @pytest.mark.parametrize("stage,ema", [(2, 0.5), (3, 0.0)])
 def test_zero_trains_like_adamw_and_resumes_exactly_from_its_safetensors_states(tiny_bert, pairs_file, tmp_path,
                                                                                   stage, ema):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install rewardlab[deepspeed])")
     plain = tmp_path / "plain"
     _train(_config(tiny_bert, pairs_file, plain, ema_decay=ema), tmp_path, "plain")
     whole = tmp_path / "whole"

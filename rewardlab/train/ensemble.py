@@ -52,11 +52,11 @@ def train_ensemble(cfg: ExperimentConfig, *, data: tuple[list[Comparison], list[
         data = load_training_data(cfg, get_kind(cfg.model.kind).processor(cfg))[:2]
     train_comps, eval_comps = data
     personal = _personal_table(cfg, train_comps, eval_comps)
-    out.mkdir(parents=True, exist_ok=True)
-    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    (out / "config.yaml").write_text(config_text)  # the run's settings, as a single model's run keeps them
+    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)  # kept as config.yaml, as a single run keeps it
     if cfg.train.ensemble_shared_backbone:
-        return _train_shared(cfg, train_comps, eval_comps, personal)
+        return _train_shared(cfg, train_comps, eval_comps, personal, config_text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(config_text)
     members, metrics = [], {"members": []}
     for k in range(k_members):
         seed = cfg.train.seed + k
@@ -98,12 +98,12 @@ def _personal_table(cfg: ExperimentConfig, train_comps: list[Comparison], eval_c
 
 
 def _train_shared(cfg: ExperimentConfig, train_comps: list[Comparison], eval_comps: list[Comparison],
-                  personal: dict) -> TrainResult:
+                  personal: dict, config_text: str) -> TrainResult:
     k_members = cfg.train.ensemble_size
     data = member_pairs(train_comps, k_members, bootstrap=cfg.train.ensemble_bootstrap, seed=cfg.train.seed)
     one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ensemble_size=1, save_model=True))
     result = train(one, data=(data, eval_comps), labelers=personal.get("labelers"))
-    (Path(cfg.train.output_dir) / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (Path(cfg.train.output_dir) / "config.yaml").write_text(config_text)  # the ensemble's, not its one-run view
     config = result.model_dir / "config.json"  # mark the multi-head folder as an ensemble of its member heads
     content = json.loads(config.read_text())
     content[CONFIG_KEY].update(ensemble_heads=k_members, ensemble_bootstrap=cfg.train.ensemble_bootstrap)

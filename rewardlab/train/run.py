@@ -267,8 +267,9 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.train.log_with) or None,
                       project_dir=str(out / "logs"), dynamo_plugin=compiled)
     out.mkdir(parents=True, exist_ok=True)
+    zero_stage = zero.stage(acc)
     reports["distributed"] = {"type": acc.distributed_type.value, "processes": acc.num_processes,
-                              **({"zero_stage": zero.stage(acc)} if zero.stage(acc) else {})}
+                              **({"zero_stage": zero_stage} if zero_stage else {})}
     if cfg.train.liger_kernel:
         reports["liger_kernel"] = apply_liger(model, acc.device)
     if cfg.train.fsdp:  # before the optimiser: sharding replaces the parameters

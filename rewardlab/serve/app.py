@@ -118,10 +118,13 @@ class Served:
             items, truncated = self.rm.processor.encode_items(ps, self.rm.with_labelers(rs, labelers))
             return ps, items, truncated
 
+        start = time.perf_counter()
         try:
             rendered, items, truncated = await run_in_threadpool(encode)
         except (TypeError, ValueError) as err:
             raise ApiError(422, str(err)) from None
+        if self.batcher.metrics is not None:
+            self.batcher.metrics.timed("encode", self.name, time.perf_counter() - start)
         future = self.batcher.submit(items)  # raises Overloaded
         return await asyncio.wrap_future(future), rendered, truncated
 

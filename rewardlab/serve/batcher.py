@@ -167,10 +167,15 @@ class DynamicBatcher:
     def _score(self, taken: list[_Request]) -> None:
         work = sorted(((r, i) for r in taken for i in range(len(r.items))), key=lambda w: w[0].costs[w[1]])
         rm = self.rm
+        if self.metrics is not None:
+            now = time.monotonic()
+            for r in taken:
+                self.metrics.timed("queue", self.name, now - r.arrived)
         for batch in self._buckets(work):
             live = [w for w in batch if not w[0].future.done()]  # skip requests a failed pass already ended
             if not live:
                 continue
+            start = time.perf_counter()
             try:
                 with torch.inference_mode(), self._autocast():
                     inputs = rm.processor.collate([r.items[i] for r, i in live])
@@ -181,7 +186,8 @@ class DynamicBatcher:
                     r.future.set_exception(err)
                 continue
             if self.metrics is not None:
-                self.metrics.forward(self.name, len(live), len(live) * max(r.costs[i] for r, i in live))
+                self.metrics.forward(self.name, len(live), len(live) * max(r.costs[i] for r, i in live),
+                                     time.perf_counter() - start)
             for (r, i), row in zip(live, rows):
                 r.out[i] = row
                 r.left -= 1

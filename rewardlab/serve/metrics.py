@@ -1,11 +1,14 @@
 """The server's counters and histograms, rendered in Prometheus' text exposition format (``GET /metrics``).
 
-Kept by hand (a few dicts under one lock) rather than through ``prometheus_client``: the server needs five
+Kept by hand (a few dicts under one lock) rather than through ``prometheus_client``: the server needs eight
 series, and one dependency fewer. Series, all prefixed ``rewardlab_``:
 
 - ``requests_total{endpoint, status}`` and ``request_seconds{endpoint}`` (histogram) per HTTP request;
 - ``items_total{model}``: items scored;
 - ``batch_items{model}`` and ``batch_tokens{model}`` (histograms): items and padded tokens per forward pass;
+- ``encode_seconds{model}``, ``queue_seconds{model}`` and ``forward_seconds{model}`` (histograms): where a
+  request's time goes: tokenising its items, waiting for a forward pass (per request), and each pass (collate,
+  forward, rewards back to the host);
 - ``queue_items{model}`` (gauge): items waiting for a forward pass;
 - ``rejected_total{model, reason}``: requests turned away by the batcher (``overload``, ``shutdown``).
 """
@@ -61,6 +64,7 @@ class Metrics:
         self.items: dict[str, int] = defaultdict(int)
         self.batch_items: dict[str, Histogram] = defaultdict(lambda: Histogram(ITEM_BUCKETS))
         self.batch_tokens: dict[str, Histogram] = defaultdict(lambda: Histogram(TOKEN_BUCKETS))
+        self.seconds: dict[tuple[str, str], Histogram] = defaultdict(lambda: Histogram(LATENCY_BUCKETS))
         self.queue: dict[str, int] = defaultdict(int)
         self.rejected: dict[tuple[str, str], int] = defaultdict(int)
 
@@ -69,11 +73,17 @@ class Metrics:
             self.requests[endpoint, status] += 1
             self.latency[endpoint].observe(seconds)
 
-    def forward(self, model: str, items: int, padded_tokens: int) -> None:
+    def forward(self, model: str, items: int, padded_tokens: int, seconds: float) -> None:
         with self._lock:
             self.items[model] += items
             self.batch_items[model].observe(items)
             self.batch_tokens[model].observe(padded_tokens)
+            self.seconds["forward", model].observe(seconds)
+
+    def timed(self, stage: str, model: str, seconds: float) -> None:
+        """One request's time in ``stage`` (``encode`` or ``queue``)."""
+        with self._lock:
+            self.seconds[stage, model].observe(seconds)
 
     def queue_depth(self, model: str, items: int) -> None:
         with self._lock:
@@ -102,6 +112,13 @@ class Metrics:
             lines += [f"# HELP {p}batch_tokens Padded tokens per forward pass.", f"# TYPE {p}batch_tokens histogram"]
             for m, h in sorted(self.batch_tokens.items()):
                 lines += h.lines(f"{p}batch_tokens", _labels(model=m))
+            for stage, what in (("encode", "Seconds a request's items took to tokenise."),
+                                ("queue", "Seconds a request waited for its first forward pass."),
+                                ("forward", "Seconds per forward pass (collate, forward, rewards to the host).")):
+                lines += [f"# HELP {p}{stage}_seconds {what}", f"# TYPE {p}{stage}_seconds histogram"]
+                for (st, m), h in sorted(self.seconds.items()):
+                    if st == stage:
+                        lines += h.lines(f"{p}{stage}_seconds", _labels(model=m))
             lines += [f"# HELP {p}queue_items Items waiting for a forward pass.", f"# TYPE {p}queue_items gauge"]
             lines += [f"{p}queue_items{{{_labels(model=m)}}} {n}" for m, n in sorted(self.queue.items())]
             lines += [f"# HELP {p}rejected_total Requests turned away by the batcher.",

@@ -7,11 +7,11 @@
 #   tests      the CUDA-sensitive test modules (distributed, precision, packing, token budget, serving, scoring)
 #   suite      the whole test suite (make test on a GPU machine; ~4-8 min: run it alone)
 #   trl        bench/compare_trl.py: the 0.36 B decoder and the 0.3 B encoder, bf16, max_length 1024, 32 pairs a
-#              step, rewardlab and TRL side by side
+#              step, TRL then rewardlab side by side
 #   packing    the decoder, rewardlab alone, with packing and with a token budget
 #   precision  MiniLM, rewardlab alone: fp32, bf16 and train.mixed_precision=auto (which it picks, and how fast)
 #   steps      bench/gpu/step_times.py: rewardlab's per-step times on the decoder (defaults, no length grouping,
-#              the allocator's expandable segments)
+#              defaults again, the allocator's expandable segments)
 #   profile    the same on the defaults with the torch profiler: the operators of three steps by self CPU / GPU time
 #   serve      bench/serve_load.py on cuda: dynamic batching against one request, one forward (MiniLM); serve-quick:
 #              1 and 32 clients, 200 requests
@@ -87,13 +87,13 @@ TRL=(bench/compare_trl.py --device "$DEVICE" --tasks hh --limit "$LIMIT" --epoch
 STEPS=(bench/gpu/step_times.py --device "$DEVICE" --backbone "$DEC" --limit "$LIMIT")
 for s in "$@"; do
   case $s in
-    tests) stage tests 420 "$PY" -m pytest -q -p no:cacheprovider -rfs tests/test_distributed.py \
-             tests/test_precision.py tests/test_packing.py tests/test_token_budget.py tests/test_serve.py \
-             tests/test_scoring.py ;;
+    tests) stage tests 420 "$PY" -m pytest -q -p no:cacheprovider -rfs tests/test_precision.py \
+             tests/test_packing.py tests/test_token_budget.py tests/test_serve.py tests/test_scoring.py \
+             tests/test_distributed.py ;;  # distributed last: its process starts took 200 s for 7 tests there
     suite) stage suite 560 "$PY" -m pytest -q -p no:cacheprovider -rfs ;;
-    trl)
-      stage trl-decoder 300 "$PY" "${TRL[@]}" --backbone "$DEC"
-      stage trl-encoder 300 "$PY" "${TRL[@]}" --backbone "$ENC" ;;
+    trl)  # TRL first: on 2026-12-04 rewardlab went first in each pair, on a machine not yet warm
+      stage trl-decoder 300 "$PY" "${TRL[@]}" --backbone "$DEC" --systems trl rewardlab
+      stage trl-encoder 300 "$PY" "${TRL[@]}" --backbone "$ENC" --systems trl rewardlab ;;
     packing)
       stage trl-decoder-packed 150 "$PY" "${TRL[@]}" --backbone "$DEC" --systems rewardlab --packing
       stage trl-decoder-budget 150 "$PY" "${TRL[@]}" --backbone "$DEC" --systems rewardlab \
@@ -108,8 +108,10 @@ for s in "$@"; do
       for st in 2 3; do stage "zero$st" 240 "$PY" bench/gpu/zero_resume.py --stage "$st" --precision "$MP" \
         --pairs "$LIMIT"; done ;;
     steps)  # rewardlab's step times on the decoder: defaults, without length grouping, expandable segments
+      # A / B / A: the first run on a fresh machine also pays its cold start (2026-12-04 the grouped run went first)
       stage steps-default 120 "$PY" "${STEPS[@]}"
       stage steps-ungrouped 120 "$PY" "${STEPS[@]}" --set train.group_by_length=false
+      stage steps-default-again 120 "$PY" "${STEPS[@]}" --label "defaults again"
       stage steps-expandable 120 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "$PY" "${STEPS[@]}" \
         --label expandable_segments ;;
     profile) stage profile 180 "$PY" "${STEPS[@]}" --profile 3 ;;  # the slow length-grouped steps: which operators

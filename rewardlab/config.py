@@ -245,8 +245,9 @@ class TrainConfig:
                                     "(drawn with replacement) of the training comparisons.")
     ensemble_shared_backbone: bool = option(False, "ensemble_size > 1: the members are heads over one shared backbone "
                                           "(one forward pass scores them all; about the cost of one model, less "
-                                          "diverse members) instead of separate models. With ensemble_bootstrap "
-                                          "each head weighs each pair by its own Poisson(1) draw.")
+                                          "diverse members) instead of separate models (not for "
+                                          "model.kind=judge). With ensemble_bootstrap each head weighs each pair by "
+                                          "its own Poisson(1) draw.")
     ema_decay: float = option(0.0, "Keep an exponential moving average of weights with this decay (0 = off); "
                             "evaluation and the saved model use it.")
     eval_every: int = option(0, "Evaluate every N optimiser steps (0 = once per epoch).")

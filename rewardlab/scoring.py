@@ -84,7 +84,7 @@ class RewardModel:
             from rewardlab.models.ensemble import HeadEnsembleRewardNet
 
             model = HeadEnsembleRewardNet(model, int(metadata["ensemble_heads"]), metadata.get("kind", "text"))
-            if "head_stats" in metadata:  # its one reported head is the base model's aggregate
+            if "head_stats" in metadata and model.head_width == 1:  # its one reported head is the base's aggregate
                 metadata = {**metadata, "head_stats": {"reward": metadata["head_stats"][AGGREGATE]}}
         return cls(model, processor, metadata, device)
 

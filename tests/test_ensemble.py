@@ -71,8 +71,8 @@ def test_ensemble_options_are_checked(tiny_bert, pairs_file, tmp_path):
         cfg = tiny_config(tiny_bert, pairs_file, tmp_path)
         train(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="ensemble")))
     cfg = tiny_config(tiny_bert, pairs_file, tmp_path, ensemble_size=2)
-    with pytest.raises(ValueError, match="model.kind=cross_encoder judges ordered pairs with three logits"):
-        train_ensemble(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="cross_encoder"),
+    with pytest.raises(ValueError, match="model.kind=judge has no heads to give each member one"):
+        train_ensemble(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="judge"),
                                            train=dataclasses.replace(cfg.train, ensemble_shared_backbone=True)))
 
 
@@ -176,3 +176,61 @@ def test_an_ensemble_of_pairwise_models_averages_their_probabilities(tiny_bert, 
     member = evaluate(str(result.model_dir / "member-1"), str(data), tmp_path / "eval-1", n_boot=10, progress=False)
     overall = member.metrics["overall"]["accuracy"]["value"]
     assert report.metrics["ensemble"]["member_accuracy"][1] == pytest.approx(overall)  # each member judged as alone
+
+
+def test_three_class_judges_each_pair_on_its_own_heads_three_logits():
+    import torch
+
+    from rewardlab.data.collate import PairTable
+    from rewardlab.models.outcomes import ThreeClass
+
+    torch.manual_seed(0)
+    rewards = torch.randn(4, 9)  # three groups of (first, second, tie) logits
+    pairs = PairTable.of(2, i=[0, 2], j=[1, 3], head=[3, 6])
+    judged = ThreeClass()(rewards, pairs)
+    for p, start in enumerate((3, 6)):  # the same as reading that group alone
+        alone = ThreeClass()(rewards[:, start: start + 3], PairTable.of(1, i=[2 * p], j=[2 * p + 1], head=[0]))
+        torch.testing.assert_close(judged.log_probs[p], alone.log_probs[0])
+
+
+def test_a_shared_backbone_ensemble_of_cross_encoders_averages_its_heads_probabilities(tiny_bert, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from rewardlab.evaluation.run import evaluate
+    from rewardlab.serve.app import create_app
+    from rewardlab.serve.config import ServeConfig
+    from test_serve import post, serving
+    from test_ties import _ab_rows
+
+    data = write_jsonl(tmp_path / "ab.jsonl", _ab_rows())
+    cfg = tiny_config(tiny_bert, data, tmp_path / "run", epochs=2, loss="three_class", ensemble_size=3,
+                      ensemble_bootstrap=True, ensemble_shared_backbone=True)
+    result = train_ensemble(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="cross_encoder")))
+    folder = result.model_dir
+    assert result.metrics["eval"]["members"] == 3 and len(result.metrics["eval"]["member_accuracy"]) == 3
+    # one plain transformers model: an A / B / tie group of labels per member
+    hf = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert hf.config.num_labels == 9 and [hf.config.id2label[i] for i in (0, 4, 8)] == [
+        "member-00:first", "member-01:second", "member-02:tie"]
+    assert json.loads((folder / "config.json").read_text())["rewardlab"]["ensemble_heads"] == 3
+
+    rm = RewardModel.from_pretrained(str(folder), device="cpu")
+    assert rm.is_ensemble and rm.kind.name == "cross_encoder" and rm.heads == ("first", "second", "tie")
+    a, b = "Do step 5, then check the result carefully.", "I'm sorry, I can't help."
+    batch = rm.processor.collate(rm.processor.encode_items(["Task 5?"] * 2, [(a, b), (b, a)])[0])
+    calls = []
+    hook = rm.model.base.register_forward_hook(lambda *_: calls.append(1))
+    members = rm.model.member_rewards(**batch)
+    hook.remove()
+    assert members.shape == (3, 2, 3) and len(calls) == 1  # one forward pass for all members
+    singles = [RewardModel(m, rm.processor, rm.metadata).compare("Task 5?", a, b) for m in rm.model.members]
+    assert singles[0] != pytest.approx(singles[1], abs=1e-4)  # the heads differ
+    expected = {o: np.mean([s[o] for s in singles]) for o in ("a", "b", "tie")}
+    assert rm.compare("Task 5?", a, b) == pytest.approx(expected, abs=1e-5)  # the mean of their probabilities
+    with serving(create_app({"default": rm}, ServeConfig())) as (url, _):
+        code, reply, _ = post(f"{url}/v1/compare", {"items": [{"prompt": "Task 5?", "response_a": a, "response_b": b}]})
+        assert code == 200 and reply["probabilities"][0] == pytest.approx(expected, abs=1e-5)
+    report = evaluate(str(folder), str(data), tmp_path / "eval", n_boot=10, progress=False)
+    assert report.metrics["outcomes"]["pairs"] == 24 and report.metrics["ensemble"]["members"] == 3
+    assert report.metrics["ensemble"]["pairs"] == 16  # its decided pairs, each judged by every member head

@@ -44,9 +44,14 @@ AGGREGATE = "aggregate"  # the last head's name in multi-head models
 
 
 class RewardNet(nn.Module):
-    """Base of every model kind. ``forward(**items) -> rewards (N, H)``; ``heads[-1]`` is the aggregate."""
+    """Base of every model kind. ``forward(**items) -> rewards (N, H)``; ``heads[-1]`` is the aggregate.
+
+    A judgement reads ``head_width`` columns from its head on: one reward, or the three A / B / tie
+    logits of pairwise kinds, whose heads are then groups of three columns, the aggregate's last.
+    """
 
     heads: tuple[str, ...] = ("reward",)
+    head_width: int = 1
 
     @property
     def outcome(self) -> OutcomeModel:
@@ -69,9 +74,9 @@ class RewardNet(nn.Module):
                                   "personalised (model.personalization)")
 
     def head_index(self) -> dict[str | None, int]:
-        """Attribute name → reward column; ``None`` (an overall judgement) → the aggregate column."""
+        """Attribute name → its (first) reward column; ``None`` (an overall judgement) → the aggregate's."""
         index: dict[str | None, int] = {name: i for i, name in enumerate(self.heads)}
-        index[None] = len(self.heads) - 1
+        index[None] = len(self.heads) - self.head_width
         return index
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -96,6 +101,8 @@ class ModelKind:
             (pairwise kinds turn each judged pair into its two ordered-pair items); None: as is.
         outcome: the outcome model the kind's outputs need (``three_class`` for pairwise
             kinds); None: any, chosen by the loss.
+        member_heads: ``build`` takes ensemble member heads (``member-00`` …) as attributes, so
+            ``train.ensemble_shared_backbone`` can make one model of K members.
     """
 
     name: str
@@ -106,6 +113,7 @@ class ModelKind:
     help: str = ""
     prepare: Callable[[object], object] | None = None
     outcome: str | None = None
+    member_heads: bool = True
 
 
 _BRADLEY_TERRY = BradleyTerry()

@@ -7,7 +7,9 @@ Two forms share one interface (``forward`` → the members' mean (N, H); ``membe
 - :class:`HeadEnsembleRewardNet`: K heads of one model over a shared backbone
   (``train.ensemble_shared_backbone``): a plain multi-head checkpoint of the member kind whose
   heads ``member-00`` … are the members and whose aggregate column is their mean, marked
-  ``ensemble_heads: K`` in its metadata; one forward pass scores every member.
+  ``ensemble_heads: K`` in its metadata; one forward pass scores every member. Pairwise
+  members are groups of three logits (A / B / tie), aggregated as separate members are: the
+  log of their mean probabilities.
 
 :class:`EnsembleRewardNet` keeps the contract (``forward(**items) -> (N, H)``, the
 members' mean) and adds ``member_rewards(**items) -> (K, N, H)``. Members share one
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -123,6 +126,10 @@ def member_head(k: int) -> str:
     return f"member-{k:02d}"
 
 
+def is_member_head(name: str | None) -> bool:
+    return name is not None and re.fullmatch(r"member-\d{2,}", name) is not None
+
+
 def member_pairs(comparisons: list[Comparison], k_members: int, *, bootstrap: bool, seed: int) -> list[Comparison]:
     """Each judgement once per member head; with ``bootstrap`` each copy weighs Poisson(1) (zero: left out),
     drawn from (seed, comparison position), so a rerun draws the same."""
@@ -144,21 +151,24 @@ def member_pairs(comparisons: list[Comparison], k_members: int, *, bootstrap: bo
 
 
 class _MemberColumn(RewardNet):
-    """One member of a :class:`HeadEnsembleRewardNet`: its column of the shared model, (N, 1)."""
+    """One member of a :class:`HeadEnsembleRewardNet`: its head's columns of the shared model, (N, W)."""
 
-    def __init__(self, base: RewardNet, column: int):
+    def __init__(self, base: RewardNet, column: int, heads: tuple[str, ...]):
         super().__init__()
-        self.base, self.column = base, column
+        self.base, self.column, self.heads, self.head_width = base, column, heads, base.head_width
 
     def forward(self, **items: torch.Tensor) -> torch.Tensor:
-        return self.base(**items)[:, self.column: self.column + 1]
+        return self.base(**items)[:, self.column: self.column + self.head_width]
+
+    @property
+    def outcome(self) -> OutcomeModel:
+        return self.base.outcome
 
 
 class HeadEnsembleRewardNet(RewardNet):
-    """K members as K heads of one model. ``forward`` → their mean (the model's aggregate column), (N, 1);
-    ``member_rewards`` → (K, N, 1) from the same forward pass."""
-
-    heads = ("reward",)
+    """K members as K heads of one model. ``forward`` → their aggregate, (N, W): the mean reward (W = 1), or
+    for three-logit (pairwise) heads the log of their mean A / B / tie probabilities (W = 3);
+    ``member_rewards`` → (K, N, W) from the same forward pass."""
 
     def __init__(self, base: RewardNet, k_members: int, member_kind: str):
         super().__init__()
@@ -168,15 +178,18 @@ class HeadEnsembleRewardNet(RewardNet):
             raise ValueError(f"a {k_members}-head ensemble needs heads {member_head(0)} ... "
                              f"{member_head(k_members - 1)}; the model has {', '.join(base.heads)}")
         self.base, self.member_kind = base, member_kind
+        self.head_width = base.head_width
+        self.heads = tuple(base.heads[-self.head_width:]) if self.head_width > 1 else ("reward",)
         self.columns = [index[member_head(k)] for k in range(k_members)]
         # A plain tuple: the views are not submodules (their weights are the base's).
-        self.members = tuple(_MemberColumn(base, c) for c in self.columns)
+        self.members = tuple(_MemberColumn(base, c, self.heads) for c in self.columns)
 
     def member_rewards(self, **items: torch.Tensor) -> torch.Tensor:
-        return self.base(**items)[:, self.columns].T.unsqueeze(-1)  # (K, N, 1)
+        out, w = self.base(**items), self.head_width
+        return torch.stack([out[:, c: c + w] for c in self.columns])  # (K, N, W)
 
     def forward(self, **items: torch.Tensor) -> torch.Tensor:
-        return self.base(**items)[:, -1:]  # the aggregate: the members' mean
+        return self.base(**items)[:, -self.head_width:]  # the aggregate
 
     @property
     def outcome(self) -> OutcomeModel:

@@ -187,6 +187,7 @@ class JudgeModel(RewardNet):
     """
 
     heads = PAIR_LABELS
+    head_width = len(PAIR_LABELS)  # one A / B / tie group
 
     def __init__(self, lm: nn.Module, answer_ids: Sequence[int]):
         super().__init__()
@@ -364,7 +365,7 @@ def zero_shot_judge(backbone: str = DEFAULT_JUDGE_BACKBONE, *, template: str = J
 
 JUDGE_KIND = ModelKind(
     name="judge", processor=_processor, build=build_judge, save=_save, load=_load,
-    prepare=ordered_pairs, outcome="three_class",
+    prepare=ordered_pairs, outcome="three_class", member_heads=False,
     help="LLM-as-judge: a causal LM reads prompt, A and B in a judge template and its next-token logits for "
          "A / B / C (tie) are the outcome, both orders averaged; zero-shot or (Q)LoRA / full fine-tuned; saved as a "
          "plain AutoModelForCausalLM folder.")

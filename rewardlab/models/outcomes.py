@@ -143,6 +143,7 @@ class ThreeClass(OutcomeModel):
     Item ``i`` holds (first = the pair's item i, second = item j) and item ``j`` the same
     two swapped, so P(i wins) = ½ (softmax(r_i)[first] + softmax(r_j)[second]), and
     likewise for j and for a tie. ``chosen`` / ``rejected`` are log P(i) and log P(j).
+    The three logits are the pair's head's: columns ``head``, ``head + 1``, ``head + 2``.
     """
 
     name = "three_class"
@@ -151,8 +152,9 @@ class ThreeClass(OutcomeModel):
     def forward(self, rewards: torch.Tensor, pairs: PairTable) -> Judged:
         if rewards.shape[-1] < 3:
             raise ValueError(f"outcome model three_class needs 3 logits per item, the model gives {rewards.shape[-1]}")
-        as_first = rewards[pairs.i, :3].float().log_softmax(-1)  # (P, 3): (i wins, j wins, tie)
-        as_second = rewards[pairs.j, :3].float().log_softmax(-1)[:, [1, 0, 2]]  # swapped back to (i, j, tie)
+        columns = pairs.head[:, None] + torch.arange(3, device=rewards.device)  # (P, 3)
+        as_first = rewards[pairs.i[:, None], columns].float().log_softmax(-1)  # (P, 3): (i wins, j wins, tie)
+        as_second = rewards[pairs.j[:, None], columns].float().log_softmax(-1)[:, [1, 0, 2]]  # swapped back
         log_probs = torch.logaddexp(as_first, as_second) - math.log(2.0)
         consistent = as_first.argmax(-1) == as_second.argmax(-1)
         return Judged(log_probs[:, 0], log_probs[:, 1], log_probs, consistent)

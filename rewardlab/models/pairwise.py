@@ -17,16 +17,19 @@ labels reading ``prompt`` and ``A <sep> B`` as one text; the LLM judge
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch import nn
 
 from rewardlab.config import ExperimentConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
 from rewardlab.data.schema import Comparison
 from rewardlab.models.backbones import load_backbone, load_tokenizer, prepare_tokenizer, with_lora
 from rewardlab.models.base import CONFIG_KEY, ModelKind, read_metadata
+from rewardlab.models.ensemble import is_member_head
 from rewardlab.models.outcomes import ThreeClass
 from rewardlab.models.text import TextRewardModel
 
@@ -84,19 +87,42 @@ class PairTextItems(TextItems):
         return super().encode_items(prompts, joined)
 
 
-def build_cross_encoder(cfg: ExperimentConfig, attributes: Sequence[str], processor: PairTextItems
-                        ) -> TextRewardModel:
-    if attributes:
-        raise ValueError(f"model.kind=cross_encoder predicts one A / B / tie outcome; the data rates attributes "
-                         f"{', '.join(attributes)}: use model.kind=text for per-attribute heads")
-    hf_model, _ = load_backbone(cfg.model.backbone, num_labels=len(PAIR_LABELS), dropout=cfg.model.dropout,
-                                tokenizer=processor.tokenizer)
-    if cfg.model.lora:
-        hf_model = with_lora(hf_model, cfg.model, "SEQ_CLS")
+class MeanProbability(nn.Module):
+    """The aggregate of K three-logit groups (N, 3K): log of their mean A / B / tie probabilities, (N, 3)."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        groups = logits.float().reshape(len(logits), self.groups, len(PAIR_LABELS)).log_softmax(-1)
+        return groups.logsumexp(1) - math.log(self.groups)
+
+
+def _pairwise_model(hf_model: nn.Module, members: Sequence[str]) -> TextRewardModel:
+    """A three-logit model: one A / B / tie group (``members`` empty), or one group per member head of a
+    shared-backbone ensemble and, last, their mean-probability aggregate."""
     model = TextRewardModel(hf_model)
+    model.head_width = len(PAIR_LABELS)
     model.heads = PAIR_LABELS
+    if members:
+        model.heads = (*(name for m in members for name in (m, f"{m}:second", f"{m}:tie")), *PAIR_LABELS)
+        model.aggregator = MeanProbability(len(members))
     model.set_outcome(ThreeClass())
     return model
+
+
+def build_cross_encoder(cfg: ExperimentConfig, attributes: Sequence[str], processor: PairTextItems
+                        ) -> TextRewardModel:
+    members = [a for a in attributes if is_member_head(a)]
+    if len(members) != len(attributes):
+        raise ValueError(f"model.kind=cross_encoder predicts one A / B / tie outcome; the data rates attributes "
+                         f"{', '.join(attributes)}: use model.kind=text for per-attribute heads")
+    hf_model, _ = load_backbone(cfg.model.backbone, num_labels=len(PAIR_LABELS) * max(1, len(members)),
+                                dropout=cfg.model.dropout, tokenizer=processor.tokenizer)
+    if cfg.model.lora:
+        hf_model = with_lora(hf_model, cfg.model, "SEQ_CLS")
+    return _pairwise_model(hf_model, members)
 
 
 def _processor(cfg: ExperimentConfig) -> PairTextItems:
@@ -106,8 +132,11 @@ def _processor(cfg: ExperimentConfig) -> PairTextItems:
 
 def _save(model: TextRewardModel, processor: PairTextItems, folder: Path, metadata: dict) -> None:
     hf = model.merged_model()
-    hf.config.id2label = dict(enumerate(PAIR_LABELS))
-    hf.config.label2id = {name: i for i, name in enumerate(PAIR_LABELS)}
+    groups = model.heads[:-len(PAIR_LABELS)] if len(model.heads) > len(PAIR_LABELS) else ()
+    members = groups[::len(PAIR_LABELS)]  # one A / B / tie group per member head; else the plain three labels
+    labels = [f"{m}:{label}" for m in members for label in PAIR_LABELS] or list(PAIR_LABELS)
+    hf.config.id2label = dict(enumerate(labels))
+    hf.config.label2id = {name: i for i, name in enumerate(labels)}
     setattr(hf.config, CONFIG_KEY, {**metadata, "encoding": processor.encoder.spec.to_dict(),
                                     "separator": processor.separator})
     hf.save_pretrained(folder, safe_serialization=True)
@@ -121,9 +150,9 @@ def _load(path: str, device: torch.device, dtype: torch.dtype | None):
     hf = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=dtype)
     metadata = read_metadata(path)
     prepare_tokenizer(tokenizer, hf)
-    model = TextRewardModel(hf)
-    model.heads = PAIR_LABELS
-    model.set_outcome(ThreeClass())
+    labels = [hf.config.id2label[i] for i in range(hf.config.num_labels)]
+    members = [label.split(":")[0] for label in labels[::len(PAIR_LABELS)]] if len(labels) > len(PAIR_LABELS) else []
+    model = _pairwise_model(hf, members)
     processor = PairTextItems(TextEncoder(tokenizer, EncodingSpec(**metadata["encoding"])), metadata["separator"])
     return model.to(device).eval(), processor, metadata
 

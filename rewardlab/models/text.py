@@ -86,7 +86,8 @@ class TextRewardModel(RewardNet):
         logits = logits.float()
         if self.aggregator is None:
             return logits
-        return torch.cat([logits, self.aggregator(logits)[:, None]], dim=1)  # (N, A + 1)
+        aggregate = self.aggregator(logits)  # (N,), or (N, 3) for three-logit heads
+        return torch.cat([logits, aggregate if aggregate.dim() == 2 else aggregate[:, None]], dim=1)  # (N, A + 1)
 
     def _packed_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor, last_index: torch.Tensor
                        ) -> torch.Tensor:

@@ -43,10 +43,10 @@ def train_ensemble(cfg: ExperimentConfig, *, data: tuple[list[Comparison], list[
     k_members = cfg.train.ensemble_size
     if k_members < 2:
         raise ValueError(f"train.ensemble_size={k_members}: an ensemble needs at least 2 members")
-    if get_kind(cfg.model.kind).prepare is not None and cfg.train.ensemble_shared_backbone:
-        raise ValueError(f"train.ensemble_shared_backbone: model.kind={cfg.model.kind} judges ordered pairs with "
-                         "three logits, not one reward per member head; train separate members "
-                         "(train.ensemble_shared_backbone=false)")
+    if not get_kind(cfg.model.kind).member_heads and cfg.train.ensemble_shared_backbone:
+        raise ValueError(f"train.ensemble_shared_backbone: model.kind={cfg.model.kind} has no heads to give each "
+                         "member one (it reads its verdict from the language model's own token logits); train "
+                         "separate members (train.ensemble_shared_backbone=false)")
     out = Path(cfg.train.output_dir)
     if data is None:
         data = load_training_data(cfg, get_kind(cfg.model.kind).processor(cfg))[:2]

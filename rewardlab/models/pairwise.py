@@ -10,8 +10,9 @@ training sees every pair both ways (swap augmentation) and predictions cannot
 depend on position.
 
 The kind here, ``cross_encoder``, is a Hugging Face sequence classifier with three
-labels reading ``prompt`` and ``A <sep> B`` as one text; the LLM judge
-(:mod:`rewardlab.models.judge`) is another pairwise kind.
+labels reading ``prompt`` and ``A <sep> B`` as one text (3K labels, a group per member,
+in a shared-backbone ensemble); the LLM judge (:mod:`rewardlab.models.judge`) is
+another pairwise kind.
 """
 
 from __future__ import annotations
@@ -132,8 +133,7 @@ def _processor(cfg: ExperimentConfig) -> PairTextItems:
 
 def _save(model: TextRewardModel, processor: PairTextItems, folder: Path, metadata: dict) -> None:
     hf = model.merged_model()
-    groups = model.heads[:-len(PAIR_LABELS)] if len(model.heads) > len(PAIR_LABELS) else ()
-    members = groups[::len(PAIR_LABELS)]  # one A / B / tie group per member head; else the plain three labels
+    members = model.heads[:-len(PAIR_LABELS)][::len(PAIR_LABELS)]  # an ensemble's member heads; none when plain
     labels = [f"{m}:{label}" for m in members for label in PAIR_LABELS] or list(PAIR_LABELS)
     hf.config.id2label = dict(enumerate(labels))
     hf.config.label2id = {name: i for i, name in enumerate(labels)}

@@ -44,6 +44,11 @@ from rewardlab.models.outcomes import OutcomeModel, outcome_from_metadata
 from rewardlab.models.personal import load_personal
 
 
+def mean_probability(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """Three-logit (A / B / tie) members stacked along ``dim``: the log of their mean probabilities."""
+    return logits.float().log_softmax(-1).logsumexp(dim) - math.log(logits.shape[dim])
+
+
 class EnsembleRewardNet(RewardNet):
     """K member models of one kind. ``forward`` → the mean rewards (N, H); ``member_rewards`` → (K, N, H)."""
 
@@ -64,7 +69,7 @@ class EnsembleRewardNet(RewardNet):
     def forward(self, **items: torch.Tensor) -> torch.Tensor:
         members = self.member_rewards(**items)  # (K, N, H)
         if self.outcome.name == "three_class":  # pairwise members: the mean of their probabilities, as logits
-            return members.log_softmax(-1).logsumexp(0) - math.log(len(self.members))
+            return mean_probability(members, 0)
         return members.mean(0)
 
     @property

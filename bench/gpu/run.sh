@@ -13,8 +13,11 @@
 #   steps      bench/gpu/step_times.py: rewardlab's per-step times on the decoder (defaults, no length grouping,
 #              defaults again, the allocator's expandable segments)
 #   profile    the same on the defaults with the torch profiler: the operators of three steps by self CPU / GPU time
+#   launch     bench/gpu/launch.py: one kernel launch's cost, MiniLM's eager forward against a CUDA graph of it, and
+#              beside a busy Python thread (why a 4-item server pass took 47-66 ms; ~30 s)
 #   serve      bench/serve_load.py on cuda: dynamic batching against one request, one forward (MiniLM); serve-quick:
-#              1 and 32 clients, 200 requests
+#              1 and 32 clients, 200 requests; serve-decoder: the same with the random 0.36 B decoder (an RLHF-sized
+#              reward model, where a forward pass costs more than the HTTP around it)
 #   zero       DeepSpeed ZeRO-2 and ZeRO-3 on the GPU (bf16): MiniLM for 20 steps, resumed from step 10, the gap
 #              to the uninterrupted run (bench/gpu/zero_resume.py)
 # DEADLINE (seconds from the start; default 0 = none) bounds the whole call: each stage's timeout is cut to what
@@ -115,10 +118,13 @@ for s in "$@"; do
       stage steps-expandable 120 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "$PY" "${STEPS[@]}" \
         --label expandable_segments ;;
     profile) stage profile 180 "$PY" "${STEPS[@]}" --profile 3 ;;  # the slow length-grouped steps: which operators
+    launch) stage launch 90 "$PY" bench/gpu/launch.py --device "$DEVICE" ;;
+    serve-decoder) stage serve-decoder 200 "$PY" bench/serve_load.py --device "$DEVICE" --model random:decoder-0.5b \
+      --requests 200 --level-seconds 15 --clients 1,32 ;;
     serve-quick) stage serve 200 "$PY" bench/serve_load.py --device "$DEVICE" --requests 200 --level-seconds 10 \
       --clients 1,32 ;;
     serve) stage serve 300 "$PY" bench/serve_load.py --device "$DEVICE" --requests 400 --level-seconds 20 ;;
-    *) echo "unknown stage $s (tests, suite, trl, packing, precision, steps, profile, serve, serve-quick, zero)"; exit 2 ;;
+    *) echo "unknown stage $s (tests, suite, trl, packing, precision, steps, profile, launch, serve, serve-quick, serve-decoder, zero)"; exit 2 ;;
   esac
 done
 

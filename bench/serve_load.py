@@ -8,14 +8,18 @@ to the last assistant turn is the prompt, that turn the response), so lengths ar
 (a response that is a number: 422) or oversized (a response over ``--max-text-chars``: 413); a bad request
 answered otherwise, or a good one answered anything but 200, counts as a failure.
 
+With ``--model-process`` a third server batches with its model in a worker process of its own
+(``on+process``), measured beside the other two.
+
 Printed per mode and level: requests/s and items/s of good requests, p50 / p99 latency, failures, the
 server's resident memory before and after the level (flat = no growth), and where the time went, read from
 the server's /metrics: its mean time per request (all requests, bad ones too), per request tokenising and
 waiting for a forward pass, the passes, items per pass and time per pass. Then the throughput ratio of
-batching on over off at the highest concurrency.
+batching on over off at the highest concurrency (and of on+process over off and over on).
 
     python bench/serve_load.py                        # MiniLM (random head) on CPU, ~2-3 minutes
     python bench/serve_load.py --tiny                 # a tiny random BERT: serving overhead, not compute
+    python bench/serve_load.py --tiny --model-process # ... and a third server, its model in a process of its own
     python bench/serve_load.py --model runs/demo/model --requests 400
     python bench/serve_load.py --device cuda --requests 400     # on a GPU (bf16 where supported)
     python bench/serve_load.py --device cuda --model random:decoder-0.5b   # an RLHF-sized reward model, random
@@ -111,17 +115,28 @@ def post(url: str, body: dict, timeout: float = 120) -> int:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (a --model-process server's model worker), in MB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total = int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += rss_mb(int(child))
+            except FileNotFoundError:  # exited meanwhile
+                pass
+    return total
 
 
-def start_server(model: str, batching: bool, args) -> tuple[subprocess.Popen, str]:
+MODES = {"on": [], "off": ["--no-batching"], "on+process": ["--model-process"]}
+
+
+def start_server(model: str, mode: str, args) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "rewardlab", "serve", "--model", model, "--port", str(port), "--device", args.device,
            "--max-text-chars", str(args.max_text_chars), "--max-wait-ms", str(args.max_wait_ms),
-           "--max-batch-tokens", str(args.max_batch_tokens)] + ([] if batching else ["--no-batching"])
+           "--max-batch-tokens", str(args.max_batch_tokens)] + MODES[mode]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -227,6 +242,9 @@ def main() -> None:
                         help="Torch threads per server (OMP_NUM_THREADS). On a machine whose cores are busy with "
                         "other work, 2 OpenMP threads on 2 cores spin at barriers and a forward can take 50x longer.")
     parser.add_argument("--device", default="cpu", help="Where the servers run their models: cpu or cuda.")
+    parser.add_argument("--model-process", action="store_true",
+                        help="Also run a third server, batching with its model in a worker process of its own "
+                        "(rewardlab serve --model-process), side by side with the other two.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -250,18 +268,19 @@ def main() -> None:
     throughput = {}
     # Both servers run side by side (an idle one costs nothing) and each level is measured with batching on,
     # then off, back to back: on a shared machine the two modes then see the same background load.
-    servers = {batching: start_server(model, batching, args) for batching in (True, False)}
+    modes = ["on", "off"] + (["on+process"] if args.model_process else [])
+    servers = {mode: start_server(model, mode, args) for mode in modes}
     try:
         rng = random.Random(args.seed)
         for proc, url in servers.values():
             run_level(url, make_requests(pairs, 8, args, rng), 4, 60)  # warm-up
         for clients in levels:
             batch = make_requests(pairs, args.requests, args, rng)
-            for batching, (proc, url) in servers.items():
+            for mode, (proc, url) in servers.items():
                 before, counted = rss_mb(proc.pid), series(url)
                 r = run_level(url, batch, clients, args.level_seconds)
-                throughput[batching, clients] = r["items_s"]
-                print(f"| {'on' if batching else 'off'} | {clients} | {r['req_s']:.1f} | {r['items_s']:.1f} | "
+                throughput[mode, clients] = r["items_s"]
+                print(f"| {mode} | {clients} | {r['req_s']:.1f} | {r['items_s']:.1f} | "
                       f"{r['p50']:.0f} | {r['p99']:.0f} | {r['failures']} of {r['sent']}"
                       f"{' (' + r['failed_with'] + ')' if r['failed_with'] else ''} | {r['refused']} | "
                       f"{before:.0f} -> {rss_mb(proc.pid):.0f} | {breakdown(counted, series(url))} |", flush=True)
@@ -270,8 +289,11 @@ def main() -> None:
             proc.terminate()
             proc.wait(60)
     top = max(levels)
-    print(f"\nthroughput at {top} clients: batching on / off = "
-          f"{throughput[True, top] / throughput[False, top]:.2f}x")
+    print(f"\nthroughput at {top} clients: batching on / off = {throughput['on', top] / throughput['off', top]:.2f}x")
+    if args.model_process:
+        print(f"throughput at {top} clients: on+process / off = "
+              f"{throughput['on+process', top] / throughput['off', top]:.2f}x, on+process / on = "
+              f"{throughput['on+process', top] / throughput['on', top]:.2f}x")
 
 
 if __name__ == "__main__":

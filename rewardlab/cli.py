@@ -196,6 +196,7 @@ def _add_serve_parser(sub) -> None:
                        help=_help(BatcherConfig, name))
     p.add_argument("--no-batching", action="store_true", help="Give each request its own forward passes "
                    "(the baseline of the load test).")
+    p.add_argument("--model-process", action="store_true", help=_help(ServeConfig, "model_process"))
 
 
 def _cmd_serve(args) -> int:
@@ -205,7 +206,8 @@ def _cmd_serve(args) -> int:
     batcher = BatcherConfig(batching=not args.no_batching, max_batch_tokens=args.max_batch_tokens,
                             max_wait_ms=args.max_wait_ms, max_queue_items=args.max_queue_items)
     cfg = ServeConfig(host=args.host, port=args.port, max_items=args.max_items, max_text_chars=args.max_text_chars,
-                      max_body_bytes=args.max_body_bytes, openrlhf_normalize=args.openrlhf_normalize, batcher=batcher)
+                      max_body_bytes=args.max_body_bytes, openrlhf_normalize=args.openrlhf_normalize, batcher=batcher,
+                      model_process=args.model_process)
     serve(args.models, cfg, device=args.device, announce=lambda text: print(text, flush=True))
     return 0
 

@@ -9,6 +9,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from rewardlab.serve.app import create_app, parse_model_specs
 from rewardlab.serve.batcher import DynamicBatcher, Overloaded
 from rewardlab.serve.client import RewardClient, ServerError
 from rewardlab.serve.config import BatcherConfig, ServeConfig
+from rewardlab.serve.worker import ModelProcess
 from rewardlab.train.run import train
 
 LIMITS = dict(max_items=8, max_text_chars=2000, max_body_bytes=12_000)
@@ -266,6 +269,42 @@ def test_batcher_fails_only_the_requests_of_a_failing_pass(rm):
     batcher.close(10)
     with pytest.raises(Overloaded, match="shutting down"):
         batcher.submit(good_items)
+
+
+def test_model_process_scores_as_the_model_here_and_its_exit_gets_503(trained, rm):
+    """--model-process: the same scores and judgements from the worker process, concurrent requests batched
+    there, the worker's ValueError passed through, and a killed worker answered with 503, not a hang."""
+    from rewardlab.data.schema import Comparison, Pair
+
+    process = ModelProcess(trained, "cpu")
+    app = create_app({"default": rm}, ServeConfig(batcher=BatcherConfig(max_wait_ms=200)), processes={"default": process})
+    with serving(app) as (base, _):
+        bodies = [items(*GOOD), items(("q2", "a helpful answer 2"), ("q3", "no."))]
+        with ThreadPoolExecutor(2) as pool:
+            replies = list(pool.map(lambda b: post(f"{base}/v1/score", b), bodies))
+        for body, (code, reply, _) in zip(bodies, replies):
+            expected = rm.score_batch([it["prompt"] for it in body["items"]], [it["response"] for it in body["items"]])
+            assert code == 200 and reply["scores"] == pytest.approx(expected, abs=1e-5)
+        assert _batch_count(base) == 1  # both requests shared one pass in the worker
+        pair = {"items": [{"prompt": "q", "response_a": "yes, do this", "response_b": "no."}]}
+        code, reply, _ = post(f"{base}/v1/compare", pair)
+        assert code == 200 and reply["probabilities"][0]["a"] == pytest.approx(rm.compare("q", "yes, do this", "no.")["a"],
+                                                                               abs=1e-5)
+        with pytest.raises(ValueError, match="rates attribute 'style', which the model has no head for"):
+            process.judge([Comparison("q", ("a", "b"), (Pair(0, 1, attribute="style"),))])
+        process._process.kill()
+        process._process.join(10)
+        code, reply, _ = post(f"{base}/v1/score", items(*GOOD))
+        assert code == 503 and re.search(r"model 'default': its worker process has exited .* restart", reply["detail"])
+        code, reply, _ = post(f"{base}/v1/compare", pair)
+        assert code == 503
+        status = urllib.request.urlopen(f"{base}/v1/models", timeout=10).status
+        with pytest.raises(urllib.error.HTTPError) as health:
+            urllib.request.urlopen(f"{base}/health", timeout=10)
+        assert status == 200 and health.value.code == 503
+        assert json.loads(health.value.read())["status"] == "worker process exited: default"
+    with pytest.raises(RuntimeError, match="its worker process could not load it: .*nowhere"):
+        ModelProcess(str(Path(trained) / "nowhere"), "cpu")
 
 
 def test_config_and_model_spec_errors():

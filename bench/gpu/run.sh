@@ -17,7 +17,8 @@
 #              beside a busy Python thread (why a 4-item server pass took 47-66 ms; ~30 s)
 #   serve      bench/serve_load.py on cuda: dynamic batching against one request, one forward (MiniLM); serve-quick:
 #              1 and 32 clients, 200 requests; serve-decoder: the same with the random 0.36 B decoder (an RLHF-sized
-#              reward model, where a forward pass costs more than the HTTP around it)
+#              reward model, where a forward pass costs more than the HTTP around it); serve-process: serve-quick
+#              with a third server whose model runs in a worker process of its own (rewardlab serve --model-process)
 #   zero       DeepSpeed ZeRO-2 and ZeRO-3 on the GPU (bf16): MiniLM for 20 steps, resumed from step 10, the gap
 #              to the uninterrupted run (bench/gpu/zero_resume.py)
 # DEADLINE (seconds from the start; default 0 = none) bounds the whole call: each stage's timeout is cut to what
@@ -123,8 +124,10 @@ for s in "$@"; do
       --requests 200 --level-seconds 15 --clients 1,32 ;;
     serve-quick) stage serve 200 "$PY" bench/serve_load.py --device "$DEVICE" --requests 200 --level-seconds 10 \
       --clients 1,32 ;;
+    serve-process) stage serve-process 240 "$PY" bench/serve_load.py --device "$DEVICE" --requests 200 \
+      --level-seconds 10 --clients 1,32 --model-process ;;
     serve) stage serve 300 "$PY" bench/serve_load.py --device "$DEVICE" --requests 400 --level-seconds 20 ;;
-    *) echo "unknown stage $s (tests, suite, trl, packing, precision, steps, profile, launch, serve, serve-quick, serve-decoder, zero)"; exit 2 ;;
+    *) echo "unknown stage $s (tests, suite, trl, packing, precision, steps, profile, launch, serve, serve-quick, serve-process, serve-decoder, zero)"; exit 2 ;;
   esac
 done
 

@@ -18,7 +18,9 @@ Scores come back in item order. Items of concurrent requests share forward passe
 :mod:`rewardlab.serve.batcher`). Bad input gets 422 (wrong types, unknown fields, unknown attribute
 or labeler) or 413 (body, item count or text length over the limits), with a message naming the item and
 field; a full queue gets 503 with ``Retry-After``. Input is checked and encoded before it reaches the
-batcher, so a bad request never shares a forward pass with good ones.
+batcher, so a bad request never shares a forward pass with good ones. With ``--model-process`` each model's
+forward passes run in a process of its own (:mod:`rewardlab.serve.worker`); if that process exits, requests
+for the model get 503 and ``/health`` answers 503.
 
 OpenRLHF sends each ``query`` as the full chat-templated prompt + response text. Where ``prompts[i]`` is a
 prefix of ``query[i]`` the rest is scored as the response to that prompt; otherwise (no prompts, or a
@@ -44,6 +46,7 @@ from rewardlab.serve.batcher import DynamicBatcher, Overloaded
 from rewardlab.serve.config import ServeConfig
 from rewardlab.serve.metrics import Metrics
 from rewardlab.serve.schemas import CompareRequest, OpenRLHFRequest, ScoreRequest, error_message
+from rewardlab.serve.worker import ModelProcess, WorkerGone
 
 ENDPOINTS = ("/v1/score", "/get_reward", "/health", "/v1/models", "/metrics", "/v1/compare")
 
@@ -74,10 +77,19 @@ def parse_model_specs(specs: list[str]) -> dict[str, str]:
 
 
 class Served:
-    """One served model: its scorer, its batcher and where it came from."""
+    """One served model: its scorer, its batcher, where it came from, and its worker process if it has one."""
 
-    def __init__(self, name: str, path: str, reward_model, batcher: DynamicBatcher):
-        self.name, self.path, self.rm, self.batcher = name, path, reward_model, batcher
+    def __init__(self, name: str, path: str, reward_model, batcher: DynamicBatcher,
+                 process: ModelProcess | None = None):
+        self.name, self.path, self.rm, self.batcher, self.process = name, path, reward_model, batcher, process
+
+    @property
+    def healthy(self) -> bool:
+        return self.process is None or self.process.alive
+
+    def judge(self, comparisons: list) -> list:
+        """``RewardModel.judge`` where the model's forward passes run (its worker process, or here)."""
+        return (self.rm if self.process is None else self.process).judge(comparisons)
 
     def info(self) -> dict:
         meta = self.rm.metadata
@@ -192,13 +204,16 @@ class LimitsAndMetrics:
         return bytes(body)
 
 
-def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), paths: dict[str, str] | None = None
-               ) -> FastAPI:
-    """The app over loaded :class:`~rewardlab.scoring.RewardModel` s by name (the first is the default)."""
+def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), paths: dict[str, str] | None = None,
+               processes: dict[str, ModelProcess] | None = None) -> FastAPI:
+    """The app over loaded :class:`~rewardlab.scoring.RewardModel` s by name (the first is the default); a
+    model with a worker process in ``processes`` is scored there (the app stops those processes on shutdown)."""
     if not models:
         raise ValueError("create_app needs at least one model")
     metrics = Metrics()
-    served = {name: Served(name, (paths or {}).get(name, ""), rm, DynamicBatcher(rm, cfg.batcher, metrics, name))
+    processes = processes or {}
+    served = {name: Served(name, (paths or {}).get(name, ""), rm,
+                           DynamicBatcher(rm, cfg.batcher, metrics, name, processes.get(name)), processes.get(name))
               for name, rm in models.items()}
     default = next(iter(served))
 
@@ -208,6 +223,8 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
         # uvicorn has already waited for in-flight requests; drain whatever is still queued, then stop.
         for s in served.values():
             await run_in_threadpool(s.batcher.close, 60)
+            if s.process is not None:
+                await run_in_threadpool(s.process.close)
 
     app = FastAPI(title="rewardlab reward server", lifespan=lifespan)
     app.state.served, app.state.metrics = served, metrics
@@ -221,6 +238,10 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
     async def _overloaded(request: Request, err: Overloaded):
         return JSONResponse({"detail": str(err)}, status_code=503,
                             headers={"Retry-After": str(max(1, round(err.retry_after)))})
+
+    @app.exception_handler(WorkerGone)
+    async def _worker_gone(request: Request, err: WorkerGone):
+        return JSONResponse({"detail": str(err)}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError):
@@ -286,9 +307,11 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
         return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "models": list(served),
+    async def health():
+        down = [n for n, s in served.items() if not s.healthy]
+        body = {"status": "ok" if not down else f"worker process exited: {', '.join(down)}", "models": list(served),
                 "queue_items": {n: s.batcher.queued_items for n, s in served.items()}}
+        return body if not down else JSONResponse(body, status_code=503)
 
     @app.get("/v1/models")
     async def list_models() -> dict:
@@ -309,7 +332,7 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
         comparisons = [Comparison(it.prompt, (it.response_a, it.response_b), (Pair(0, 1),), labeler=it.labeler)
                        for it in body.items]
         try:
-            judged = await run_in_threadpool(s.rm.judge, comparisons)
+            judged = await run_in_threadpool(s.judge, comparisons)
         except (TypeError, ValueError) as err:
             raise ApiError(422, str(err)) from None
         probs = [np.exp(j.log_probs[0]) / np.exp(j.log_probs[0]).sum() for j in judged]
@@ -322,15 +345,28 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
     return app
 
 
-def load_models(specs: dict[str, str], device: str | None = None) -> dict[str, object]:
-    """Load each {name: dir}; bf16 weights on GPUs that support it."""
+def load_models(specs: dict[str, str], device: str | None = None, model_process: bool = False
+                ) -> tuple[dict[str, object], dict[str, ModelProcess]]:
+    """Load each {name: dir}; bf16 weights on GPUs that support it. With ``model_process`` each model also
+    gets a worker process that loads it on ``device``, and the copy here stays on the CPU."""
     import torch
 
     from rewardlab.scoring import RewardModel
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
-    return {name: RewardModel.from_pretrained(path, device=device, dtype=dtype) for name, path in specs.items()}
+    here = "cpu" if model_process else device
+    models = {name: RewardModel.from_pretrained(path, device=here, dtype=None if model_process else dtype)
+              for name, path in specs.items()}
+    processes = {}
+    try:
+        for name, path in specs.items() if model_process else ():
+            processes[name] = ModelProcess(path, device, str(dtype).removeprefix("torch.") if dtype else None, name)
+    except Exception:
+        for process in processes.values():
+            process.close()
+        raise
+    return models, processes
 
 
 def serve(specs: list[str], cfg: ServeConfig = ServeConfig(), *, device: str | None = None, announce=print) -> None:
@@ -338,7 +374,8 @@ def serve(specs: list[str], cfg: ServeConfig = ServeConfig(), *, device: str | N
     import uvicorn
 
     paths = parse_model_specs(specs)
-    app = create_app(load_models(paths, device), cfg, paths)
+    models, processes = load_models(paths, device, cfg.model_process)
+    app = create_app(models, cfg, paths, processes)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
                                            timeout_graceful_shutdown=60))
     announce(f"serving {', '.join(paths)} on http://{cfg.host}:{cfg.port} (POST /v1/score, POST /get_reward)")

@@ -13,7 +13,8 @@ A forward pass that fails fails only the requests with items in it. :meth:`Dynam
 refuses new work, finishes what is queued, then stops the thread.
 
 With ``batching=False`` every request gets forward passes of its own (the baseline the load test
-compares against).
+compares against). Given a :class:`~rewardlab.serve.worker.ModelProcess`, the passes run in that process
+rather than on the worker thread (``rewardlab serve --model-process``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from contextlib import nullcontext
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from rewardlab.serve.config import BatcherConfig
+from rewardlab.serve.worker import forward_items
 
 GATHER_BUDGETS = 4  # take up to this many forward passes' worth of queued tokens at once, to sort by length
 
@@ -64,10 +64,13 @@ class DynamicBatcher:
         cfg: batching options.
         metrics: a :class:`~rewardlab.serve.metrics.Metrics` or ``None``.
         name: the model's name in metrics and messages.
+        process: a :class:`~rewardlab.serve.worker.ModelProcess` that runs the forward passes, or ``None``
+            to run them on this batcher's thread.
     """
 
-    def __init__(self, reward_model, cfg: BatcherConfig = BatcherConfig(), metrics=None, name: str = "default"):
-        self.rm, self.cfg, self.metrics, self.name = reward_model, cfg, metrics, name
+    def __init__(self, reward_model, cfg: BatcherConfig = BatcherConfig(), metrics=None, name: str = "default",
+                 process=None):
+        self.rm, self.cfg, self.metrics, self.name, self.process = reward_model, cfg, metrics, name, process
         self.heads = reward_model.row_width  # H, or H·(K+1) for ensembles (the mean, then each member)
         self._queue: deque[_Request] = deque()
         self._queued_items = self._queued_tokens = 0
@@ -166,7 +169,6 @@ class DynamicBatcher:
 
     def _score(self, taken: list[_Request]) -> None:
         work = sorted(((r, i) for r in taken for i in range(len(r.items))), key=lambda w: w[0].costs[w[1]])
-        rm = self.rm
         if self.metrics is not None:
             now = time.monotonic()
             for r in taken:
@@ -176,11 +178,9 @@ class DynamicBatcher:
             if not live:
                 continue
             start = time.perf_counter()
-            try:
-                with torch.inference_mode(), self._autocast():
-                    inputs = rm.processor.collate([r.items[i] for r, i in live])
-                    rewards = rm.forward_rows({k: v.to(rm.device) for k, v in inputs.items()})  # (B, H[·(K+1)])
-                rows = rewards.float().cpu().numpy()
+            items = [r.items[i] for r, i in live]
+            try:  # (B, H[·(K+1)])
+                rows = forward_items(self.rm, items) if self.process is None else self.process.rows(items)
             except Exception as err:  # noqa: BLE001 — the error goes to the requests in this pass only
                 for r in {id(r): r for r, _ in live}.values():
                     r.future.set_exception(err)
@@ -193,10 +193,3 @@ class DynamicBatcher:
                 r.left -= 1
                 if r.left == 0:
                     r.future.set_result(r.out)
-
-    def _autocast(self):
-        """bf16 autocast on GPUs that support it (weights are loaded in bf16 there too); nothing on CPU."""
-        device = self.rm.device
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()

@@ -39,6 +39,9 @@ class ServeConfig:
     max_text_chars: int = field(default=100_000, metadata={
         "help": "Characters per prompt or response at most (413 beyond)."})
     max_body_bytes: int = field(default=32 * 2**20, metadata={"help": "Request body size at most (413 beyond)."})
+    model_process: bool = field(default=False, metadata={
+        "help": "Run each model's forward passes in a process of its own, so they never wait for the GIL that "
+                "HTTP handling and tokenising hold (the server keeps a CPU copy of each model for tokenising)."})
     openrlhf_normalize: str = field(default="none", metadata={
         "help": "Normalisation of /get_reward scores (none, zscore, sigmoid, prompt_mean)."})
     batcher: BatcherConfig = field(default_factory=BatcherConfig, metadata={"help": "Dynamic batching options."})

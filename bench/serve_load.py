@@ -136,7 +136,8 @@ def start_server(model: str, mode: str, args) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "rewardlab", "serve", "--model", model, "--port", str(port), "--device", args.device,
            "--max-text-chars", str(args.max_text_chars), "--max-wait-ms", str(args.max_wait_ms),
-           "--max-batch-tokens", str(args.max_batch_tokens)] + MODES[mode]
+           "--max-batch-tokens", str(args.max_batch_tokens)] + MODES[mode] + (
+        ["--pass-overhead-tokens", str(args.pass_overhead_tokens)] if args.pass_overhead_tokens is not None else [])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -238,6 +239,8 @@ def main() -> None:
     parser.add_argument("--max-text-chars", type=int, default=4000)
     parser.add_argument("--max-wait-ms", type=float, default=10)
     parser.add_argument("--max-batch-tokens", type=int, default=8192)
+    parser.add_argument("--pass-overhead-tokens", type=int,
+                        help="The servers' --pass-overhead-tokens (default: theirs; 8192: as few passes as fit).")
     parser.add_argument("--threads", type=int, default=1,
                         help="Torch threads per server (OMP_NUM_THREADS). On a machine whose cores are busy with "
                         "other work, 2 OpenMP threads on 2 cores spin at barriers and a forward can take 50x longer.")
@@ -261,7 +264,8 @@ def main() -> None:
           f"{args.items} HH-RLHF items, {args.bad_share:.0%} malformed or oversized; {args.device}, {os.cpu_count()} "
           "CPU cores; "
           f"{args.threads} torch thread(s) per server; max wait {args.max_wait_ms} ms, {args.max_batch_tokens} tokens "
-          "per pass\n")
+          f"per pass, pass overhead {args.pass_overhead_tokens if args.pass_overhead_tokens is not None else 'default'}"
+          "\n")
     print("| batching | clients | good req/s | items/s | p50 ms | p99 ms | failed | bad refused | server RSS MB | "
           "server ms | encode ms | queue ms | passes | items/pass | ms/pass |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import threading
@@ -11,20 +12,23 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import tiny_config, write_jsonl
 from rewardlab.label.server import loopback_socket
 from rewardlab.reward_function import RewardFunction, render_item
 from rewardlab.scoring import RewardModel
 from rewardlab.serve.app import create_app, parse_model_specs
-from rewardlab.serve.batcher import DynamicBatcher, Overloaded
+from rewardlab.serve.batcher import DynamicBatcher, Overloaded, plan_passes
 from rewardlab.serve.client import RewardClient, ServerError
 from rewardlab.serve.config import BatcherConfig, ServeConfig
-from rewardlab.serve.worker import ModelProcess
+from rewardlab.serve.worker import HeapTrimmer, ModelProcess
 from rewardlab.train.run import train
 
 LIMITS = dict(max_items=8, max_text_chars=2000, max_body_bytes=12_000)
@@ -271,13 +275,70 @@ def test_batcher_fails_only_the_requests_of_a_failing_pass(rm):
         batcher.submit(good_items)
 
 
+def _plan_cost(costs, ends, overhead):
+    return sum(overhead + (end - start) * costs[end - 1] for start, end in zip([0] + ends[:-1], ends))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=8), st.integers(1, 800), st.integers(0, 1000))
+def test_plan_passes_is_the_cheapest_plan_within_the_budget(costs, max_tokens, overhead):
+    """Against every way of cutting the sorted items: the plan covers them in order, keeps each pass of two
+    or more items within the budget, and costs (padded tokens + overhead per pass) the least."""
+    costs = sorted(costs)
+    ends = plan_passes(costs, max_tokens, overhead)
+    assert ends[-1] == len(costs) and ends == sorted(set(ends)) and ends[0] > 0
+    for start, end in zip([0] + ends[:-1], ends):
+        assert end - start == 1 or (end - start) * costs[end - 1] <= max_tokens
+    feasible = []
+    for cuts in itertools.product((False, True), repeat=len(costs) - 1):
+        plan = [k + 1 for k, cut in enumerate(cuts) if cut] + [len(costs)]
+        if all(e - s == 1 or (e - s) * costs[e - 1] <= max_tokens for s, e in zip([0] + plan[:-1], plan)):
+            feasible.append(_plan_cost(costs, plan, overhead))
+    assert _plan_cost(costs, ends, overhead) == min(feasible)
+
+
+def test_plan_passes_parts_short_items_from_long_ones_when_a_pass_costs_less_than_the_padding():
+    assert plan_passes([10, 10, 10, 500], 8192, overhead=100) == [3, 4]  # 30 + 500 + 2 x 100, not 2000 + 100
+    assert plan_passes([10, 10, 10, 500], 8192, overhead=8192) == [4]  # a pass costs more than any padding
+    assert plan_passes([400, 400, 400], 600, overhead=0) == [1, 2, 3]  # over budget in pairs: one each
+    assert plan_passes([900], 600, overhead=0) == [1]  # an item over the budget still gets its pass
+
+
+def test_batcher_parts_by_length_on_cpu_but_not_with_batching_off(rm):
+    """A 5-token and a 400-token item: apart they cost 5 + 400 tokens + 2 passes of 256 (CPU's default overhead),
+    together 2 x 400 + 256, so the batcher parts them; with batching off a request keeps its one pass. Passes
+    in a model process on a GPU take the GPU's default (as few passes as fit), not the CPU copy's."""
+    request = SimpleNamespace(costs=[5, 400])
+    work = [(request, 0), (request, 1)]
+    on, off = DynamicBatcher(rm, BatcherConfig()), DynamicBatcher(rm, BatcherConfig(batching=False))
+    on_gpu = DynamicBatcher(rm, BatcherConfig(), process=SimpleNamespace(device=torch.device("cuda")))
+    on_gpu.close(10)
+    try:
+        assert (on.pass_overhead_tokens, off.pass_overhead_tokens, on_gpu.pass_overhead_tokens) == (256, 8192, 8192)
+        assert [[i for _, i in b] for b in on._buckets(work)] == [[0], [1]]
+        assert [[i for _, i in b] for b in off._buckets(work)] == [[0, 1]]
+    finally:
+        on.close(10), off.close(10)
+
+
+def test_heap_trimmer_trims_at_most_once_an_interval():
+    calls = []
+    trim = HeapTrimmer(interval=3600)
+    assert trim.available or not Path("/lib/x86_64-linux-gnu/libc.so.6").exists()  # glibc has malloc_trim
+    trim._trim = calls.append
+    assert [trim(), trim(), trim()] == [True, False, False] and calls == [0]
+    trim.interval = 0
+    assert trim() and calls == [0, 0]
+
+
 def test_model_process_scores_as_the_model_here_and_its_exit_gets_503(trained, rm):
     """--model-process: the same scores and judgements from the worker process, concurrent requests batched
     there, the worker's ValueError passed through, and a killed worker answered with 503, not a hang."""
     from rewardlab.data.schema import Comparison, Pair
 
     process = ModelProcess(trained, "cpu")
-    app = create_app({"default": rm}, ServeConfig(batcher=BatcherConfig(max_wait_ms=200)), processes={"default": process})
+    cfg = ServeConfig(batcher=BatcherConfig(max_wait_ms=200))
+    app = create_app({"default": rm}, cfg, processes={"default": process})
     with serving(app) as (base, _):
         bodies = [items(*GOOD), items(("q2", "a helpful answer 2"), ("q3", "no."))]
         with ThreadPoolExecutor(2) as pool:
@@ -288,8 +349,8 @@ def test_model_process_scores_as_the_model_here_and_its_exit_gets_503(trained, r
         assert _batch_count(base) == 1  # both requests shared one pass in the worker
         pair = {"items": [{"prompt": "q", "response_a": "yes, do this", "response_b": "no."}]}
         code, reply, _ = post(f"{base}/v1/compare", pair)
-        assert code == 200 and reply["probabilities"][0]["a"] == pytest.approx(rm.compare("q", "yes, do this", "no.")["a"],
-                                                                               abs=1e-5)
+        expected = rm.compare("q", "yes, do this", "no.")["a"]
+        assert code == 200 and reply["probabilities"][0]["a"] == pytest.approx(expected, abs=1e-5)
         with pytest.raises(ValueError, match="rates attribute 'style', which the model has no head for"):
             process.judge([Comparison("q", ("a", "b"), (Pair(0, 1, attribute="style"),))])
         process._process.kill()

@@ -4,8 +4,9 @@ One worker thread per served model owns the network. Requests put their encoded 
 and get a :class:`concurrent.futures.Future` of their rewards (n, H), in their own item order. The worker
 waits at most ``max_wait_ms`` after the oldest waiting request arrived (or until ``max_batch_tokens``
 tokens wait), takes the queued requests, sorts their items by length and cuts them into forward passes of
-at most ``max_batch_tokens`` padded tokens, so short items are not padded to long ones. Each request's
-future resolves as soon as its last item is scored.
+at most ``max_batch_tokens`` padded tokens each (:func:`plan_passes`: the cuts with the fewest padded tokens
+plus ``pass_overhead_tokens`` per pass, so short items are not padded to long ones where a pass of their own
+costs less). Each request's future resolves as soon as its last item is scored.
 
 Bounds: the queue holds at most ``max_queue_items`` items; beyond that :meth:`DynamicBatcher.submit`
 raises :class:`Overloaded` (the app answers 503 with Retry-After) rather than queueing without limit.
@@ -28,9 +29,33 @@ from typing import Sequence
 import numpy as np
 
 from rewardlab.serve.config import BatcherConfig
-from rewardlab.serve.worker import forward_items
+from rewardlab.serve.worker import HeapTrimmer, forward_items
 
 GATHER_BUDGETS = 4  # take up to this many forward passes' worth of queued tokens at once, to sort by length
+CPU_PASS_OVERHEAD_TOKENS = 256  # a pass's fixed cost on CPU in tokens' worth (fitted: tiny BERT 185, MiniLM ~0)
+
+
+def plan_passes(costs: Sequence[int], max_tokens: int, overhead: float) -> list[int]:
+    """Cut items sorted by cost (ascending) into the contiguous forward passes of least total cost.
+
+    A pass of items ``i..j-1`` pads each to ``costs[j-1]``, its longest, and costs ``(j - i) * costs[j-1]`` padded
+    tokens plus ``overhead``; it holds at most ``max_tokens`` padded tokens unless it is one item. Exact, by
+    dynamic programming over the last pass's first item. Returns each pass's end index, in order.
+    """
+    c = np.asarray(costs, dtype=np.float64)
+    best = np.zeros(len(c) + 1)  # best[j]: least cost of the first j items
+    first = np.zeros(len(c) + 1, dtype=np.int64)
+    for j in range(1, len(c) + 1):
+        longest = c[j - 1]
+        lo = max(0, j - max(1, int(max_tokens // longest)))
+        total = best[lo:j] + overhead + (j - np.arange(lo, j)) * longest
+        k = int(np.argmin(total))  # the first minimum: the longest pass among equals
+        best[j], first[j] = total[k], lo + k
+    ends, j = [], len(c)
+    while j > 0:
+        ends.append(j)
+        j = int(first[j])
+    return ends[::-1]
 
 
 class Overloaded(RuntimeError):
@@ -72,6 +97,13 @@ class DynamicBatcher:
                  process=None):
         self.rm, self.cfg, self.metrics, self.name, self.process = reward_model, cfg, metrics, name, process
         self.heads = reward_model.row_width  # H, or H·(K+1) for ensembles (the mean, then each member)
+        overhead = cfg.pass_overhead_tokens
+        if not cfg.batching:  # one request, one forward pass (if it fits the budget): the load test's baseline
+            overhead = cfg.max_batch_tokens
+        elif overhead is None:  # where the passes run: a model process's device, not the server's CPU copy's
+            device = (process or reward_model).device
+            overhead = CPU_PASS_OVERHEAD_TOKENS if device.type == "cpu" else cfg.max_batch_tokens
+        self.pass_overhead_tokens = overhead
         self._queue: deque[_Request] = deque()
         self._queued_items = self._queued_tokens = 0
         self._cond = threading.Condition()
@@ -151,21 +183,16 @@ class DynamicBatcher:
         return [r for r in taken if r.future.set_running_or_notify_cancel()]
 
     def _run(self) -> None:
+        trim = HeapTrimmer()  # this thread's passes are what fragments the heap (a model process trims its own)
         while (taken := self._take()) is not None:
             self._score(taken)
+            if self.process is None:
+                trim()
 
     def _buckets(self, work: list[tuple[_Request, int]]) -> list[list[tuple[_Request, int]]]:
-        """Cut (request, item) pairs, sorted by length, into forward passes within the token budget."""
-        batches, current = [], []
-        for w in work:
-            cost = w[0].costs[w[1]]  # the longest so far: work is sorted
-            if current and (len(current) + 1) * cost > self.cfg.max_batch_tokens:
-                batches.append(current)
-                current = []
-            current.append(w)
-        if current:
-            batches.append(current)
-        return batches
+        """Cut (request, item) pairs, sorted by length, into forward passes (:func:`plan_passes`)."""
+        ends = plan_passes([r.costs[i] for r, i in work], self.cfg.max_batch_tokens, self.pass_overhead_tokens)
+        return [work[start:end] for start, end in zip([0] + ends[:-1], ends)]
 
     def _score(self, taken: list[_Request]) -> None:
         work = sorted(((r, i) for r in taken for i in range(len(r.items))), key=lambda w: w[0].costs[w[1]])

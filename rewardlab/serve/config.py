@@ -20,11 +20,18 @@ class BatcherConfig:
         "help": "How long the oldest waiting request may wait for others to share its forward pass."})
     max_queue_items: int = field(default=4096, metadata={
         "help": "Items allowed to wait; a request that would exceed it gets 503 with Retry-After."})
+    pass_overhead_tokens: int | None = field(default=None, metadata={
+        "help": "A forward pass's fixed cost, in padded tokens' worth of compute: the items taken, sorted by "
+        "length, are cut into the passes with the fewest padded tokens plus this per pass. Default: 256 on "
+        "CPU (where compute grows with padding), max_batch_tokens on GPUs and with batching off (as few passes as "
+        "the budget allows)."})
 
     def __post_init__(self):
         for name in ("max_batch_tokens", "max_queue_items"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be at least 1")
+        if self.pass_overhead_tokens is not None and self.pass_overhead_tokens < 0:
+            raise ValueError(f"pass_overhead_tokens={self.pass_overhead_tokens!r}: must be >= 0")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms={self.max_wait_ms!r}: must be >= 0")
 

@@ -190,7 +190,7 @@ def _add_serve_parser(sub) -> None:
         default = getattr(ServeConfig, name)
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
                        help=_help(ServeConfig, name))
-    for name in ("max_batch_tokens", "max_wait_ms", "max_queue_items"):
+    for name in ("max_batch_tokens", "max_wait_ms", "wait_for", "max_queue_items"):
         default = getattr(BatcherConfig, name)
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
                        help=_help(BatcherConfig, name))
@@ -205,8 +205,8 @@ def _cmd_serve(args) -> int:
     from rewardlab.serve.config import BatcherConfig, ServeConfig
 
     batcher = BatcherConfig(batching=not args.no_batching, max_batch_tokens=args.max_batch_tokens,
-                            max_wait_ms=args.max_wait_ms, max_queue_items=args.max_queue_items,
-                            pass_overhead_tokens=args.pass_overhead_tokens)
+                            max_wait_ms=args.max_wait_ms, wait_for=args.wait_for,
+                            max_queue_items=args.max_queue_items, pass_overhead_tokens=args.pass_overhead_tokens)
     cfg = ServeConfig(host=args.host, port=args.port, max_items=args.max_items, max_text_chars=args.max_text_chars,
                       max_body_bytes=args.max_body_bytes, openrlhf_normalize=args.openrlhf_normalize, batcher=batcher,
                       model_process=args.model_process)

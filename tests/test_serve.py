@@ -66,7 +66,7 @@ def serving(app):
 
 @pytest.fixture(scope="module")
 def url(rm):
-    cfg = ServeConfig(**LIMITS, batcher=BatcherConfig(max_wait_ms=100, max_queue_items=64))
+    cfg = ServeConfig(**LIMITS, batcher=BatcherConfig(max_wait_ms=100, wait_for="any", max_queue_items=64))
     with serving(create_app({"default": rm}, cfg)) as (base, _):
         yield base
 
@@ -321,6 +321,31 @@ def test_batcher_parts_by_length_on_cpu_but_not_with_batching_off(rm):
         on.close(10), off.close(10)
 
 
+def test_a_queued_request_waits_only_for_requests_on_their_way(rm):
+    """wait_for='incoming': with nothing being encoded a lone request is scored at once, however long
+    max_wait_ms; with a request on its way the queued one waits for it, and both share one pass."""
+    batcher = DynamicBatcher(rm, BatcherConfig(max_wait_ms=600_000))
+    items_a, _ = rm.processor.encode_items(["q"], ["a helpful answer"])
+    items_b, _ = rm.processor.encode_items(["q2"], ["no."])
+    passes = []
+    score = batcher._score
+    batcher._score = lambda taken: (passes.append(sum(len(r.items) for r in taken)), score(taken))
+    try:
+        alone = batcher.submit(items_a).result(30)  # would wait ten minutes with wait_for='any'
+        assert alone[:, 0] == pytest.approx(rm.score_batch(["q"], ["a helpful answer"]), abs=1e-5)
+        with batcher.incoming():
+            first = batcher.submit(items_a)
+            time.sleep(0.3)
+            assert not first.done()  # waiting for the request on its way
+            second = batcher.submit(items_b)
+        assert first.result(30).shape == second.result(30).shape == (1, 1)
+        assert passes == [1, 2]
+    finally:
+        batcher.close(10)
+    with pytest.raises(ValueError, match="wait_for='soon': must be 'incoming' or 'any'"):
+        BatcherConfig(wait_for="soon")
+
+
 def test_heap_trimmer_trims_at_most_once_an_interval():
     calls = []
     trim = HeapTrimmer(interval=3600)
@@ -337,7 +362,7 @@ def test_model_process_scores_as_the_model_here_and_its_exit_gets_503(trained, r
     from rewardlab.data.schema import Comparison, Pair
 
     process = ModelProcess(trained, "cpu")
-    cfg = ServeConfig(batcher=BatcherConfig(max_wait_ms=200))
+    cfg = ServeConfig(batcher=BatcherConfig(max_wait_ms=200, wait_for="any"))
     app = create_app({"default": rm}, cfg, processes={"default": process})
     with serving(app) as (base, _):
         bodies = [items(*GOOD), items(("q2", "a helpful answer 2"), ("q3", "no."))]

@@ -18,7 +18,8 @@
 #   serve      bench/serve_load.py on cuda: dynamic batching against one request, one forward (MiniLM); serve-quick:
 #              1 and 32 clients, 200 requests; serve-decoder: the same with the random 0.36 B decoder (an RLHF-sized
 #              reward model, where a forward pass costs more than the HTTP around it); serve-process: serve-quick
-#              with a third server whose model runs in a worker process of its own (rewardlab serve --model-process)
+#              with a third server whose model runs in a worker process of its own (rewardlab serve --model-process);
+#              serve-wide: serve-quick with 32,768 tokens a pass (32 clients' 128 items in one pass, not ~28 a pass)
 #   zero       DeepSpeed ZeRO-2 and ZeRO-3 on the GPU (bf16): MiniLM for 20 steps, resumed from step 10, the gap
 #              to the uninterrupted run (bench/gpu/zero_resume.py)
 # DEADLINE (seconds from the start; default 0 = none) bounds the whole call: each stage's timeout is cut to what
@@ -126,8 +127,10 @@ for s in "$@"; do
       --clients 1,32 ;;
     serve-process) stage serve-process 240 "$PY" bench/serve_load.py --device "$DEVICE" --requests 200 \
       --level-seconds 10 --clients 1,32 --model-process ;;
+    serve-wide) stage serve-wide 200 "$PY" bench/serve_load.py --device "$DEVICE" --requests 200 --level-seconds 10 \
+      --clients 1,32 --max-batch-tokens 32768 ;;
     serve) stage serve 300 "$PY" bench/serve_load.py --device "$DEVICE" --requests 400 --level-seconds 20 ;;
-    *) echo "unknown stage $s (tests, suite, trl, packing, precision, steps, profile, launch, serve, serve-quick, serve-process, serve-decoder, zero)"; exit 2 ;;
+    *) echo "unknown stage $s (tests, suite, trl, packing, precision, steps, profile, launch, serve, serve-quick, serve-process, serve-wide, serve-decoder, zero)"; exit 2 ;;
   esac
 done
 

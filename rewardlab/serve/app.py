@@ -131,13 +131,14 @@ class Served:
             return ps, items, truncated
 
         start = time.perf_counter()
-        try:
-            rendered, items, truncated = await run_in_threadpool(encode)
-        except (TypeError, ValueError) as err:
-            raise ApiError(422, str(err)) from None
-        if self.batcher.metrics is not None:
-            self.batcher.metrics.timed("encode", self.name, time.perf_counter() - start)
-        future = self.batcher.submit(items)  # raises Overloaded
+        with self.batcher.incoming():  # queued requests wait for this one (up to max_wait_ms)
+            try:
+                rendered, items, truncated = await run_in_threadpool(encode)
+            except (TypeError, ValueError) as err:
+                raise ApiError(422, str(err)) from None
+            if self.batcher.metrics is not None:
+                self.batcher.metrics.timed("encode", self.name, time.perf_counter() - start)
+            future = self.batcher.submit(items)  # raises Overloaded
         return await asyncio.wrap_future(future), rendered, truncated
 
 

@@ -3,9 +3,11 @@
 One worker thread per served model owns the network. Requests put their encoded items on a bounded queue
 and get a :class:`concurrent.futures.Future` of their rewards (n, H), in their own item order. The worker
 waits at most ``max_wait_ms`` after the oldest waiting request arrived (or until ``max_batch_tokens``
-tokens wait), takes the queued requests, sorts their items by length and cuts them into forward passes of
-at most ``max_batch_tokens`` padded tokens each (:func:`plan_passes`: the cuts with the fewest padded tokens
-plus ``pass_overhead_tokens`` per pass, so short items are not padded to long ones where a pass of their own
+tokens wait) for requests already on their way (:meth:`DynamicBatcher.incoming`: being encoded; with
+``wait_for="any"``, for whatever arrives), so a lone client never waits. It then takes the queued
+requests, sorts their items by length and cuts them into forward passes of at most ``max_batch_tokens``
+padded tokens each (:func:`plan_passes`: the cuts with the fewest padded tokens plus
+``pass_overhead_tokens`` per pass, so short items are not padded to long ones where a pass of their own
 costs less). Each request's future resolves as soon as its last item is scored.
 
 Bounds: the queue holds at most ``max_queue_items`` items; beyond that :meth:`DynamicBatcher.submit`
@@ -24,6 +26,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -105,7 +108,7 @@ class DynamicBatcher:
             overhead = CPU_PASS_OVERHEAD_TOKENS if device.type == "cpu" else cfg.max_batch_tokens
         self.pass_overhead_tokens = overhead
         self._queue: deque[_Request] = deque()
-        self._queued_items = self._queued_tokens = 0
+        self._queued_items = self._queued_tokens = self._incoming = 0
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=f"rewardlab-batcher-{name}", daemon=True)
@@ -137,6 +140,19 @@ class DynamicBatcher:
             self._cond.notify()
         return request.future
 
+    @contextmanager
+    def incoming(self):
+        """Mark a request on its way to :meth:`submit` (being encoded) for the ``with`` block: the oldest queued
+        request waits for it, up to ``max_wait_ms``. With nothing on its way a pass starts at once."""
+        with self._cond:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._incoming -= 1
+                self._cond.notify()
+
     def close(self, timeout: float | None = None) -> None:
         """Refuse new requests, score those already queued, stop the worker."""
         with self._cond:
@@ -165,7 +181,8 @@ class DynamicBatcher:
                 taken = [self._queue.popleft()]
             else:
                 deadline = self._queue[0].arrived + self.cfg.max_wait_ms / 1000
-                while self._queued_tokens < self.cfg.max_batch_tokens and not self._closing:
+                while (self._queued_tokens < self.cfg.max_batch_tokens and not self._closing
+                       and (self.cfg.wait_for == "any" or self._incoming)):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break

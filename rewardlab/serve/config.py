@@ -18,6 +18,10 @@ class BatcherConfig:
         "help": "Padded tokens (items x longest item) per forward pass."})
     max_wait_ms: float = field(default=5.0, metadata={
         "help": "How long the oldest waiting request may wait for others to share its forward pass."})
+    wait_for: str = field(default="incoming", metadata={
+        "help": "What the oldest request waits up to max_wait_ms for: 'incoming' (requests for the model already "
+        "being read and encoded; with none on the way its pass starts at once, so a lone client never waits) "
+        "or 'any' (whatever arrives within max_wait_ms)."})
     max_queue_items: int = field(default=4096, metadata={
         "help": "Items allowed to wait; a request that would exceed it gets 503 with Retry-After."})
     pass_overhead_tokens: int | None = field(default=None, metadata={
@@ -32,6 +36,8 @@ class BatcherConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be at least 1")
         if self.pass_overhead_tokens is not None and self.pass_overhead_tokens < 0:
             raise ValueError(f"pass_overhead_tokens={self.pass_overhead_tokens!r}: must be >= 0")
+        if self.wait_for not in ("incoming", "any"):
+            raise ValueError(f"wait_for={self.wait_for!r}: must be 'incoming' or 'any'")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms={self.max_wait_ms!r}: must be >= 0")
 

@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="JSONL/JSON/CSV/Parquet rows with prompt and response "
                    "(or chosen/rejected) columns.")
     p.add_argument("--out", required=True, help="JSONL file to write.")
-    p.add_argument("--normalize", choices=("none", "zscore", "sigmoid"), default="none")
+    p.add_argument("--normalize", choices=("none", "zscore", "sigmoid", "prompt_mean"), default="none",
+                   help="zscore: with the training rewards' mean and std stored in the checkpoint; prompt_mean: "
+                   "each reward minus the mean reward of every response in the file to the same prompt.")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--resume", action="store_true", help="Continue an interrupted run: chunks already written are "
                    "kept, not rescored.")

@@ -97,6 +97,9 @@ def test_ratings_respect_min_rating_diff(tmp_path):
     ({"prompt": "p", "responses": ["a", "b", "c"], "ratings": [1, 2]}, r"has 2 values for 3 responses"),
     ({"prompt": "p", "responses": ["a", "a"], "ranks": [1, 2]}, r"contains the same response twice"),
     ({"question": "p", "answer": "a"}, r"cannot tell the format from columns"),
+    ({"prompt": "p", "chosen": "a", "rejected": "b", "labeler": {"id": 1}},
+     r"field 'labeler': expected text or an integer id, got dict"),
+    ({"prompt": "p", "response": "a", "helpful": 2, "group": [1]}, r"field 'group': expected text or an integer id"),
 ])
 def test_bad_rows_name_file_row_and_field(tmp_path, row, match):
     path = tmp_path / "bad.jsonl"
@@ -127,6 +130,30 @@ def test_malformed_json_line_and_unknown_file_type(tmp_path):
         list(read_rows(str(tmp_path / "x.txt")))
     with pytest.raises(DataError, match=r"missing.jsonl: file does not exist"):
         list(read_rows(str(tmp_path / "missing.jsonl")))
+
+
+def test_empty_files_and_broken_containers_name_the_file(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n  \n")
+    (tmp_path / "header.csv").write_text("prompt,chosen,rejected\n")
+    (tmp_path / "not.jsonl.gz").write_text('{"prompt": "p"}\n')
+    (tmp_path / "not.parquet").write_text("prompt,chosen,rejected\n")
+    for name, match in [("empty.jsonl", "empty.jsonl: no rows"), ("header.csv", "header.csv: no rows"),
+                        ("not.jsonl.gz", r"not.jsonl.gz: not a readable gzip file"),
+                        ("not.parquet", r"not.parquet: not a readable Parquet file")]:
+        with pytest.raises(DataError, match=match):
+            load(tmp_path / name)
+
+
+def test_a_byte_order_mark_and_missing_or_numeric_labelers_read_as_written(tmp_path):
+    (tmp_path / "excel.csv").write_bytes("prompt,chosen,rejected,labeler\np,a,b,7\n".encode("utf-8-sig"))
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "p", "chosen": "a",
+                                                                        "rejected": "b"}).encode() + b"\n")
+    pq.write_table(pa.Table.from_pylist([{"prompt": "p", "chosen": "a", "rejected": "b", "labeler": 3.0},
+                                         {"prompt": "q", "chosen": "a", "rejected": "b", "labeler": math.nan}]),
+                   tmp_path / "pandas.parquet")
+    assert [c.labeler for c in load(tmp_path / "excel.csv")[0]] == ["7"]
+    assert [c.prompt for c in load(tmp_path / "bom.jsonl")[0]] == ["p"]
+    assert [c.labeler for c in load(tmp_path / "pandas.parquet")[0]] == ["3", None]  # a missing cell is no labeler
 
 
 def test_column_mapping_csv_json_parquet_gz(tmp_path):

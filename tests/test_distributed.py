@@ -233,6 +233,34 @@ def test_an_interrupted_scoring_run_resumes_without_rescoring(tiny_bert, tmp_pat
         [json.loads(x)["response_score"] for x in fresh.read_text().splitlines()], abs=1e-6)
 
 
+def test_prompt_mean_centres_each_score_on_its_prompts_responses_across_chunks(tiny_bert, tmp_path):
+    import numpy as np
+    import pytest
+
+    from rewardlab.data.sources import read_rows
+    from rewardlab.evaluation.score_file import score_rows
+
+    rows = [{"prompt": f"q{i % 4}", "response": f"answer number {i} " * (1 + i % 3), "id": i} for i in range(18)]
+    rows.append({"prompt": "q0", "chosen": "a long and careful answer", "rejected": "no"})
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rm = RewardModel.from_pretrained(tiny_bert, device="cpu")
+    read = lambda path: [json.loads(x) for x in path.read_text().splitlines()]  # noqa: E731
+    score_rows(rm, read_rows(str(data)), tmp_path / "raw.jsonl", chunk_size=5)
+    assert score_rows(rm, read_rows(str(data)), tmp_path / "centred.jsonl", chunk_size=5,
+                      normalize="prompt_mean") == 19
+    raw, centred = read(tmp_path / "raw.jsonl"), read(tmp_path / "centred.jsonl")
+    scores = lambda table: [(r["prompt"], r[f"{c}_score"]) for r in table  # noqa: E731
+                            for c in ("response", "chosen", "rejected") if f"{c}_score" in r]
+    by_prompt: dict[str, list[float]] = {}
+    for prompt, score in scores(raw):  # each prompt's items lie in several chunks of 5
+        by_prompt.setdefault(prompt, []).append(score)
+    expected = [score - np.mean(by_prompt[prompt]) for prompt, score in scores(raw)]
+    assert [score for _, score in scores(centred)] == pytest.approx(expected, abs=1e-9)
+    assert len(by_prompt["q0"]) == 7 and min(abs(np.mean(v)) for v in by_prompt.values()) > 1e-3  # not a no-op
+    assert [r["id"] for r in centred[:18]] == list(range(18)) and not list(tmp_path.glob(".centred*"))
+
+
 def test_two_processes_evaluate_shards_into_the_same_metrics_and_predictions(tiny_bert, pairs_file, tmp_path):
     common = ["--model", tiny_bert, "--data", str(pairs_file), "--group-by", "category", "--no-plots",
               "--chunk-size", "7"]

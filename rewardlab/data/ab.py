@@ -167,7 +167,7 @@ def from_ab(row: dict, where: str, ctx: FormatContext) -> Comparison:
     if arena and row.get("group") in (None, "") and row.get("id") not in (None, ""):
         used.add("id")  # Arena's row id groups the row (model_a / model_b stay in meta for model ratings)
         row = dict(row, group=row["id"])
-    carried = _carried(row, used)
+    carried = _carried(row, used, where)
     carried["meta"] = {**carried["meta"], "outcome": outcome}
     return Comparison(prompt=prompt, responses=(a, b), pairs=(outcome_pair(outcome, carried["attribute"]),),
                       source=where, **carried)

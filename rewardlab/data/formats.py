@@ -84,22 +84,31 @@ def list_field(row: dict, name: str, where: str) -> list:
     return list(value)
 
 
-def _carried(row: dict, used: set[str]) -> dict:
+def _carried(row: dict, used: set[str], where: str) -> dict:
     """labeler / attribute / group as text (None when absent), and the row's other columns as ``meta``.
 
     A row's ``attribute`` is also the attribute its pairs judge: they train that head."""
-    out = {}
-    for name in CARRIED:
-        value = row.get(name)
-        out[name] = None if value is None or value == "" else str(value)
+    out = {name: carried_name(row.get(name), where, name) for name in CARRIED}
     out["meta"] = {k: v for k, v in row.items() if k not in used and k not in CARRIED}
     return out
+
+
+def carried_name(value: object, where: str, field_name: str) -> str | None:
+    """A labeler / attribute / group id as text: text or an integer (3.0, as pandas writes an integer column with
+    gaps, is "3"); None, "" and NaN (a missing cell) mean absent; anything else is an error, never its repr."""
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(where, field_name, f"expected text or an integer id, got {type(value).__name__} {value!r}")
+    return str(value)
 
 
 def _pair(prompt: str, chosen: str, rejected: str, margin: float, where: str, row: dict, used: set) -> Comparison:
     if chosen == rejected:
         raise DataError(where, "rejected", "identical to 'chosen': a pair needs two different responses")
-    carried = _carried(row, used)
+    carried = _carried(row, used, where)
     return Comparison(prompt=prompt, responses=(chosen, rejected), source=where,
                       pairs=(Pair(0, 1, margin, attribute=carried["attribute"]),), **carried)
 
@@ -190,7 +199,7 @@ def _scored(row: dict, where: str, scores: list[float], score_name: str, min_dif
             raise DataError(where, f"responses[{i}]", "expected non-empty text")
     if len(set(responses)) != len(responses):
         raise DataError(where, "responses", "contains the same response twice")
-    carried = _carried(row, {"prompt", "responses", score_name})
+    carried = _carried(row, {"prompt", "responses", score_name}, where)
     pairs = rated_pairs(scores, min_diff, attribute=carried["attribute"])
     if ties:
         pairs += tied_pairs(scores, attribute=carried["attribute"])

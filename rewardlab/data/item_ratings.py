@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from rewardlab.data.formats import CARRIED, FormatContext, rated_pairs, rating, text_field
+from rewardlab.data.formats import CARRIED, FormatContext, carried_name, rated_pairs, rating, text_field
 from rewardlab.data.schema import Comparison, DataError, response_key
 
 RESPONSE_COLUMNS = ("response", "image")
@@ -33,6 +33,7 @@ class RatedItem:
     where: str
     field: str  # the response column, for error messages
     row: dict
+    carried: dict[str, str | None]  # labeler / attribute / group (see formats.carried_name)
 
 
 def infer_attributes(row: dict) -> tuple[str, ...]:
@@ -67,7 +68,8 @@ def rated_item(row: dict, where: str, ctx: FormatContext) -> RatedItem:
                if row.get(name) not in (None, "")}
     if not ratings:
         raise DataError(where, None, f"no rating in any of the attribute columns {', '.join(ctx.attributes)}")
-    return RatedItem(prompt, response, ratings, where, column, row)
+    carried = {name: carried_name(row.get(name), where, name) for name in CARRIED}
+    return RatedItem(prompt, response, ratings, where, column, row, carried)
 
 
 def _comparison(group: list[RatedItem], ctx: FormatContext) -> Comparison | None:
@@ -87,8 +89,7 @@ def _comparison(group: list[RatedItem], ctx: FormatContext) -> Comparison | None
     if not pairs:
         return None
     first = group[0]
-    carried = {name: None if first.row.get(name) in (None, "") else str(first.row[name]) for name in CARRIED}
-    carried["attribute"] = None  # per pair instead
+    carried = {**first.carried, "attribute": None}  # per pair instead
     used = KNOWN_FIELDS | set(ctx.attributes)
     return Comparison(prompt=first.prompt, responses=tuple(it.response for it in group), pairs=tuple(pairs),
                       scores=tuple(complete) if None not in complete else None, source=first.where,
@@ -104,7 +105,7 @@ def group_rated_items(items: Iterable[RatedItem], ctx: FormatContext) -> Iterato
     """
     groups: dict[tuple, list[RatedItem]] = {}
     for item in items:
-        groups.setdefault((item.prompt, item.row.get("labeler"), item.row.get("group")), []).append(item)
+        groups.setdefault((item.prompt, item.carried["labeler"], item.carried["group"]), []).append(item)
     for group in groups.values():
         try:
             yield _comparison(group, ctx)

@@ -67,9 +67,9 @@ def _pair_keys(comparison: Comparison) -> list[bytes]:
             for pair in comparison.iter_pairs()]
 
 
-def _context(source: str, cfg: DataConfig, render_chat: Renderer, first_row: dict | None) -> FormatContext:
+def _context(source: str, cfg: DataConfig, render_chat: Renderer, first_row: dict) -> FormatContext:
     base_dir = None if source.startswith("hf:") or source == DEFAULT_DATA else Path(source).resolve().parent
-    attributes = tuple(cfg.attributes) or (infer_attributes(first_row) if first_row else ())
+    attributes = tuple(cfg.attributes) or infer_attributes(first_row)
     return FormatContext(min_rating_diff=cfg.min_rating_diff, assistant_marker=cfg.assistant_marker,
                          render_chat=render_chat, base_dir=base_dir, attributes=attributes,
                          rating_range=tuple(cfg.rating_range), aggregate_pairs=cfg.aggregate_pairs,
@@ -111,10 +111,11 @@ def iter_comparisons(
     rows = ((where, _map_columns(raw, cfg.columns))
             for where, raw in read_rows(source, hf_split=cfg.hf_split, limit=cfg.max_examples))
     first = next(rows, None)
-    if first is not None:
-        rows = itertools.chain([first], rows)
-    fmt = cfg.format if cfg.format != "auto" or first is None else detect_format(first[1], first[0])
-    ctx = _context(source, cfg, render_chat, first[1] if first else None)
+    if first is None:
+        raise DataError(source, None, "no rows")
+    rows = itertools.chain([first], rows)
+    fmt = cfg.format if cfg.format != "auto" else detect_format(first[1], first[0])
+    ctx = _context(source, cfg, render_chat, first[1])
     seen: dict[bytes, str] = {}
     for where, comparison in _candidates(rows, fmt, ctx, report):
         try:
@@ -136,8 +137,6 @@ def iter_comparisons(
         report.comparisons += 1
         report.pairs += len(comparison.pairs)
         yield comparison
-    if report.rows == 0:
-        raise DataError(source, None, "no rows")
     if report.comparisons == 0:
         raise DataError(source, None, "no usable preference pairs: " + report.summary())
     if report.skipped:

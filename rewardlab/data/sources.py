@@ -11,6 +11,8 @@ import csv
 import gzip
 import io
 import json
+import zlib
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -31,10 +33,20 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
-def _decode(data: bytes, path: Path, offset: int) -> str:
-    """UTF-8 text, or a DataError naming the file and the byte offset of the first bad byte."""
+@contextmanager
+def _unpacking(path: Path) -> Iterator[None]:
+    """A file named .gz that is not gzip (or is cut short) fails as a DataError naming it."""
     try:
-        return data.decode("utf-8")
+        yield
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataError(str(path), None, f"not a readable gzip file ({err})") from None
+
+
+def _decode(data: bytes, path: Path, offset: int) -> str:
+    """UTF-8 text (the byte-order mark that Windows tools write at the start of a file dropped), or a
+    DataError naming the file and the byte offset of the first bad byte."""
+    try:
+        return data.decode("utf-8-sig" if offset == 0 else "utf-8")
     except UnicodeDecodeError as err:
         at = offset + err.start
         kind = " (uncompressed)" if path.suffix == ".gz" else ""
@@ -45,7 +57,7 @@ def _decode(data: bytes, path: Path, offset: int) -> str:
 def text_lines(path: Path) -> Iterator[str]:
     """The file's lines as text, decoded one by one so an error can name its byte offset."""
     offset = 0
-    with _open_binary(path) as fh:
+    with _unpacking(path), _open_binary(path) as fh:
         for raw in fh:
             yield _decode(raw, path, offset)
             offset += len(raw)
@@ -74,7 +86,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Row]]:
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, Row]]:
-    with _open_binary(path) as fh:
+    with _unpacking(path), _open_binary(path) as fh:
         text = _decode(fh.read(), path, 0)
         try:
             data = json.loads(text)
@@ -111,9 +123,13 @@ def _json_cell(value: str | None) -> object:
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Row]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(str(path), None, f"not a readable Parquet file ({err})") from None
     for i, row in enumerate(table.to_pylist()):
         yield f"{path}:{i}", row
 

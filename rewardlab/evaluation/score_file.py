@@ -7,18 +7,23 @@ output in input order. Every chunk is appended whole and flushed, and a shard th
 finished says so, so a run that was interrupted resumes (``resume=True``) from the
 last complete chunk of each shard without rescoring what is already written. The
 output appears only when every row is scored (written to a temporary name, then
-renamed).
+renamed). ``normalize="prompt_mean"`` centres each score on the mean score of the
+whole file's responses to its prompt, in the merge: one pass to sum per prompt
+(memory grows with the prompts, not the rows), one to write.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from rewardlab.data.formats import text_field
+import numpy as np
+
+from rewardlab.data.formats import carried_name, text_field
 from rewardlab.data.schema import DataError
 from rewardlab.scoring import RewardModel
 
@@ -41,7 +46,8 @@ def _score_chunk(model: RewardModel, chunk: list[tuple[str, dict]], normalize: s
         for col in _targets(row, where):
             prompts.append(prompt)
             texts.append(text_field(row, col, where))
-            labelers.append(row.get("labeler") if "personalization" in model.metadata else None)
+            labelers.append(carried_name(row.get("labeler"), where, "labeler")
+                            if "personalization" in model.metadata else None)
     scores = iter(model.score_heads(prompts, texts, batch_size=batch_size, normalize=normalize, labeler=labelers))
     lines = []
     for where, row in chunk:
@@ -68,6 +74,48 @@ def _complete_chunks(shard: Path, resume: bool, chunk_size: int) -> int:
     return keep
 
 
+def _merged(shards: list[Path], chunk_size: int) -> Iterator[str]:
+    """The shards' lines in input order (chunk k is in shard k mod len(shards))."""
+    handles = [s.open() for s in shards]
+    try:
+        for k in itertools.count():
+            lines = list(itertools.islice(handles[k % len(shards)], chunk_size))
+            if not lines:
+                return
+            yield from lines
+    finally:
+        for h in handles:
+            h.close()
+
+
+def _prompt_key(prompt: str) -> bytes:
+    return hashlib.blake2b(prompt.encode(), digest_size=16).digest()
+
+
+def _prompt_means(lines: Iterable[str]) -> dict[bytes, np.ndarray]:
+    """Each prompt's mean scores over every scored column of its rows: [aggregate, heads...], O(prompts) memory."""
+    sums: dict[bytes, list] = {}
+    for line in lines:
+        row = json.loads(line)
+        for col in _targets(row, ""):
+            v = np.array([row[f"{col}_score"], *row.get(f"{col}_scores", {}).values()], dtype=np.float64)
+            entry = sums.setdefault(_prompt_key(row["prompt"]), [0.0, 0])
+            entry[0] = entry[0] + v
+            entry[1] += 1
+    return {k: total / count for k, (total, count) in sums.items()}
+
+
+def _centred(line: str, means: dict[bytes, np.ndarray]) -> str:
+    """A scored row with each score minus its prompt's mean (``normalize="prompt_mean"`` over the whole file)."""
+    row = json.loads(line)
+    mean = means[_prompt_key(row["prompt"])]
+    for col in _targets(row, ""):
+        row[f"{col}_score"] -= mean[0]
+        if f"{col}_scores" in row:
+            row[f"{col}_scores"] = {h: v - m for (h, v), m in zip(row[f"{col}_scores"].items(), mean[1:])}
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
 def score_rows(model: RewardModel, rows: Iterable[tuple[str, dict]], out: Path, *, normalize: str = "none",
                batch_size: int = 32, resume: bool = False, process_index: int = 0, num_processes: int = 1,
                wait=lambda: None, chunk_size: int = CHUNK) -> int:
@@ -78,6 +126,7 @@ def score_rows(model: RewardModel, rows: Iterable[tuple[str, dict]], out: Path, 
     the same ``chunk_size`` and number of processes.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
+    chunk_normalize = "none" if normalize == "prompt_mean" else normalize  # centred once all rows are scored
     shard = out.with_name(f".{out.name}.shard-{process_index}-of-{num_processes}")
     done = shard.with_name(shard.name + ".done")
     if not (resume and done.exists()):
@@ -89,7 +138,7 @@ def score_rows(model: RewardModel, rows: Iterable[tuple[str, dict]], out: Path, 
                 mine = k % num_processes == process_index
                 if not mine or k // num_processes < skip:
                     continue
-                fh.write("".join(_score_chunk(model, chunk, normalize, batch_size)))
+                fh.write("".join(_score_chunk(model, chunk, chunk_normalize, batch_size)))
                 fh.flush()
                 os.fsync(fh.fileno())
         done.write_text("ok\n")
@@ -98,18 +147,11 @@ def score_rows(model: RewardModel, rows: Iterable[tuple[str, dict]], out: Path, 
     if process_index == 0:
         shards = [out.with_name(f".{out.name}.shard-{r}-of-{num_processes}") for r in range(num_processes)]
         tmp = out.with_name(f".{out.name}.tmp")
-        handles = [s.open() for s in shards]
-        try:
-            with tmp.open("w") as fh:
-                for k in itertools.count():
-                    lines = list(itertools.islice(handles[k % num_processes], chunk_size))
-                    if not lines:
-                        break
-                    fh.writelines(lines)
-                    n += len(lines)
-        finally:
-            for h in handles:
-                h.close()
+        means = _prompt_means(_merged(shards, chunk_size)) if normalize == "prompt_mean" else None
+        with tmp.open("w") as fh:
+            for line in _merged(shards, chunk_size):
+                fh.write(line if means is None else _centred(line, means))
+                n += 1
         tmp.replace(out)
         for s in shards:
             s.unlink()

@@ -506,7 +506,10 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         try:
             values = parse_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"config file {where}: not valid YAML: {problem}") from None
     return from_dict(ExperimentConfig, apply_overrides(values, overrides))
 
 

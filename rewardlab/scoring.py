@@ -25,7 +25,7 @@ import torch
 
 from rewardlab.data.collate import PairTable
 from rewardlab.data.schema import Comparison, Pair
-from rewardlab.models.base import AGGREGATE, RewardNet, get_kind, read_metadata
+from rewardlab.models.base import AGGREGATE, RewardNet, check_checkpoint, get_kind, read_metadata, readable_weights
 from rewardlab.models.outcomes import outcome_from_metadata
 from rewardlab.models.personal import POPULATION, Personal, load_personal, personalize
 
@@ -74,12 +74,14 @@ class RewardModel:
                         ) -> "RewardModel":
         """Load a checkpoint folder or hub id (safetensors weights only); the saved kind decides how."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        check_checkpoint(path)
         kind = get_kind(read_metadata(path).get("kind", "text"))  # foreign HF models are text models
-        model, processor, metadata = kind.load(path, device, dtype)
-        if "outcome" in metadata:
-            model.set_outcome(outcome_from_metadata(metadata["outcome"]).to(device))
-        if "personalization" in metadata and kind.name != "ensemble":  # an ensemble's members load their own
-            model, processor = load_personal(model, processor, path, metadata["personalization"])
+        with readable_weights(path):
+            model, processor, metadata = kind.load(path, device, dtype)
+            if "outcome" in metadata:
+                model.set_outcome(outcome_from_metadata(metadata["outcome"]).to(device))
+            if "personalization" in metadata and kind.name != "ensemble":  # an ensemble's members load their own
+                model, processor = load_personal(model, processor, path, metadata["personalization"])
         if "ensemble_heads" in metadata:  # a shared-backbone ensemble: its member heads, scored as an ensemble
             from rewardlab.models.ensemble import HeadEnsembleRewardNet
 

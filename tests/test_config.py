@@ -47,11 +47,14 @@ def test_bad_values_name_the_field(override, match):
         load_config(None, [override])
 
 
-def test_malformed_override_and_missing_file(tmp_path):
+def test_malformed_override_missing_file_and_broken_yaml(tmp_path):
     with pytest.raises(ValueError, match="must look like section.key=value"):
         apply_overrides({}, ["train.epochs"])
     with pytest.raises(ValueError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("train:\n  epochs: 2\n  lr_head: [1e-3\n")
+    with pytest.raises(ValueError, match=r"^config file .*bad.yaml:4: not valid YAML: expected ',' or ']'"):
+        load_config(tmp_path / "bad.yaml")
 
 
 def test_configs_are_frozen():

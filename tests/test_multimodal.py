@@ -204,6 +204,24 @@ def test_augmented_views_are_cached_and_chosen_only_in_training(tiny_clip, image
     assert torch.equal(processor.collate(items)["image_tokens"], clean[0])
 
 
+def test_the_embedding_cache_round_trips_shares_its_shards_and_names_a_damaged_one(tmp_path):
+    from rewardlab.models.embedding_cache import EmbeddingCache, store_rounding
+
+    namespace = {"backbone": "dual", "weights": "abc"}
+    cache = EmbeddingCache(tmp_path, namespace)
+    entry = {"tokens": torch.randn(3, 4), "pooled": torch.randn(4)}
+    cache.put({"image/a/v0": entry})
+    other = EmbeddingCache(tmp_path, namespace)  # another process, the same namespace: reads the shard
+    assert other.missing(["image/a/v0", "image/b/v0", "image/b/v0"]) == ["image/b/v0"]
+    (got,) = other.get(["image/a/v0"])
+    assert torch.equal(got["tokens"], store_rounding(entry["tokens"])) and got["pooled"].shape == (4,)
+    assert EmbeddingCache(tmp_path, {**namespace, "weights": "xyz"}).missing(["image/a/v0"]) == ["image/a/v0"]
+    (shard,) = cache.dir.glob("shard-*.safetensors")
+    shard.write_bytes(shard.read_bytes()[:20])  # cut short
+    with pytest.raises(ValueError, match=f"{shard}: a cached embedding shard is damaged .* delete {cache.dir}"):
+        EmbeddingCache(tmp_path, namespace).get(["image/a/v0"])
+
+
 def test_augmentation_with_the_cache_needs_cached_views():
     with pytest.raises(ValueError, match="multimodal.augment with multimodal.cache needs multimodal.augment_views >= 1"):
         load_config(None, ["multimodal.augment=[crop]", "multimodal.augment_views=0"])

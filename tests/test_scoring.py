@@ -69,6 +69,23 @@ def test_input_errors(trained):
         rm.best_of_n("q", [])
 
 
+def test_a_damaged_or_misnamed_model_folder_is_one_clear_error(trained, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(ValueError, match=f"{damaged}: a weights file is damaged or cut short"):
+        RewardModel.from_pretrained(str(damaged), device="cpu")
+    run = Path(trained).parent
+    with pytest.raises(ValueError, match=f"not a model folder .* keeps its model in {run / 'model'}"):
+        RewardModel.from_pretrained(str(run), device="cpu")
+    with pytest.raises(ValueError, match="model './no-such-run/model': no such folder or file"):
+        RewardModel.from_pretrained("./no-such-run/model", device="cpu")
+
+
 def test_foreign_hf_model_scores_without_metadata(tiny_bert):
     rm = RewardModel.from_pretrained(tiny_bert, device="cpu")
     assert rm.metadata == {} and isinstance(rm.score("q", "a"), float)

@@ -125,9 +125,15 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_bert, pairs_f
     assert latest_state(part / "states").name == "step-00000006"
 
 
-def test_resume_without_state_is_a_clear_error(tiny_bert, pairs_file, tmp_path):
+def test_resume_without_state_or_from_a_damaged_one_is_a_clear_error(tiny_bert, pairs_file, tmp_path):
     with pytest.raises(ValueError, match="no saved state under .*nothing to resume"):
         train(tiny_config(tiny_bert, pairs_file, tmp_path / "none"), resume=True)
+    cfg = tiny_config(tiny_bert, pairs_file, tmp_path / "run", max_steps=2, save_every=2)
+    train(cfg)
+    state = tmp_path / "run" / "states" / "step-00000002"
+    (state / "optimizer.safetensors").write_bytes(b"\0" * 100)  # overwritten by something else
+    with pytest.raises(ValueError, match=f"{state}: a weights file is damaged or cut short"):
+        train(cfg, resume=True)
 
 
 def test_lora_trains_adapters_and_saves_a_merged_plain_model(tiny_bert, pairs_file, tmp_path):

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from rewardlab.models.base import check_source, readable_weights
+
 BACKBONES: dict[str, Callable[[], str]] = {}
 
 
@@ -47,7 +49,8 @@ def resolve_backbone(name: str) -> str:
     """Registry name → path; a folder, file or hub id passes through unchanged."""
     if name in BACKBONES:
         return BACKBONES[name]()
-    if Path(name).exists() or "/" in name:
+    check_source(name, "backbone")
+    if Path(name).expanduser().exists() or "/" in name:
         return name
     raise ValueError(f"unknown backbone {name!r}: not a registry name ({', '.join(list_backbones())}), "
                      "a local folder, a .gguf file, or a hub id like 'org/model'")
@@ -72,7 +75,8 @@ def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     path, extra = backbone_source(name)
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(path, **extra))
+    with readable_weights(path):
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(path, **extra))
 
 
 def dequantised(model, extra: dict):
@@ -127,10 +131,11 @@ def load_backbone(name: str, num_labels: int = 1, *, dropout: float = -1.0, toke
 
     path, extra = backbone_source(name)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name)
-    if dropout >= 0:
-        kwargs.update(dropout_overrides(AutoConfig.from_pretrained(path, **extra), dropout))
-    model = dequantised(AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, ignore_mismatched_sizes=num_labels != 1, **extra, **kwargs), extra)
+    with readable_weights(path):
+        if dropout >= 0:
+            kwargs.update(dropout_overrides(AutoConfig.from_pretrained(path, **extra), dropout))
+        model = dequantised(AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, ignore_mismatched_sizes=num_labels != 1, **extra, **kwargs), extra)
     if model.config.num_labels != num_labels:
         raise ValueError(f"{name}: this reward model needs num_labels={num_labels} (one per head), the "
                          f"checkpoint has {model.config.num_labels}")

@@ -27,9 +27,10 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -194,6 +195,52 @@ def save_model(model: RewardNet, processor: object, path: str | Path, metadata: 
             (tmp / name).write_text(text)
 
     return save_atomically(path, write)
+
+
+def check_source(name: str, what: str) -> None:
+    """A local folder or file that exists, or a hub id (``org/model``, ``gpt2``). A path that names nothing is an
+    error here rather than a hub lookup (which, offline, retries for half a minute and then speaks of the internet).
+
+    Example:
+        >>> check_source("/no/such/folder", "model")
+        Traceback (most recent call last):
+        ValueError: model '/no/such/folder': no such folder or file
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        return
+    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name \
+            or name.endswith(("/", ".gguf", ".safetensors", ".json")):
+        raise ValueError(f"{what} {name!r}: no such folder or file")
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """``path`` is a model folder (it has a config.json) or a hub id; a training run's folder says where its model
+    is."""
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        hint = f"; a training run keeps its model in {folder / 'model'}" if (folder / "model" / "config.json"
+                                                                              ).is_file() else ""
+        raise ValueError(f"{path}: not a model folder (no config.json){hint}")
+    check_source(str(path), "model")
+
+
+@contextmanager
+def readable_weights(where: str | Path) -> Iterator[None]:
+    """Turns safetensors' error on a damaged or cut-short file, and the hub's on a model it cannot give, into one
+    ValueError naming ``where``."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as err:
+        raise ValueError(f"{where}: a weights file is damaged or cut short ({err})") from None
+    except OSError as err:
+        if Path(where).expanduser().exists():
+            raise
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ValueError(f"{where}: not a local folder, and the Hugging Face hub could not give it ({first})") \
+            from None
 
 
 def read_metadata(path: str | Path) -> dict:

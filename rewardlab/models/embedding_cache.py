@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -99,7 +99,7 @@ class EmbeddingCache:
                 continue
             shard = self._where[key]
             if shard not in self._readers:
-                self._readers[shard] = safe_open(str(self.dir / f"{shard}.safetensors"), framework="pt")
+                self._readers[shard] = self._open(shard)
             reader = self._readers[shard]
             names = self._names.setdefault(shard, {})
             if not names:
@@ -108,6 +108,14 @@ class EmbeddingCache:
                     names.setdefault(entry, []).append(field)
             out.append({field: reader.get_tensor(f"{key}::{field}").float() for field in names[key]})
         return out
+
+    def _open(self, shard: str):
+        path = self.dir / f"{shard}.safetensors"
+        try:
+            return safe_open(str(path), framework="pt")
+        except SafetensorError as err:
+            raise ValueError(f"{path}: a cached embedding shard is damaged ({err}); delete {self.dir} and it is "
+                             "computed again") from None
 
     def put(self, entries: dict[str, dict[str, torch.Tensor]]) -> None:
         """Store entries: a new shard when writable, else in memory for this process only."""

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from rewardlab.models.base import readable_weights
 from rewardlab.train.sharding import local, local_tensor
 
 STATE_PREFIX = "step-"
@@ -106,6 +107,11 @@ def load_state(folder: Path, rank: int, processes: int = 1) -> dict:
     Raises:
         ValueError: a sharded state read by another number of processes than wrote it.
     """
+    with readable_weights(folder):
+        return _load_state(folder, rank, processes)
+
+
+def _load_state(folder: Path, rank: int, processes: int) -> dict:
     meta = json.loads((folder / "state.json").read_text())
     shards = meta.get("shards")
     if shards is not None and shards != processes:

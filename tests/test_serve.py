@@ -127,6 +127,10 @@ BAD = [
      r"items\[0\]\.attribute: 'fluency' is not a head of model 'default'; heads: reward"),
     ({"items": [{"prompt": "q", "response": "a"}, {"prompt": "q", "response": "a", "labeler": "ann"}]}, 422,
      r"items\[1\]\.labeler: model 'default' is not personalised"),
+    ({"items": []}, 422, r"items: List should have at least 1 item"),
+    (items(("q\ud800", "a")), 422, r"items\[0\]\.prompt: not valid Unicode: a lone surrogate \(U\+D800\) at character 1"),
+    (items(("q", [{"role": "assistant", "content": "\udfff"}])), 422, r"items\[0\]\.response: not valid Unicode"),
+    ({"items": [{"prompt": "q", "response": "a", "labeler": "\ud800"}]}, 422, r"items\[0\]\.labeler: not valid Unicode"),
     (items(*[("q", "a")] * 9), 413, r"items: 9 items; at most 8 per request"),
     (items(("q", "a"), ("q", "x" * 2001)), 413, r"items\[1\]\.response: 2001 characters; at most 2000"),
     (items(*[("q", "x" * 1990)] * 8), 413, r"body: over 12000 bytes"),
@@ -212,6 +216,10 @@ def test_openrlhf_remote_rm_shape(url, rm):
     assert reply["scores"] == pytest.approx(expected, abs=1e-5) and reply["rewards"] == reply["scores"]
     code, reply, _ = post(f"{url}/get_reward", {"query": ["a", "b"], "prompts": ["a"]})
     assert code == 422 and "prompts: got 1 prompts for 2 queries" in reply["detail"]
+    code, reply, _ = post(f"{url}/get_reward", {"query": [], "prompts": []})  # a batch filtered away
+    assert code == 200 and reply == {"rewards": [], "scores": [], "extra_logs": {}}
+    code, reply, _ = post(f"{url}/get_reward", {"query": ["a\udc80b"]})
+    assert code == 422 and reply["detail"].startswith("query[0]: not valid Unicode")
 
 
 class Gated(torch.nn.Module):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from rewardlab.data.schema import Comparison, DataError, Pair
+from rewardlab.data.schema import Comparison, DataError, Pair, unicode_problem
 
 CARRIED = ("labeler", "attribute", "group")
 Renderer = Callable[[Sequence[dict], bool], str]
@@ -51,6 +51,9 @@ def text_field(row: dict, name: str, where: str) -> str:
         raise DataError(where, name, f"expected text, got {type(value).__name__} {value!r:.60}")
     if not value.strip():
         raise DataError(where, name, "empty text")
+    problem = unicode_problem(value)
+    if problem:
+        raise DataError(where, name, problem)
     return value
 
 
@@ -161,6 +164,9 @@ def _messages(value: object, where: str, name: str) -> list[dict]:
     for i, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise DataError(where, f"{name}[{i}]", "expected a message {role: str, content: str}")
+        problem = unicode_problem(m["content"])
+        if problem:
+            raise DataError(where, f"{name}[{i}].content", problem)
     return value
 
 

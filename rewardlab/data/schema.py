@@ -24,6 +24,21 @@ class DataError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (a lone surrogate, which JSON's ``\\ud800`` escapes can make and no
+    tokenizer takes), or None.
+
+    Example:
+        >>> unicode_problem("caf\u00e9"), unicode_problem("a\ud800")
+        (None, 'not valid Unicode: a lone surrogate (U+D800) at character 1')
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"not valid Unicode: a lone surrogate (U+{ord(text[err.start]):04X}) at character {err.start}"
+    return None
+
+
 class Pair(NamedTuple):
     """One judgement between two responses of a comparison.
 

@@ -297,6 +297,8 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
             raise ApiError(422, f"prompts: got {len(body.prompts)} prompts for {n} queries; send one per query")
         texts = [(f"query[{i}]", q) for i, q in enumerate(body.query)]
         _check_sizes(texts, n, cfg.max_items, cfg.max_text_chars, "query")
+        if n == 0:  # nothing to score (a loop whose batch was filtered away): OpenRLHF's own server answers so
+            return {"rewards": [], "scores": [], "extra_logs": {}}
         prompts, responses = [], []
         for i, q in enumerate(body.query):
             p = body.prompts[i] if body.prompts is not None else ""

@@ -9,22 +9,35 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, StrictStr
 from pydantic.json_schema import WithJsonSchema
 
+from rewardlab.data.schema import unicode_problem
 from rewardlab.scoring import NORMALIZATIONS
 
 TEXT_HELP = 'a string or a non-empty list of {"role": str, "content": str} messages'
 
 
+def _unicode(value: str) -> str:
+    problem = unicode_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def _text(value: Any) -> str | list[dict]:
     if isinstance(value, str):
-        return value
+        return _unicode(value)
     if isinstance(value, list) and value and all(
             isinstance(m, dict) and set(m) == {"role", "content"}
             and isinstance(m["role"], str) and isinstance(m["content"], str) for m in value):
+        for m in value:
+            _unicode(m["content"])
         return value
     raise ValueError(f"must be {TEXT_HELP}, got {type(value).__name__}")
+
+
+Str = Annotated[StrictStr, AfterValidator(_unicode)]  # a string a tokenizer takes
 
 
 Text = Annotated[Any, PlainValidator(_text), WithJsonSchema({"anyOf": [
@@ -39,8 +52,8 @@ class ScoreItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: Text
     response: Text
-    labeler: StrictStr | None = None
-    attribute: StrictStr | None = None
+    labeler: Str | None = None
+    attribute: Str | None = None
 
 
 class ScoreRequest(BaseModel):
@@ -50,8 +63,8 @@ class ScoreRequest(BaseModel):
     population reward (``population``, the default; the response says so per item) or refused (``error``)."""
 
     model_config = ConfigDict(extra="forbid")
-    items: list[ScoreItem]
-    model: StrictStr | None = None
+    items: list[ScoreItem] = Field(min_length=1)
+    model: Str | None = None
     normalize: Literal[NORMALIZATIONS] = "none"  # type: ignore[valid-type]
     unknown_labeler: Literal["population", "error"] = "population"
     uncertainty_lambda: float = Field(1.0, ge=0.0, le=100.0)  # ensembles: conservative = mean - lambda * std
@@ -61,18 +74,18 @@ class CompareItem(BaseModel):
     """Two responses to one prompt, judged A / B / tie (as ``labeler`` would, for personalised models)."""
 
     model_config = ConfigDict(extra="forbid")
-    prompt: StrictStr
-    response_a: StrictStr
-    response_b: StrictStr
-    labeler: StrictStr | None = None
+    prompt: Str
+    response_a: Str
+    response_b: Str
+    labeler: Str | None = None
 
 
 class CompareRequest(BaseModel):
     """``POST /v1/compare``: pairs to judge with the served model (default: the first)."""
 
     model_config = ConfigDict(extra="forbid")
-    items: list[CompareItem]
-    model: StrictStr | None = None
+    items: list[CompareItem] = Field(min_length=1)
+    model: Str | None = None
     unknown_labeler: Literal["population", "error"] = "population"
 
 
@@ -83,8 +96,8 @@ class OpenRLHFRequest(BaseModel):
     must keep working unchanged (our own /v1/score refuses unknown fields)."""
 
     model_config = ConfigDict(extra="ignore")
-    query: list[StrictStr]
-    prompts: list[StrictStr] | None = None
+    query: list[Str]
+    prompts: list[Str] | None = None
     labels: list[Any] | None = None
 
 

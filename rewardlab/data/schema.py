@@ -29,7 +29,7 @@ def unicode_problem(text: str) -> str | None:
     tokenizer takes), or None.
 
     Example:
-        >>> unicode_problem("caf\u00e9"), unicode_problem("a\ud800")
+        >>> unicode_problem("café"), unicode_problem("a" + chr(0xD800))
         (None, 'not valid Unicode: a lone surrogate (U+D800) at character 1')
     """
     try:

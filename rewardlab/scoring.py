@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rewardlab.data.collate import PairTable
-from rewardlab.data.schema import Comparison, Pair
+from rewardlab.data.schema import Comparison, Pair, unicode_problem
 from rewardlab.models.base import AGGREGATE, RewardNet, check_checkpoint, get_kind, read_metadata, readable_weights
 from rewardlab.models.outcomes import outcome_from_metadata
 from rewardlab.models.personal import POPULATION, Personal, load_personal, personalize
@@ -196,6 +196,8 @@ class RewardModel:
         for i, p in enumerate(prompts):
             if not isinstance(p, str):
                 raise TypeError(f"item {i}: the prompt must be a string, got {type(p).__name__}")
+            if unicode_problem(p):
+                raise ValueError(f"item {i}: the prompt is {unicode_problem(p)}")
         items, _ = self.processor.encode_items(list(prompts), list(responses))
         order = sorted(range(len(items)), key=lambda i: self.processor.cost(items[i]))
         scores = np.empty((len(items), len(self.heads)), dtype=np.float64)

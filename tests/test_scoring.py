@@ -67,6 +67,10 @@ def test_input_errors(trained):
         rm.score_batch(["a", "b"], ["c", 3])
     with pytest.raises(ValueError, match="best_of_n needs at least one response"):
         rm.best_of_n("q", [])
+    with pytest.raises(ValueError, match=r"item 1: the response is not valid Unicode: a lone surrogate \(U\+DC00\)"):
+        rm.score_batch(["a", "b"], ["c", "d" + chr(0xDC00)])
+    with pytest.raises(ValueError, match=r"item 0: the prompt is not valid Unicode"):
+        rm.score(chr(0xD800), "c")
 
 
 def test_a_damaged_or_misnamed_model_folder_is_one_clear_error(trained, tmp_path):

@@ -18,6 +18,7 @@ import torch
 
 from rewardlab.config import DataConfig
 from rewardlab.data.formats import render_plain
+from rewardlab.data.schema import unicode_problem
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,8 @@ class TextItems:
         for i, r in enumerate(responses):
             if not isinstance(r, str):
                 raise TypeError(f"item {i}: a text reward model scores text responses, got {type(r).__name__}")
+            if unicode_problem(r):
+                raise ValueError(f"item {i}: the response is {unicode_problem(r)}")
         features, truncated = self.encoder.encode(prompts, responses)
         items = [(tuple(f["input_ids"]), tuple(f["token_type_ids"]) if "token_type_ids" in f else None)
                  for f in features]

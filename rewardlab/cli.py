@@ -27,6 +27,17 @@ from pathlib import Path
 from rewardlab.config import describe, load_config
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a batch or chunk of 0 would silently do nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="File or hf:NAME to read (same forms as data.train).")
     p.add_argument("--format", default="auto", help="Row format (auto, pairs, implicit_prompt, chat, rankings, ratings, item_ratings, ab).")
@@ -58,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--out", help="Output folder (default: <model>/../eval).")
     p.add_argument("--group-by", nargs="*", default=[], help="Fields to break metrics down by.")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--no-plots", action="store_true", help="Skip plots and the HTML report.")
-    p.add_argument("--chunk-size", type=int, default=512, help="Comparisons per chunk (the unit each process of "
-                   "`accelerate launch` takes in turn).")
+    p.add_argument("--chunk-size", type=positive_int, default=512, help="Comparisons per chunk (the unit each process "
+                   "of `accelerate launch` takes in turn).")
 
     p = sub.add_parser("score", help="Score (prompt, response) rows and write them with their rewards.")
     p.add_argument("--model", required=True)
@@ -71,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", choices=("none", "zscore", "sigmoid", "prompt_mean"), default="none",
                    help="zscore: with the training rewards' mean and std stored in the checkpoint; prompt_mean: "
                    "each reward minus the mean reward of every response in the file to the same prompt.")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--resume", action="store_true", help="Continue an interrupted run: chunks already written are "
                    "kept, not rescored.")
-    p.add_argument("--chunk-size", type=int, default=1024, help="Rows per chunk (the unit of sharding and resume).")
+    p.add_argument("--chunk-size", type=positive_int, default=1024,
+                   help="Rows per chunk (the unit of sharding and resume).")
 
     p = sub.add_parser("calibrate", help="Fit a temperature on validation data and store it with the model.")
     p.add_argument("--model", required=True, help="Local model folder (the temperature is written into it).")
@@ -88,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--labeler", required=True, help="The new labeler's id.")
     p.add_argument("--out", help="Where to write the model with the new labeler (default: replace --model).")
-    p.add_argument("--steps", type=int, default=100, help="Full-batch Adam steps.")
+    p.add_argument("--steps", type=positive_int, default=100, help="Full-batch Adam steps.")
     p.add_argument("--lr", type=float, default=0.05)
 
     p = sub.add_parser("compare", help="Put several evaluation folders side by side.")
@@ -115,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and best.yaml leave it out.")
     p.add_argument("--space", required=True, help="YAML: dotted option -> {type: float|int|categorical, low, "
                    "high, log, step, choices}.")
-    p.add_argument("--trials", type=int, required=True, help="Trials in the study, over all workers.")
+    p.add_argument("--trials", type=positive_int, required=True, help="Trials in the study, over all workers.")
     p.add_argument("--metric", dest="metrics", action="append", default=[], metavar="NAME",
                    help="Validation metric to optimise (default accuracy); repeat for several objectives.")
     p.add_argument("--pruner", choices=("none", "median", "hyperband"),
@@ -126,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="Folder for trials, best.yaml and the report (default runs/tune/STUDY).")
     p.add_argument("--timeout", type=float, help="Seconds after which this worker starts no new trial.")
     p.add_argument("--seed", type=int, help="Sampler seed (give each worker its own, or none).")
-    p.add_argument("--heartbeat", type=int, default=60,
+    p.add_argument("--heartbeat", type=positive_int, default=60,
                    help="Seconds between heartbeats; a trial silent for twice that is failed and retried.")
     p.add_argument("--save-models", action="store_true", help="Keep each trial's model (off: saves disk).")
     p.add_argument("--refit", action="store_true", help="Then train best.yaml in full.")
@@ -155,7 +167,7 @@ def _add_preference_loop_parsers(sub) -> None:
     p.add_argument("--policy", default=GenerateConfig.policy, help=_help(GenerateConfig, "policy"))
     p.add_argument("--prompts", required=True, help="Prompts: .txt (one per line) or .jsonl (a 'prompt' field).")
     p.add_argument("--out", required=True, help="JSONL to write; an existing one is continued.")
-    p.add_argument("--n", type=int, default=GenerateConfig.n, help=_help(GenerateConfig, "n"))
+    p.add_argument("--n", type=positive_int, default=GenerateConfig.n, help=_help(GenerateConfig, "n"))
     p.add_argument("--temperature", default=",".join(map(str, GenerateConfig.temperatures)),
                    help=_help(GenerateConfig, "temperatures"))
     for name in ("top_p", "max_new_tokens", "seed", "batch_size", "max_retries"):

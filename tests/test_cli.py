@@ -71,6 +71,8 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2 and "train.epochs=0.0 must be > 0" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("eval", "--model", str(tmp_path), "--data", str(bad))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    proc = run_cli("score", "--model", str(tmp_path), "--data", str(bad), "--out", "x", "--chunk-size", "0")
+    assert proc.returncode == 2 and "argument --chunk-size: 0 must be at least 1" in proc.stderr
 
 
 def test_listing_commands(capsys):

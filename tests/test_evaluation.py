@@ -73,6 +73,13 @@ def test_evaluate_writes_every_artifact(model_dir, eval_file, tmp_path):
     assert f"{m['overall']['accuracy']['value']:.3f}" in page
 
 
+def test_a_group_by_field_no_comparison_has_is_an_error_naming_the_fields_there(model_dir, eval_file, tmp_path):
+    with pytest.raises(ValueError, match=r"group_by 'labeller': no comparison of .* has this field; fields there: "
+                                         r"prompt, .*labeler"):
+        evaluate(model_dir, str(eval_file), tmp_path / "e", group_by=["labeller"], n_boot=0, plots=False,
+                 progress=False)
+
+
 def test_chunked_streaming_gives_the_same_numbers(model_dir, eval_file, tmp_path, monkeypatch):
     from rewardlab.evaluation import predict
 

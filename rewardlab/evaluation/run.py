@@ -134,6 +134,16 @@ def _score_sharded(model: RewardModel, comparisons, out_dir: Path, state, **kwar
     return merged
 
 
+def _check_group_by(group_by: Sequence[str], scored: ScoredPairs, sample: Sequence[Comparison], data: str) -> None:
+    """A group_by field that no comparison has is a typo, not a breakdown into one group."""
+    for name in group_by:
+        if scored.fields[name] and all(v is None for v in scored.fields[name]):
+            present = sorted({k for c in sample for k in ("labeler", "attribute", "group") if c.field_value(k)}
+                             | {k for c in sample for k in c.meta})
+            raise ValueError(f"group_by {name!r}: no comparison of {data} has this field; fields there: "
+                             f"{', '.join(['prompt', *present])}")
+
+
 def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig | None = None,
              group_by: Sequence[str] = (), batch_size: int = 32, plots: bool = True, n_boot: int = 1000,
              progress: bool = True, model: RewardModel | None = None, chunk_size: int = 512,
@@ -165,6 +175,7 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
         scored = _score_sharded(model, itertools.chain(first, stream), out_dir, state, **options)
         if not state.is_main_process:
             return EvalResult(out_dir=out_dir, metrics={})
+    _check_group_by(group_by, scored, first, data)
     metrics = {"model": str(model_path), "data": data, **summarize(scored, temperature=model.temperature,
                                                                    group_by=group_by, n_boot=n_boot)}
     if scored.outcome_labels and (model.model.outcome.ties or 2 in scored.outcome_labels):

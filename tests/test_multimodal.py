@@ -124,17 +124,18 @@ def test_tiny_clip_trains_saves_and_loads_to_identical_scores(tiny_clip, image_d
 
 
 def test_the_server_scores_images_sent_inline_and_reads_no_path_or_url(tiny_clip, image_data, tmp_path):
-    import base64
+    from PIL import Image
 
     from conftest import post, serving
     from rewardlab.serve.app import create_app
+    from rewardlab.serve.client import data_url
 
     model, processor, _ = built(mm_config(tiny_clip, image_data, tmp_path / "run", "multimodal.cache=false"), n=1)
     folder = save_model(model, processor, tmp_path / "model", {"temperature": 1.0}, kind="multimodal")
     rm = RewardModel.from_pretrained(str(folder), device="cpu")
     images = sorted((image_data.parent / "images").glob("*.png"))[:2]
     prompt = "a red circle above a blue square, striped"
-    inline = ["data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() for path in images]
+    inline = [data_url(images[0]), data_url(Image.open(images[1]))]  # a file as it is; a PIL image as PNG
     with serving(create_app({"default": rm})) as (base, _):
         code, reply, _ = post(f"{base}/v1/score", {"items": [{"prompt": prompt, "response": u} for u in inline]})
         assert code == 200, reply

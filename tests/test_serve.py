@@ -173,6 +173,9 @@ def test_health_models_and_metrics(url):
         assert count >= 1 and total > 0, stage
     with pytest.raises(ServerError, match="422: model: 'x' is not served"):
         RewardClient(url, model="x").score(["q"], ["a"])
+    with pytest.raises(ConnectionError, match=r"reward server at http://127.0.0.1:1 did not answer POST /v1/score "
+                                              r"in 2 attempts: \[Errno 111\] Connection refused"):
+        RewardClient("http://127.0.0.1:1", retries=1).score(["q"], ["a"])
 
 
 def test_openrlhf_remote_rm_shape(url, rm):

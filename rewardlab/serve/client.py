@@ -4,18 +4,40 @@
     >>> client.score(["How do I boil an egg?"], ["Simmer it for 9 minutes."])  # doctest: +SKIP
     [1.73]
 
-Overload replies (503) and dropped connections are retried after the server's ``Retry-After`` (or an
+For an image + text model, send each image as :func:`data_url` gives it (``client.score([prompt],
+[data_url("cat.png")])``). Overload replies (503) and dropped connections are retried after the server's ``Retry-After`` (or an
 exponential backoff), up to ``retries`` times; other errors raise :class:`ServerError` with the server's
 message.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Sequence
+
+
+def data_url(image, mime: str = "image/png") -> str:
+    """An image as the server takes it for image + text models: a path or encoded bytes (PNG, JPEG, ...; say
+    which with ``mime``) or a PIL image (sent as PNG) -> ``data:<mime>;base64,...``.
+
+    >>> data_url(b"\\x89PNG")
+    'data:image/png;base64,iVBORw=='
+    """
+    if hasattr(image, "save") and not isinstance(image, (str, bytes)) and not hasattr(image, "read_bytes"):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data, mime = buffer.getvalue(), "image/png"
+    elif isinstance(image, (bytes, bytearray)):
+        data = bytes(image)
+    else:
+        data = Path(image).read_bytes()
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 class ServerError(RuntimeError):
@@ -58,9 +80,11 @@ class RewardClient:
                         pass
                     raise ServerError(err.code, str(text)) from None
                 wait = float(err.headers.get("Retry-After") or 2 ** attempt)
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
                 if attempt == self.retries:
-                    raise
+                    reason = getattr(err, "reason", None) or err
+                    raise ConnectionError(f"reward server at {self.url} did not answer {method} {path} in "
+                                          f"{self.retries + 1} attempts: {reason}") from None
                 wait = min(2 ** attempt * 0.5, 10.0)
             time.sleep(wait)
         raise AssertionError("unreachable")

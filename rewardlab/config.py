@@ -8,6 +8,7 @@ values naming the field and the value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -24,6 +25,47 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
     return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def check_types(cfg: Any, section: str = "") -> None:
+    """Raise naming the option where a field does not hold its annotated type (a config built in Python; YAML and
+    ``--set`` values are coerced before). An int is a float here; a bool is neither.
+
+    Example:
+        >>> @dataclass(frozen=True)
+        ... class Demo:
+        ...     steps: int = 1
+        ...     lr: float | None = None
+        >>> check_types(Demo(steps=3, lr=1), "train")
+        >>> check_types(Demo(steps="8"), "train")
+        Traceback (most recent call last):
+        ValueError: train.steps='8' should be of type int
+    """
+    for name, hint in _hints(type(cfg)).items():
+        value = getattr(cfg, name)
+        if not _holds(value, hint):
+            shown = " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(hint) if a is not type(None)) \
+                if typing.get_origin(hint) in (typing.Union, types.UnionType) else getattr(hint, "__name__", str(hint))
+            raise ValueError(f"{section + '.' if section else ''}{name}={value!r} should be of type {shown}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _holds(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_holds(value, a) for a in typing.get_args(hint))
+    target = origin or hint
+    if target is type(None):
+        return value is None
+    if target in (int, float):
+        return isinstance(value, int if target is int else (int, float)) and not isinstance(value, bool)
+    if target is list:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, target) if isinstance(target, type) else True
 
 
 def _choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
@@ -84,6 +126,7 @@ class DataConfig:
     assistant_marker: str = option("\n\nAssistant:", "implicit_prompt format: the marker that opens the final response.")
 
     def __post_init__(self) -> None:
+        check_types(self, "data")
         _choice("data.format", self.format, ("auto", "pairs", "implicit_prompt", "chat", "rankings", "ratings", "ab",
                                              "item_ratings"))
         if self.rating_range and (len(self.rating_range) != 2 or not all(
@@ -162,6 +205,7 @@ class ModelConfig:
                                "template and the judge answers with one token: A, B or C (tie).")
 
     def __post_init__(self) -> None:
+        check_types(self, "model")
         _choice("model.aggregate", self.aggregate, ("mean", "weighted", "learned", "gate"))
         from rewardlab.models.base import list_kinds  # late import: models import torch
 
@@ -278,6 +322,7 @@ class TrainConfig:
     num_workers: int = option(0, "DataLoader worker processes.")
 
     def __post_init__(self) -> None:
+        check_types(self, "train")
         positive("train.epochs", self.epochs)
         if self.max_steps is not None:
             positive("train.max_steps", self.max_steps)
@@ -360,6 +405,7 @@ class MultimodalConfig:
     tower_batch_size: int = option(32, "Images per tower pass when filling the cache.")
 
     def __post_init__(self) -> None:
+        check_types(self, "multimodal")
         _choice("multimodal.fusion", self.fusion, ("attention", "concat"))
         for name in ("hidden", "attention_heads", "tower_batch_size", "token_pool"):
             positive(f"multimodal.{name}", getattr(self, name))
@@ -389,6 +435,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        check_types(self)
         multimodal = self.model.kind == "multimodal"
         if self.model.aggregate == "gate" and not multimodal:
             raise ValueError(f"model.aggregate=gate needs model.kind=multimodal (got {self.model.kind!r}); "

@@ -278,8 +278,11 @@ def test_kfold_covers_every_comparison_once_as_eval(stratify):
 def test_config_split_options_are_validated():
     assert (DataConfig().stratify, DataConfig().folds, DataConfig().winner_codes) == (False, 1, {})
     assert DataConfig(stratify=True, folds=5).folds == 5
-    for bad in (0, -2, 2.5, True):
+    for bad in (0, -2):
         with pytest.raises(ValueError, match=r"data.folds=.* must be a whole number >= 1"):
+            DataConfig(folds=bad)
+    for bad in (2.5, True):
+        with pytest.raises(ValueError, match=r"data.folds=.* should be of type int"):
             DataConfig(folds=bad)
 
 

@@ -11,6 +11,19 @@ def test_defaults_are_valid_and_documented():
     assert "train.lr_head" in {name for name, _, _ in rows}
 
 
+@pytest.mark.parametrize("build, message", [
+    (lambda: TrainConfig(batch_size="8"), r"^train.batch_size='8' should be of type int$"),
+    (lambda: TrainConfig(lr_head="1e-4"), r"^train.lr_head='1e-4' should be of type float$"),
+    (lambda: TrainConfig(group_by_length=1), r"^train.group_by_length=1 should be of type bool$"),
+    (lambda: DataConfig(columns=[("prompt", "q")]), r"^data.columns=.* should be of type dict$"),
+    (lambda: ExperimentConfig(train={"epochs": 2}), r"^train=\{'epochs': 2\} should be of type TrainConfig$"),
+])
+def test_configs_built_in_python_check_their_types_naming_the_option(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+    assert TrainConfig(lr_head=1, epochs=2).lr_head == 1  # an int is a float
+
+
 def test_overrides_coerce_types():
     cfg = load_config(None, ["train.lr_head=1e-3", "train.epochs=2", "train.group_by_length=false",
                              "data.columns={prompt: question}", "train.log_with=tensorboard,wandb"])

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["rewardlab.data.augment", "rewardlab.data.balance", "rewardlab.data.collate", "rewardlab.data.encode",
+MODULES = ["rewardlab.config", "rewardlab.data.augment", "rewardlab.data.balance", "rewardlab.data.collate", "rewardlab.data.encode",
            "rewardlab.data.image_items", "rewardlab.data.images", "rewardlab.data.sampling", "rewardlab.data.schema",
            "rewardlab.losses", "rewardlab.models.backbones", "rewardlab.models.base", "rewardlab.models.outcomes", "rewardlab.models.pairwise", "rewardlab.evaluation.outcomes", "rewardlab.ratings",
            "rewardlab.reward_function", "rewardlab.scoring", "rewardlab.serve.client"]

@@ -360,8 +360,11 @@ def test_mixup_refuses_token_ids_and_runs_on_image_items(tiny_clip, image_data, 
 
 def test_backbone_registry_names_valid_choices():
     assert "dual" in list_towers()
-    with pytest.raises(ValueError, match=r"unknown multimodal backbone 'minilm' \(model.backbone\); valid: dual"):
-        load_towers("minilm")
+    with pytest.raises(ValueError, match=r"unknown multimodal backbone 'minilm' \(model.backbone\) \('minilm' is a "
+                                         r"text backbone, for model.kind=text\); valid: dual"):
+        load_towers("minilm")  # at once: a name with no '/' is no hub id, so the hub is not asked
+    with pytest.raises(ValueError, match=r"multimodal backbone './no/clip': no such folder or file"):
+        load_towers("./no/clip")
     with pytest.raises(ValueError, match="needs the open_clip package: pip install open_clip_torch"):
         load_towers("open_clip:ViT-B-32:laion2b_s34b_b79k")
 

@@ -28,6 +28,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from rewardlab.models.backbones import BACKBONES
+from rewardlab.models.base import check_source
+
 OPEN_CLIP_PREFIX = "open_clip:"
 _CLIP_MEAN, _CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -358,6 +361,10 @@ def load_towers(backbone: str, *, tokenizer_path: str | None = None) -> Towers:
     from transformers import AutoConfig
 
     valid = "; ".join(list_towers())
+    if "/" not in backbone and not Path(backbone).expanduser().exists():  # not a folder, nor a hub id (org/name)
+        text = f" ({backbone!r} is a text backbone, for model.kind=text)" if backbone in BACKBONES else ""
+        raise ValueError(f"unknown multimodal backbone {backbone!r} (model.backbone){text}; valid: {valid}")
+    check_source(backbone, "multimodal backbone")
     try:
         model_type = AutoConfig.from_pretrained(backbone).model_type
     except (OSError, ValueError) as err:

@@ -16,15 +16,16 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 
-def render_item(render_chat: Callable[[list, bool], str], prompt: str | list, response: str | list
-                ) -> tuple[str, str]:
-    """A (prompt, response) as the model reads it: conversations rendered with ``render_chat``.
+def render_item(render_chat: Callable[[list, bool], str], prompt: str | list, response: str | list | bytes
+                ) -> tuple[str, str | bytes]:
+    """A (prompt, response) as the model reads it: conversations rendered with ``render_chat`` (a response that
+    is not a message list, text or an image's bytes, as it is).
 
     The response is the rendered full conversation minus the rendered prompt where the latter is its prefix
     (as the data loader does), else the messages' contents joined by newlines.
     """
     p = prompt if isinstance(prompt, str) else render_chat(list(prompt), True)
-    if isinstance(response, str):
+    if not isinstance(response, list):  # text, or an image's bytes
         return p, response
     joined = "\n".join(m["content"] for m in response)
     if isinstance(prompt, str):

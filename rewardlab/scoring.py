@@ -196,8 +196,8 @@ class RewardModel:
         for i, p in enumerate(prompts):
             if not isinstance(p, str):
                 raise TypeError(f"item {i}: the prompt must be a string, got {type(p).__name__}")
-            if unicode_problem(p):
-                raise ValueError(f"item {i}: the prompt is {unicode_problem(p)}")
+            if problem := unicode_problem(p):
+                raise ValueError(f"item {i}: the prompt is {problem}")
         items, _ = self.processor.encode_items(list(prompts), list(responses))
         order = sorted(range(len(items)), key=lambda i: self.processor.cost(items[i]))
         scores = np.empty((len(items), len(self.heads)), dtype=np.float64)

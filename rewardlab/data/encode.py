@@ -175,8 +175,8 @@ class TextItems:
         for i, r in enumerate(responses):
             if not isinstance(r, str):
                 raise TypeError(f"item {i}: a text reward model scores text responses, got {type(r).__name__}")
-            if unicode_problem(r):
-                raise ValueError(f"item {i}: the response is {unicode_problem(r)}")
+            if problem := unicode_problem(r):
+                raise ValueError(f"item {i}: the response is {problem}")
         features, truncated = self.encoder.encode(prompts, responses)
         items = [(tuple(f["input_ids"]), tuple(f["token_type_ids"]) if "token_type_ids" in f else None)
                  for f in features]

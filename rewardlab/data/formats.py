@@ -51,8 +51,7 @@ def text_field(row: dict, name: str, where: str) -> str:
         raise DataError(where, name, f"expected text, got {type(value).__name__} {value!r:.60}")
     if not value.strip():
         raise DataError(where, name, "empty text")
-    problem = unicode_problem(value)
-    if problem:
+    if problem := unicode_problem(value):
         raise DataError(where, name, problem)
     return value
 
@@ -164,8 +163,7 @@ def _messages(value: object, where: str, name: str) -> list[dict]:
     for i, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise DataError(where, f"{name}[{i}]", "expected a message {role: str, content: str}")
-        problem = unicode_problem(m["content"])
-        if problem:
+        if problem := unicode_problem(m["content"]):
             raise DataError(where, f"{name}[{i}].content", problem)
     return value
 

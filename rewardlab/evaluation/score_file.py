@@ -94,14 +94,14 @@ def _prompt_key(prompt: str) -> bytes:
 
 def _prompt_means(lines: Iterable[str]) -> dict[bytes, np.ndarray]:
     """Each prompt's mean scores over every scored column of its rows: [aggregate, heads...], O(prompts) memory."""
-    sums: dict[bytes, list] = {}
+    sums: dict[bytes, tuple[np.ndarray, int]] = {}
     for line in lines:
         row = json.loads(line)
+        key = _prompt_key(row["prompt"])
         for col in _targets(row, ""):
             v = np.array([row[f"{col}_score"], *row.get(f"{col}_scores", {}).values()], dtype=np.float64)
-            entry = sums.setdefault(_prompt_key(row["prompt"]), [0.0, 0])
-            entry[0] = entry[0] + v
-            entry[1] += 1
+            total, count = sums.get(key, (0.0, 0))
+            sums[key] = (total + v, count + 1)
     return {k: total / count for k, (total, count) in sums.items()}
 
 

@@ -108,14 +108,10 @@ class Served:
     def __init__(self, name: str, path: str, reward_model, batcher: DynamicBatcher,
                  process: ModelProcess | None = None):
         self.name, self.path, self.rm, self.batcher, self.process = name, path, reward_model, batcher, process
-
-    @property
-    def takes_images(self) -> bool:
-        """Whether the model's responses are images (a multimodal kind, personalised or not)."""
-        processor = self.rm.processor
-        while hasattr(processor, "inner"):
+        processor = reward_model.processor
+        while hasattr(processor, "inner"):  # a personalised model wraps its kind's processor
             processor = processor.inner
-        return isinstance(processor, ImageTextItems)
+        self.takes_images = isinstance(processor, ImageTextItems)  # its responses are images
 
     def response(self, value: object, where: str) -> object:
         """A response as the model takes it: an image model's from its data URL (:func:`inline_image`)."""
@@ -163,9 +159,7 @@ class Served:
                    ) -> tuple[np.ndarray, list[str], int]:
         """Rewards (n, H) of the items, the rendered prompts, and how many items were truncated."""
         def encode():
-            render = self.rm.processor.render_chat
-            texts = [render_item(render, p, r) if not isinstance(r, bytes) else (render_item(render, p, "")[0], r)
-                     for p, r in zip(prompts, responses)]
+            texts = [render_item(self.rm.processor.render_chat, p, r) for p, r in zip(prompts, responses)]
             ps, rs = [t[0] for t in texts], [t[1] for t in texts]
             items, truncated = self.rm.processor.encode_items(ps, self.rm.with_labelers(rs, labelers))
             return ps, items, truncated

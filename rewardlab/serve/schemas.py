@@ -19,8 +19,7 @@ TEXT_HELP = 'a string or a non-empty list of {"role": str, "content": str} messa
 
 
 def _unicode(value: str) -> str:
-    problem = unicode_problem(value)
-    if problem:
+    if problem := unicode_problem(value):
         raise ValueError(problem)
     return value
 

@@ -210,6 +210,9 @@ class ModelConfig:
         from rewardlab.models.base import list_kinds  # late import: models import torch
 
         _choice("model.kind", self.kind, list_kinds())
+        if not self.backbone.strip():
+            raise ValueError("model.backbone is empty: name a registry backbone (rewardlab backbones), a folder or a "
+                             "hub id")
         positive("model.lora_r", self.lora_r)
         positive("model.lora_alpha", self.lora_alpha)
         if not (self.dropout == -1.0 or 0.0 <= self.dropout < 1.0):

@@ -54,6 +54,8 @@ def test_yaml_file_and_override_precedence(tmp_path):
     ("train.epochs=many", r"train.epochs='many' should be of type float"),
     ("train.nonsense=1", r"unknown config key train.nonsense; valid keys here: .*batch_size"),
     ("model.dropout=1.5", r"model.dropout=1.5 must be in \[0, 1\), or -1 to keep the backbone's own"),
+    ("model.backbone=", r"model.backbone is empty: name a registry backbone"),
+    ("model.backbone=' '", r"model.backbone is empty"),
 ])
 def test_bad_values_name_the_field(override, match):
     with pytest.raises(ValueError, match=match):

@@ -38,6 +38,16 @@ def test_truncation_keeps_prompt_end_and_response_start(bert_tok):
     assert text2.startswith("[CLS] p0") and text2.rstrip().endswith("r39 [SEP]")
 
 
+def test_max_length_with_no_room_for_text_is_refused(bert_tok):
+    # BERT's pair encoding adds [CLS] [SEP] [SEP]: at max_length 4 one token is left, and every item would be
+    # the same few tokens (chosen == rejected for every pair), so the encoder says so instead of training on them
+    with pytest.raises(ValueError, match=r"data.max_length=4 leaves 1 token\(s\) for the text: the encoding adds 3"):
+        TextEncoder(bert_tok, EncodingSpec(max_length=4, max_prompt_tokens=2))
+    (feat,), truncated = TextEncoder(bert_tok, EncodingSpec(max_length=5, max_prompt_tokens=2)).encode(
+        ["why is it"], ["because of this"])
+    assert truncated == 1 and bert_tok.decode(feat["input_ids"]) == "[CLS] it [SEP] because [SEP]"
+
+
 def test_short_prompt_gives_its_room_to_the_response(bert_tok):
     enc = TextEncoder(bert_tok, EncodingSpec(max_length=32, max_prompt_tokens=16))
     (feat,), _ = enc.encode(["hi"], [" ".join(["word"] * 100)])

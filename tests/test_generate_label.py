@@ -157,11 +157,15 @@ def test_bad_input_fails_with_one_clear_line(tmp_path, capsys):
         with pytest.raises(ValueError, match=why):
             check_ranks(ranks, 3)
     assert check_ranks([2, 1, 2], 3) == [2, 1, 2] and check_ranks([1, 1, 1], 3) == [1, 1, 1]  # ties
-    cands = write_jsonl(tmp_path / "c.jsonl", [{"prompt": "a", "responses": ["x", "y", "z"]}])
+    cands = write_jsonl(tmp_path / "c.jsonl", [{"prompt": "a", "responses": ["x", "y", "z"]},
+                                               {"prompt": "b", "responses": ["x", "y"]}])
     store = LabelStore(cands, tmp_path / "ranks.jsonl")
     with serving(create_app(store)) as url:
         status, reply = call(f"{url}/api/answer", {"labeler": "ann", "item": 0, "action": "rank", "ranks": [3, 1, 3]})
         assert status == 422 and "not a ranking of 3 responses" in reply["error"]
+        for item in (True, False, "0", 1.0, None):  # JSON true is no item number (Python reads it as item 1)
+            status, reply = call(f"{url}/api/answer", {"labeler": "ann", "item": item, "action": "skip"})
+            assert status == 422 and f"item {item!r} does not exist" in reply["error"], item
     assert not (tmp_path / "ranks.jsonl").exists()  # nothing half-saved
 
 

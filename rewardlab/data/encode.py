@@ -73,6 +73,10 @@ class TextEncoder:
         joint = tokenizer(spec.concat_separator, add_special_tokens=False)["input_ids"] \
             if mode == "concat" and spec.concat_separator else []
         self.n_special = tokenizer.num_special_tokens_to_add(pair=mode == "text_pair") + len(joint)
+        if spec.max_length - self.n_special < 2:
+            raise ValueError(f"data.max_length={spec.max_length} leaves {max(spec.max_length - self.n_special, 0)} "
+                             f"token(s) for the text: the encoding adds {self.n_special} of its own, and a prompt "
+                             "and a response need at least one each")
 
     def _cut(self, text: str, offsets: list, keep: int, side: str) -> str:
         """Keep ``keep`` tokens of ``text``; ``side`` is the side that is cut off."""

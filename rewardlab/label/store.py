@@ -167,7 +167,7 @@ class LabelStore:
         labeler = labeler.strip()
         if action not in ACTIONS:
             raise ValueError(f"action {action!r} is not valid; choose one of {', '.join(ACTIONS)}")
-        if not isinstance(index, int) or not 0 <= index < len(self.candidates):
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(self.candidates):
             raise ValueError(f"item {index!r} does not exist; there are {len(self.candidates)}")
         c = self.candidates[index]
         key = (labeler, index)

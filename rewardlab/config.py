@@ -267,6 +267,10 @@ class TrainConfig:
     margin_scale: float = option(1.0, "bt_margin loss: multiplier on the rating gap used as margin.")
     label_smoothing: float = option(0.1, "label_smoothing loss: probability mass given to the other order.")
     focal_gamma: float = option(2.0, "focal loss: focusing exponent.")
+    contrastive_temperature: float = option(1.0, "contrastive loss: temperature dividing the rewards.")
+    contrastive_negatives: str = option("batch", "contrastive loss: batch (each preferred item also meets every item "
+                                      "rejected in the batch's other comparisons) or comparison (only the items it "
+                                      "beats in its own; Bradley-Terry on plain pairs).")
     center_rewards: float = option(0.0, "Weight of a penalty on mean squared reward, keeping rewards centred at 0.")
     balance: str = option("none", "Reweight training pairs so groups contribute equally to the loss: none, attribute "
                         "(each reward head), or attribute_gap (each head x rating-gap bin: small, medium, large).")
@@ -343,6 +347,8 @@ class TrainConfig:
             positive(f"train.{name}", getattr(self, name), allow_zero=True)
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"train.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
+        positive("train.contrastive_temperature", self.contrastive_temperature)
+        _choice("train.contrastive_negatives", self.contrastive_negatives, ("batch", "comparison"))
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"train.label_smoothing={self.label_smoothing!r} must be in [0, 0.5)")
         if not 0.0 < self.layer_decay <= 1.0:

@@ -57,6 +57,32 @@ def focal(chosen: torch.Tensor, rejected: torch.Tensor, pairs: PairTable, *, foc
     return -((1.0 - log_p.exp()) ** focal_gamma) * log_p
 
 
+def contrastive(chosen: torch.Tensor, rejected: torch.Tensor, pairs: PairTable, *,
+                contrastive_temperature: float = 1.0, contrastive_negatives: str = "batch",
+                **_: float) -> torch.Tensor:
+    """InfoNCE: the preferred reward against several beaten ones, -log e^(c/τ) / (e^(c/τ) + Σ_n e^(r_n/τ)).
+
+    A pair's negatives are the items its preferred item beats in the batch (its own rejected one, and
+    every other one it is preferred to: a ranking's winner meets everything ranked below it, as in
+    Plackett–Luce) and, with ``contrastive_negatives="batch"``, every item rejected in another
+    comparison of the batch (in-batch negatives across prompts); each item once, on the pair's head.
+    ``"comparison"`` keeps to the pair's own comparison, so on plain pairs it is Bradley–Terry at
+    temperature τ. Tie pairs have no preferred side: each meets only its partner. Negatives come
+    from one process's batch.
+    """
+    c, r = chosen.float() / contrastive_temperature, rejected.float() / contrastive_temperature
+    beaten = (pairs.i[:, None] == pairs.i[None, :]) & ~pairs.tie[None, :]  # [p, q]: q's rejected item lost to p's
+    if contrastive_negatives == "batch":
+        beaten |= (pairs.comparison[:, None] != pairs.comparison[None, :]) & ~pairs.tie[None, :]
+    beaten &= (pairs.head[:, None] == pairs.head[None, :]) & (pairs.j[None, :] != pairs.i[:, None]) & ~pairs.tie[:, None]
+    beaten |= torch.eye(len(pairs), dtype=torch.bool, device=c.device)  # a pair's own rejected item, ties too
+    same_item = (pairs.j[:, None] == pairs.j[None, :]) & (pairs.head[:, None] == pairs.head[None, :])
+    earlier = torch.ones_like(same_item).tril(-1).T  # [q', q]: q' < q
+    repeat = (beaten.float() @ (same_item & earlier).float()) > 0  # q's item already counted for p
+    negatives = r[None, :].masked_fill(~beaten | repeat, float("-inf"))
+    return torch.logsumexp(torch.cat([c[:, None], negatives], dim=1), dim=1) - c
+
+
 def weighted_mean(per_pair: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Σ w·ℓ / Σ w over the pairs: (P,), (P,) -> ()."""
     return (per_pair * weight).sum() / weight.sum().clamp_min(1e-12)
@@ -102,6 +128,7 @@ LOSSES: dict[str, LossFn] = {
     "bt_margin": bt_margin,
     "label_smoothing": label_smoothing,
     "focal": focal,
+    "contrastive": contrastive,
 }
 
 
@@ -141,7 +168,7 @@ def outcome_nll(judged: Judged, pairs: PairTable) -> torch.Tensor:
     return -judged.log_probs.gather(1, observed[:, None]).squeeze(1)
 
 
-def build_pair_loss(name: str, **params: float) -> Callable[[Judged, PairTable], torch.Tensor]:
+def build_pair_loss(name: str, **params: float | str) -> Callable[[Judged, PairTable], torch.Tensor]:
     """The trainer's loss: ``(judged, pairs) -> (P,)`` per-pair terms, for any loss name.
 
     Scalar losses see each pair's two scores; a tie pair (which has no preferred side) gets

@@ -49,6 +49,8 @@ def test_yaml_file_and_override_precedence(tmp_path):
     ("train.lr_head=-1", r"train.lr_head=-1.* must be > 0"),
     ("train.schedule=exp", r"train.schedule='exp' is not valid; choose one of cosine, linear, constant"),
     ("train.loss=bt", r"train.loss='bt' is not valid; choose one of .*bradley_terry"),
+    ("train.contrastive_temperature=0", r"train.contrastive_temperature=0.* must be > 0"),
+    ("train.contrastive_negatives=all", r"train.contrastive_negatives='all' is not valid; choose one of batch, comparison"),
     ("data.on_bad_row=ignore", r"data.on_bad_row='ignore' is not valid"),
     ("data.max_prompt_tokens=300", r"data.max_prompt_tokens=300 must be in \[0, max_length\)"),
     ("train.epochs=many", r"train.epochs='many' should be of type float"),

@@ -200,7 +200,7 @@ def test_early_stopping_and_gradient_accumulation_step_counts(tiny_bert, pairs_f
     assert accum.metrics["steps"] == -(-batches // 3)
 
 
-@pytest.mark.parametrize("loss", ["bt_margin", "label_smoothing", "focal"])
+@pytest.mark.parametrize("loss", ["bt_margin", "label_smoothing", "focal", "contrastive"])
 def test_every_registered_loss_trains(tiny_bert, pairs_file, tmp_path, loss):
     result = train(tiny_config(tiny_bert, pairs_file, tmp_path / loss, max_steps=2, loss=loss, center_rewards=0.01))
     assert result.metrics["steps"] == 2

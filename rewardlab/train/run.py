@@ -278,7 +278,9 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     metadata = {"backbone": cfg.model.backbone, "temperature": 1.0}
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     loss_fn = build_pair_loss(cfg.train.loss, margin_scale=cfg.train.margin_scale,
-                              label_smoothing=cfg.train.label_smoothing, focal_gamma=cfg.train.focal_gamma)
+                              label_smoothing=cfg.train.label_smoothing, focal_gamma=cfg.train.focal_gamma,
+                              contrastive_temperature=cfg.train.contrastive_temperature,
+                              contrastive_negatives=cfg.train.contrastive_negatives)
     trainer = Trainer(accelerator=acc, model=model, loss_fn=loss_fn,
                       optimizer=optimizer, scheduler_factory=lambda o, n: build_scheduler(o, cfg.train, n),
                       train_data=train_enc, eval_data=eval_enc,

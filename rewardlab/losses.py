@@ -77,7 +77,7 @@ def contrastive(chosen: torch.Tensor, rejected: torch.Tensor, pairs: PairTable, 
     beaten &= (pairs.head[:, None] == pairs.head[None, :]) & (pairs.j[None, :] != pairs.i[:, None]) & ~pairs.tie[:, None]
     beaten |= torch.eye(len(pairs), dtype=torch.bool, device=c.device)  # a pair's own rejected item, ties too
     same_item = (pairs.j[:, None] == pairs.j[None, :]) & (pairs.head[:, None] == pairs.head[None, :])
-    earlier = torch.ones_like(same_item).tril(-1).T  # [q', q]: q' < q
+    earlier = torch.ones_like(same_item).triu(1)  # [q', q]: q' < q
     repeat = (beaten.float() @ (same_item & earlier).float()) > 0  # q's item already counted for p
     negatives = r[None, :].masked_fill(~beaten | repeat, float("-inf"))
     return torch.logsumexp(torch.cat([c[:, None], negatives], dim=1), dim=1) - c

@@ -52,6 +52,7 @@ def run_row(name: str, extra: list[str], train_file: Path, test: list, work: Pat
         f"data.train={train_file}", "data.eval_fraction=0",
         f"data.max_length={args.max_length}", f"train.output_dir={work / name}", f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size}", f"train.seed={args.seed}", "train.progress=false", "train.log_with=[]",
+        "train.schedule=cosine",  # the default when the README table was measured
         *extra])
     start = time.perf_counter()
     result = train_ensemble(cfg) if cfg.train.ensemble_size > 1 else train(cfg)

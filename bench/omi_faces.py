@@ -143,7 +143,9 @@ def rewardlab_config(data: Path, out: Path, attributes: list[str], args: argpars
         "data.aggregate_pairs=false", f"train.output_dir={out}", f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size}", f"train.lr_head={args.lr}", f"train.lr_fusion={args.lr}",
         "train.balance=attribute", "train.log_with=[]", "train.progress=false", f"train.seed={args.seed}",
-        "train.metric_for_best=log_loss", *args.overrides,
+        "train.metric_for_best=log_loss",
+        "train.schedule=cosine",  # the default when the README table was measured
+        *args.overrides,
     ])
 
 

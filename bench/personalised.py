@@ -153,7 +153,8 @@ def train_model(mode: str, train_file: Path, out: Path, args) -> tuple[Path, dic
                  f"model.personalization={mode}", f"model.min_labeler_pairs={args.min_labeler_pairs}",
                  f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}",
                  f"train.lr_backbone={args.lr_backbone}", f"train.lr_head={args.lr_head}",
-                 f"train.seed={args.seed}", f"train.output_dir={out}", "train.progress=false", "train.log_with=[]"]
+                 f"train.seed={args.seed}", f"train.output_dir={out}", "train.progress=false", "train.log_with=[]",
+                 "train.schedule=cosine"]  # the default when the README table was measured
     start = time.perf_counter()
     result = train(load_config(None, overrides))
     return result.model_dir, result.metrics, time.perf_counter() - start

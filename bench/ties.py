@@ -172,7 +172,7 @@ def run_model(name: str, data: dict, args: argparse.Namespace, work: Path) -> di
     from rewardlab.scoring import RewardModel
 
     common = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr_backbone={args.lr}",
-              f"train.lr_head={args.lr_head}"]
+              f"train.lr_head={args.lr_head}", "train.schedule=cosine"]  # the default when the README table was measured
     if name == "zero_shot":
         start = time.perf_counter()
         rm = zero_shot_judge("smollm2", max_length=args.judge_max_length, device="cpu")
@@ -181,7 +181,8 @@ def run_model(name: str, data: dict, args: argparse.Namespace, work: Path) -> di
     if name == "judge":
         overrides = ["model.kind=judge", "model.backbone=smollm2", "train.loss=three_class", "model.lora=true",
                      f"data.max_length={args.judge_max_length}", f"train.epochs={args.judge_epochs}",
-                     f"train.batch_size={args.judge_batch_size}", f"train.lr_backbone={args.judge_lr}"]
+                     f"train.batch_size={args.judge_batch_size}", f"train.lr_backbone={args.judge_lr}",
+                     "train.schedule=cosine"]
         model_dir, train_s = train_model(overrides, data["files"]["judge_train"], work / name, args)
         batch = args.judge_batch_size
     else:

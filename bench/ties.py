@@ -120,7 +120,9 @@ def train_model(overrides: list[str], data: Path, out: Path, args: argparse.Name
     cfg = load_config(None, [
         f"data.train={data}", "data.format=ab", "data.eval_fraction=0", "data.split_by=group",
         f"train.output_dir={out}", f"train.seed={args.seed}", "train.progress=false", "train.log_with=[]",
-        "train.save_model=true", *overrides])
+        "train.save_model=true",
+        "train.schedule=cosine",  # the default when the README table was measured
+        *overrides])
     start = time.perf_counter()
     result = train(cfg)
     return result.model_dir, time.perf_counter() - start
@@ -172,7 +174,7 @@ def run_model(name: str, data: dict, args: argparse.Namespace, work: Path) -> di
     from rewardlab.scoring import RewardModel
 
     common = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr_backbone={args.lr}",
-              f"train.lr_head={args.lr_head}", "train.schedule=cosine"]  # the default when the README table was measured
+              f"train.lr_head={args.lr_head}"]
     if name == "zero_shot":
         start = time.perf_counter()
         rm = zero_shot_judge("smollm2", max_length=args.judge_max_length, device="cpu")
@@ -181,8 +183,7 @@ def run_model(name: str, data: dict, args: argparse.Namespace, work: Path) -> di
     if name == "judge":
         overrides = ["model.kind=judge", "model.backbone=smollm2", "train.loss=three_class", "model.lora=true",
                      f"data.max_length={args.judge_max_length}", f"train.epochs={args.judge_epochs}",
-                     f"train.batch_size={args.judge_batch_size}", f"train.lr_backbone={args.judge_lr}",
-                     "train.schedule=cosine"]
+                     f"train.batch_size={args.judge_batch_size}", f"train.lr_backbone={args.judge_lr}"]
         model_dir, train_s = train_model(overrides, data["files"]["judge_train"], work / name, args)
         batch = args.judge_batch_size
     else:

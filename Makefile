@@ -28,6 +28,8 @@ test: install
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null) || \
 	  echo "postgresql could not be installed: the shared-PostgreSQL tuning test will skip"
+	$(VENV)/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install

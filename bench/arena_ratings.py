@@ -1,7 +1,7 @@
 """rewardlab vs leaderbot: model ratings on leaderbot's Chatbot Arena counts (2024-08-14).
 
 Data: ``leaderbot/data/chatbotarena_20240814.json`` as shipped (129 models, 3,460 model pairs), read by
-``rewardlab.ratings.load_leaderbot_counts``. Like ``leaderbot.data.load()`` (``tie="tie"``), the "both bad"
+``rewardlab.evaluation.ratings.load_leaderbot_counts``. Like ``leaderbot.data.load()`` (``tie="tie"``), the "both bad"
 votes are left out, leaving 1,374,996 votes (595,570 + 498,305 decided, 281,121 ties) over 3,455 pairs. Both
 libraries fit the same counts, handed to leaderbot as its ``{"models", "X", "Y"}`` dict.
 
@@ -11,7 +11,7 @@ Likelihoods, leaderbot's plain variants so that both fit the same model:
 - ``rao_kupper`` vs ``RaoKupper(k_cov=None, k_tie=0)``: one threshold eta = log(theta) for all pairs.
 - ``davidson`` vs ``Davidson(k_cov=None, k_tie=0)``: one mu = log(nu) for all pairs.
 
-Every log-likelihood is computed by one function, ``rewardlab.ratings.outcome_log_likelihood``, from each
+Every log-likelihood is computed by one function, ``rewardlab.evaluation.ratings.outcome_log_likelihood``, from each
 library's scores and tie parameter, on the same counts. Kendall tau compares the two orderings of all models.
 Fit time: best of two fits each, so leaderbot's numba compilation (5-10 s on first use) is left out. Our
 L-BFGS runs on preconditioned scores (``s_i * sqrt(games_i / games)``) and needs ~25 iterations; leaderbot's
@@ -37,7 +37,7 @@ import time
 import numpy as np
 from scipy.stats import kendalltau
 
-from rewardlab.ratings import LIKELIHOODS, fit_ratings, load_leaderbot_counts, outcome_log_likelihood, to_leaderbot_data
+from rewardlab.evaluation.ratings import LIKELIHOODS, fit_ratings, load_leaderbot_counts, outcome_log_likelihood, to_leaderbot_data
 
 
 def leaderbot_model(likelihood: str, data: dict):

@@ -205,7 +205,7 @@ def peak_memory_mb(device: str, reset: bool = False) -> float:
     """Peak memory of this process: max CUDA memory allocated, or on CPU its own peak RSS (rewardlab's reader)."""
     import torch
 
-    from rewardlab.train.trainer import peak_rss_mb
+    from rewardlab.train.results import peak_rss_mb
 
     if device == "cuda":
         if not torch.cuda.is_available():

@@ -85,7 +85,7 @@ def write(rows: list[dict], path: Path) -> Path:
 def length_metrics(chosen: np.ndarray, rejected: np.ndarray, chosen_len: np.ndarray, rejected_len: np.ndarray
                    ) -> dict:
     """Accuracy, length-balanced accuracy and friends from per-pair rewards and lengths."""
-    from rewardlab.metrics import length_balanced_accuracy
+    from rewardlab.metrics.pairwise import length_balanced_accuracy
     from scipy.stats import spearmanr
 
     margin, diff = chosen - rejected, chosen_len - rejected_len

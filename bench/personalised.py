@@ -27,7 +27,7 @@ only ``model.personalization`` differs. Three parts:
    and with their agreement with the majority, and a sorted bar plot (``gain_by_worker.png``).
 3. *Few-shot onboarding of new people*: workers are held out whole (``split_by="labeler"``), a
    personalised model is trained on the rest, and for k = 5, 10, 20, 50 of a held-out worker's
-   judgements (a seeded random choice) ``rewardlab.adapt`` learns only that worker's parameters;
+   judgements (a seeded random choice) ``rewardlab.train.adapt`` learns only that worker's parameters;
    accuracy on the worker's remaining judgements is compared with the same model's population reward
    on the same judgements, averaged over held-out workers with at least k + 10 judgements. The held-out
    workers' *pairs* may have been judged by training workers (only the people are new).
@@ -328,7 +328,7 @@ def plot_gains(workers: list[str], gains: np.ndarray, mode: str, path: Path, min
 
 
 def part_new_workers(rows, comparisons, mode: str, work: Path, args) -> dict:
-    from rewardlab.adapt import adapt
+    from rewardlab.train.adapt import adapt
     from rewardlab.config import DataConfig
     from rewardlab.scoring import RewardModel
 

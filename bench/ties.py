@@ -170,7 +170,7 @@ def reward_predictions(rm, test: list, batch_size: int) -> dict:
 
 
 def run_model(name: str, data: dict, args: argparse.Namespace, work: Path) -> dict:
-    from rewardlab.models.judge import zero_shot_judge
+    from rewardlab.scoring import zero_shot_judge
     from rewardlab.scoring import RewardModel
 
     common = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr_backbone={args.lr}",
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    from rewardlab.evaluation.outcomes import outcome_metrics, prior_probabilities
+    from rewardlab.metrics.outcomes import outcome_metrics, prior_probabilities
 
     started = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)

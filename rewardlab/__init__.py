@@ -1,7 +1,7 @@
 """rewardlab: learn reward models from human preferences, evaluate them honestly, serve their scores."""
 
 from rewardlab.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, load_config
-from rewardlab.data.schema import Comparison, DataError, PreferencePair
+from rewardlab.contracts.schema import Comparison, DataError, PreferencePair
 
 __version__ = "0.1.0"
 

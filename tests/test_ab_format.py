@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardlab.config import DataConfig
+from rewardlab.contracts.schema import Comparison, DataError, Pair
 from rewardlab.data.ab import WINNER_SPELLINGS, from_ab, pair_outcome
-from rewardlab.data.formats import FormatContext, detect_format, from_rankings, get_format
+from rewardlab.data.fields import FormatContext
+from rewardlab.data.formats import detect_format, from_rankings, get_format
 from rewardlab.data.load import load_comparisons
-from rewardlab.data.schema import Comparison, DataError, Pair
 from rewardlab.data.splits import kfold_splits, outcome_label, stratified_group_split
 
 from conftest import write_jsonl

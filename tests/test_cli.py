@@ -100,3 +100,113 @@ def test_a_binary_data_file_names_the_file_and_byte_offset(tiny_bert, tmp_path, 
     offset = len(first) + len(b'{"prompt": "')
     assert f"{path}: not UTF-8 text: byte 0xa7 at byte offset {offset} cannot be decoded" in err
     assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- flags generated from config fields
+
+
+def _leaf_fields(cls):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _leaf_fields(hints[f.name])
+        else:
+            yield f
+
+
+def _subparser(command: str):
+    import argparse
+
+    from rewardlab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+def _config_commands():
+    from rewardlab.best_of_n import BestOfNConfig
+    from rewardlab.generate import GenerateConfig
+    from rewardlab.serve.config import ServeConfig
+    from rewardlab.tune import TuneSettings
+
+    return [("serve", ServeConfig), ("generate", GenerateConfig), ("best-of-n", BestOfNConfig),
+            ("tune", TuneSettings)]
+
+
+def test_every_config_field_is_a_flag_whose_help_is_the_fields():
+    """The config field is the one place an option is documented: each has a flag, and the flag's help is the
+    field's help, followed at most by a note on its default."""
+    import re
+
+    for command, cls in _config_commands():
+        actions = {a.dest: a for a in _subparser(command)._actions}
+        for f in _leaf_fields(cls):
+            text = f.metadata.get("help", "")
+            where = f"{cls.__name__}.{f.name}"
+            assert text.strip(), f"{where} has no help metadata"
+            assert not re.search(r"#\d|\bbench|README", text), f"{where}: help names a benchmark or issue: {text}"
+            assert f.name in actions, f"`rewardlab {command}` has no flag for {where}"
+            shown = actions[f.name].help
+            assert shown.startswith(text), f"{where}: flag help {shown!r} is not the field's {text!r}"
+            assert re.fullmatch(r"( \((default: .+|on unless --no-[a-z-]+ is given)\))?", shown[len(text):]), shown
+
+
+def test_generated_flags_build_the_configs_with_their_defaults():
+    from rewardlab.cli import build_parser
+    from rewardlab.cli.config_parsers import BEST_OF_N_FLAGS, GENERATE_FLAGS, SERVE_FLAGS
+    from rewardlab.cli.flags import config_from_args
+    from rewardlab.generate import GenerateConfig
+    from rewardlab.serve.config import BatcherConfig, ServeConfig
+
+    parse = build_parser().parse_args
+    assert config_from_args(ServeConfig, parse(["serve", "--model", "m"]), SERVE_FLAGS) == ServeConfig()
+    args = parse(["serve", "--model", "m", "--no-batching", "--max-wait-ms", "2", "--pass-overhead-tokens", "0",
+                  "--model-process", "--port", "0"])
+    assert config_from_args(ServeConfig, args, SERVE_FLAGS) == ServeConfig(
+        port=0, model_process=True, batcher=BatcherConfig(batching=False, max_wait_ms=2.0, pass_overhead_tokens=0))
+    args = parse(["generate", "--prompts", "p.txt", "--out", "o.jsonl"])
+    assert config_from_args(GenerateConfig, args, GENERATE_FLAGS) == GenerateConfig()
+    args = parse(["generate", "--prompts", "p.txt", "--out", "o.jsonl", "--temperature", "0.5,1", "--n", "3",
+                  "--no-progress"])
+    assert config_from_args(GenerateConfig, args, GENERATE_FLAGS) == GenerateConfig(
+        n=3, temperatures=(0.5, 1.0), progress=False)
+    from rewardlab.best_of_n import BestOfNConfig
+
+    args = parse(["best-of-n", "--model", "rm", "--prompts", "p.txt", "--top-p", "0.9"])
+    assert config_from_args(BestOfNConfig, args, BEST_OF_N_FLAGS) == BestOfNConfig(top_p=0.9)
+
+
+def test_tune_flags_keep_the_command_line_defaults():
+    from rewardlab.cli import build_parser
+    from rewardlab.cli.config_parsers import TUNE_FLAGS
+    from rewardlab.cli.flags import config_from_args
+    from rewardlab.tune import TuneSettings
+
+    args = build_parser().parse_args(["tune", "--space", "s.yaml", "--trials", "3", "--study", "x"])
+    settings = config_from_args(TuneSettings, args, TUNE_FLAGS, out=args.out or f"runs/tune/{args.study}")
+    assert settings == TuneSettings(space="s.yaml", trials=3, study="x", out="runs/tune/x")
+    args = build_parser().parse_args(["tune", "--space", "s.yaml", "--trials", "3", "--metric", "log_loss",
+                                      "--metric", "accuracy", "--set", "a.b=1", "--trial-set", "c.d=2",
+                                      "--pruner", "none", "--save-models", "--pruner-startup-trials", "5"])
+    settings = config_from_args(TuneSettings, args, TUNE_FLAGS)
+    assert settings.metrics == ("log_loss", "accuracy") and settings.overrides == ("a.b=1",)
+    assert settings.trial_overrides == ("c.d=2",) and settings.pruner == "none" and settings.save_models
+    assert settings.pruner_startup_trials == 5
+
+
+def test_flag_mistakes_exit_2_in_one_line(capsys):
+    proc = run_cli("generate", "--prompts", "p.txt", "--out", "o.jsonl", "--temperature", "warm")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("rewardlab generate: error: --temperature 'warm': expected numbers separated by "
+                                   "commas, e.g. 0.7,1.0")
+    proc = run_cli("tune", "--space", "s.yaml", "--trials", "0")
+    assert proc.returncode == 2 and "argument --trials: 0 must be at least 1" in proc.stderr
+
+
+def test_help_builds_without_torch():
+    code = "import sys; from rewardlab.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardlab.config import DataConfig
-from rewardlab.data.formats import FormatContext, from_ratings, split_implicit_prompt
+from rewardlab.contracts.schema import DataError, Pair
+from rewardlab.data.fields import FormatContext
+from rewardlab.data.formats import from_ratings, split_implicit_prompt
 from rewardlab.data.load import load_comparisons
-from rewardlab.data.schema import DataError, Pair
 from rewardlab.data.sources import default_data_path, read_rows
 from rewardlab.data.splits import split_by_group
 

@@ -14,11 +14,12 @@ import torch
 from conftest import tiny_config, write_jsonl
 
 from rewardlab.config import load_config
-from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PairTable, PreferenceCollator
+from rewardlab.contracts.batch import PairTable
+from rewardlab.contracts.nuisance import FEATURES, feature_index, nuisance_of
+from rewardlab.contracts.schema import Pair
+from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator
 from rewardlab.data.encode import TextItems
-from rewardlab.data.nuisance import FEATURES, feature_index, nuisance_of
 from rewardlab.data.sampling import LengthMatchedBatchSampler, length_outcome
-from rewardlab.data.schema import Pair
 from rewardlab.losses import margin_feature_slope
 from rewardlab.models.debias import fit_nuisance_weights
 from rewardlab.scoring import RewardModel

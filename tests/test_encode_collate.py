@@ -1,10 +1,9 @@
 import pytest
 from transformers import AutoTokenizer
 
-from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator, \
-    encode_comparisons
+from rewardlab.contracts.schema import Comparison, Pair
+from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, PreferenceCollator, encode_comparisons
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
-from rewardlab.data.schema import Comparison, Pair
 from rewardlab.models.backbones import prepare_tokenizer
 
 

@@ -78,7 +78,7 @@ def test_ensemble_options_are_checked(tiny_bert, pairs_file, tmp_path):
 
 def test_cross_validation_trains_an_ensemble_per_fold(tiny_bert, pairs_file, tmp_path, capsys):
     from rewardlab.cli import main
-    from rewardlab.train.run import cross_validate
+    from rewardlab.train.experiment import cross_validate
 
     cfg = tiny_config(tiny_bert, pairs_file, tmp_path / "cv", epochs=2, ensemble_size=2, ensemble_bootstrap=True)
     summary = cross_validate(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, folds=2, eval_fraction=0)))
@@ -129,7 +129,7 @@ def test_a_shared_backbone_ensemble_scores_every_member_in_one_pass(tiny_bert, p
 
 
 def test_shared_backbone_members_see_their_own_bootstrap_weights(tmp_path):
-    from rewardlab.data.schema import Comparison, Pair
+    from rewardlab.contracts.schema import Comparison, Pair
     from rewardlab.models.ensemble import member_pairs
 
     comps = [Comparison(f"p{i}", ("a", "b"), (Pair(0, 1, weight=2.0),), source=f"f:{i}") for i in range(200)]
@@ -181,7 +181,7 @@ def test_an_ensemble_of_pairwise_models_averages_their_probabilities(tiny_bert, 
 def test_three_class_judges_each_pair_on_its_own_heads_three_logits():
     import torch
 
-    from rewardlab.data.collate import PairTable
+    from rewardlab.contracts.batch import PairTable
     from rewardlab.models.outcomes import ThreeClass
 
     torch.manual_seed(0)

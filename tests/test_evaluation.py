@@ -9,7 +9,7 @@ from rewardlab.evaluation.calibration import fit_temperature, store_temperature
 from rewardlab.evaluation.compare import compare
 from rewardlab.evaluation.invariance import run_invariance_checks
 from rewardlab.evaluation.run import _reliability_curves, calibrate, evaluate
-from rewardlab.metrics import pairwise_accuracy
+from rewardlab.metrics.pairwise import pairwise_accuracy
 from rewardlab.scoring import RewardModel
 from rewardlab.train.run import train
 
@@ -92,14 +92,42 @@ def test_chunked_streaming_gives_the_same_numbers(model_dir, eval_file, tmp_path
     assert a.metrics["overall"]["log_loss"]["value"] == pytest.approx(b.metrics["overall"]["log_loss"]["value"])
 
 
-def test_rankings_get_rank_correlations_and_ties(model_dir, tmp_path):
-    rows = [{"prompt": f"q{i}", "responses": [f"a careful helpful answer {i}", "maybe.", "no.", "no no."],
-             "ranks": [1, 2, 3, 3]} for i in range(6)]
-    out = evaluate(model_dir, str(write_jsonl(tmp_path / "r.jsonl", rows)), tmp_path / "out", n_boot=50,
-                   plots=False, progress=False).metrics
-    assert out["pairs"] == 6 * 5  # 6 ordered pairs of 4 minus the tie
-    assert out["ties"]["pairs"] == 6 and out["ties"]["mean_abs_margin"] >= 0
-    assert out["ranking"]["prompts"] == 6 and -1 <= out["ranking"]["spearman"]["value"] <= 1
+def test_rankings_get_rank_correlations_and_ties(model_dir, tmp_path, monkeypatch):
+    """A scorer whose rewards are set by hand, so every ranking number has a closed form.
+
+    Each prompt ranks four responses [1, 2, 3, 3] (five decided pairs and one tie). The model agrees on
+    four prompts (rewards 3, 2, 1, 0.5), reverses two (0, 1, 2, 3) and scores one flat (1.5 each).
+    Per agreeing prompt Spearman's rho is the Pearson correlation of the ranks (4, 3, 2, 1) and
+    (4, 3, 1.5, 1.5): 4.5 / sqrt(5 * 4.5) = sqrt(0.9); Kendall's tau-b is 5 concordant of 6 pairs, one
+    tied on the human side: 5 / sqrt(6 * 5); a reversed prompt gives minus those; the flat one has no
+    rank correlation and is left out of the mean.
+    """
+    agree, reverse, flat = [3.0, 2.0, 1.0, 0.5], [0.0, 1.0, 2.0, 3.0], [1.5] * 4
+    plan = [agree] * 4 + [reverse] * 2 + [flat]
+    rows, table = [], {}
+    for i, rewards in enumerate(plan):
+        responses = [f"answer {k} to question {i}" for k in range(4)]
+        rows.append({"prompt": f"question {i}", "responses": responses, "ranks": [1, 2, 3, 3]})
+        table.update({(f"question {i}", r): x for r, x in zip(responses, rewards)})
+    rm = RewardModel.from_pretrained(model_dir, device="cpu")
+    monkeypatch.setattr(rm, "score_heads", lambda prompts, responses, **_: np.array(
+        [[table[(p, r)]] * len(rm.heads) for p, r in zip(prompts, responses)], dtype=np.float64))
+    out = evaluate(model_dir, str(write_jsonl(tmp_path / "r.jsonl", rows)), tmp_path / "out", n_boot=20,
+                   plots=False, progress=False, model=rm).metrics
+    assert out["pairs"] == 7 * 5  # per prompt, the 6 pairs of 4 responses minus the tie
+    # decided pairs: all right where the model agrees, all wrong where it reverses, half (margin 0) where flat
+    assert out["overall"]["accuracy"]["value"] == pytest.approx((4 * 5 + 2 * 0 + 0.5 * 5) / 35)
+    # margins of (0,1) (0,2) (0,3) (1,2) (1,3): 1 + 2 + 2.5 + 1 + 1.5 agreeing, -(1 + 2 + 3 + 1 + 2) reversed
+    assert out["overall"]["mean_margin"]["value"] == pytest.approx((4 * 8.0 - 2 * 9.0) / 35)
+    # the tie (responses 2 and 3): |1 - 0.5| agreeing, |2 - 3| reversed, 0 flat
+    assert out["ties"]["pairs"] == 7 and out["ties"]["mean_abs_margin"] == pytest.approx((4 * 0.5 + 2 * 1.0) / 7)
+    r = out["ranking"]
+    assert r["prompts"] == 6  # the flat prompt has no rank correlation
+    assert r["spearman"]["value"] == pytest.approx((4 - 2) / 6 * np.sqrt(0.9))
+    assert r["kendall"]["value"] == pytest.approx((4 - 2) / 6 * 5 / np.sqrt(30))
+    for key in ("spearman", "kendall"):
+        lo, hi = r[key]["ci95"]
+        assert -1 <= lo <= hi <= 1
 
 
 def test_fit_temperature_recovers_the_true_scale():

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import chromium_browser, tiny_config, write_jsonl
 from rewardlab.cli import main
-from rewardlab.data.schema import DataError
+from rewardlab.contracts.schema import DataError
 from rewardlab.generate import GenerateConfig, generate_candidates, load_policy, read_prompts, render_prompt
 from rewardlab.label.server import create_app, loopback_socket
 from rewardlab.label.store import LabelStore, check_ranks

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from rewardlab.contracts.schema import DataError
 from rewardlab.data.images import ImageRef, content_digest, image_ref, image_to_tensor, load_image
-from rewardlab.data.schema import DataError
 from rewardlab.data.synthetic_images import ATTRIBUTES, make_image_preferences
 
 WHERE = "data.jsonl:7"

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardlab.config import DataConfig
+from rewardlab.contracts.schema import Comparison, DataError, Pair
 from rewardlab.data.balance import balance_pairs
 from rewardlab.data.load import load_comparisons
-from rewardlab.data.schema import Comparison, DataError, Pair
 
 from conftest import write_jsonl
 

@@ -11,8 +11,8 @@ import torch
 from conftest import write_jsonl
 from rewardlab.config import JUDGE_TEMPLATE, ModelConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder
-from rewardlab.models.judge import (ANSWERS, JudgeItems, JudgeModel, fill_template, load_causal_lm,
-                                    resolve_answer_ids, zero_shot_judge)
+from rewardlab.models.judge import ANSWERS, JudgeItems, JudgeModel, fill_template, load_causal_lm, resolve_answer_ids
+from rewardlab.scoring import zero_shot_judge
 
 CHAT_TEMPLATE = ("{% for m in messages %}### {{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}"
                  "{% if add_generation_prompt %}### assistant\n{% endif %}")

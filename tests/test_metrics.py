@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from rewardlab import metrics as M
+from rewardlab.metrics import pairwise as M
 
 
 def test_accuracy_counts_predicted_ties_as_half():
@@ -72,7 +72,7 @@ def test_improvement_direction():
 
 
 def test_length_balanced_accuracy_closed_form():
-    from rewardlab.metrics import length_balanced_accuracy
+    from rewardlab.metrics.pairwise import length_balanced_accuracy
 
     margins = np.array([1.0, 1.0, 1.0, -1.0, -1.0, 1.0])
     diff = np.array([5, 3, 2, -4, -1, 0])  # 3 longer-won pairs all right; 2 shorter-won pairs both wrong
@@ -83,7 +83,7 @@ def test_length_balanced_accuracy_closed_form():
 
 
 def test_reward_length_correlation():
-    from rewardlab.metrics import reward_length_correlation
+    from rewardlab.metrics.pairwise import reward_length_correlation
 
     lengths = np.array([1, 2, 3, 4, 10])
     c = reward_length_correlation(2.0 * lengths + 1, lengths)
@@ -93,7 +93,7 @@ def test_reward_length_correlation():
 
 
 def test_training_summary_reports_ece_so_it_can_be_tuned():
-    from rewardlab.metrics import expected_calibration_error, pairwise_summary
+    from rewardlab.metrics.pairwise import expected_calibration_error, pairwise_summary
 
     chosen, rejected = np.array([2.0, 0.5, -1.0, 3.0]), np.array([0.0, 1.0, -2.0, 0.0])
     s = pairwise_summary(chosen, rejected)

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from rewardlab.config import ExperimentConfig, load_config
-from rewardlab.data.collate import PairTable, PreferenceCollator, encode_comparisons, mixup_pairs
+from rewardlab.contracts.batch import PairTable
+from rewardlab.contracts.schema import DataError
+from rewardlab.data.collate import PreferenceCollator, encode_comparisons, mixup_pairs
 from rewardlab.data.encode import TextItems
 from rewardlab.data.load import load_comparisons
-from rewardlab.data.schema import DataError
 from rewardlab.data.synthetic_images import make_image_preferences
 from rewardlab.losses import bradley_terry, weighted_mean
 from rewardlab.models.base import get_kind, save_model

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from rewardlab.evaluation import outcomes
+from rewardlab.contracts.schema import OUTCOMES
 from rewardlab.evaluation.plots import plot_confusion, plot_outcome_reliability
-from rewardlab.evaluation.outcomes import (OUTCOMES, outcome_metrics,
-                                           prior_probabilities, uniform_log_loss)
+from rewardlab.metrics import outcomes
+from rewardlab.metrics.outcomes import outcome_metrics, prior_probabilities, uniform_log_loss
 
 # Four pairs worked by hand: argmax predictions are a, b, b, a against true a, a, b, tie.
 HAND_PROBS = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.5, 0.2, 0.3]])

@@ -149,7 +149,7 @@ def test_adapt_learns_a_new_labeler_and_leaves_everyone_else_bit_for_bit(trained
 
 
 def test_adapt_refuses_known_labelers_and_population_models(trained_mode, taste_data):
-    from rewardlab.adapt import adapt
+    from rewardlab.train.adapt import adapt
 
     data = taste_data[0]
     personal = trained_mode("embedding").model_dir
@@ -214,7 +214,7 @@ def test_eval_compares_each_labelers_reward_with_the_population(trained_mode, ta
 
 @pytest.mark.parametrize("shared, mode", [(False, "tokens"), (True, "embedding")])
 def test_a_personalised_ensemble_keeps_each_labelers_taste(tiny_bert, taste_data, tmp_path, shared, mode):
-    from rewardlab.adapt import adapt
+    from rewardlab.train.adapt import adapt
     from rewardlab.serve.app import create_app
     from rewardlab.serve.config import ServeConfig
     from rewardlab.train.ensemble import train_ensemble

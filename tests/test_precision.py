@@ -63,30 +63,146 @@ def test_liger_kernels_are_refused_off_cuda(tiny_bert):
         apply_liger(model, torch.device("cpu"))
 
 
-def test_liger_kernels_patch_each_supported_backbone_without_the_lm_loss(monkeypatch):
+def _fake_liger(monkeypatch) -> list[dict]:
+    """Install a stand-in for liger-kernel (Triton, CUDA only) with liger-kernel 0.8's contract; returns its calls.
+
+    As in Liger, ``MODEL_TYPE_TO_APPLY_LIGER_FN`` maps model types to ``apply_liger_kernel_to_<type>(rope=True,
+    cross_entropy=False, fused_linear_cross_entropy=True, rms_norm=True, swiglu=True, model=None)`` (the fused
+    LM loss is on by default), and ``_apply_liger_kernel_to_instance(model, **kwargs)`` calls the model type's
+    function with the keyword arguments it accepts, silently dropping the others. On an instance, the fused
+    LM loss replaces the model's forward with a causal-LM one (here: failing as Liger's does on a model
+    without ``lm_head``), and the kernels go into the instance's norms and MLPs (here: the modules' own
+    forward, counted, so outputs stay the same and each patched module shows that it ran).
+    """
+    import inspect
     import sys
     import types
 
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForSequenceClassification
-
-    from rewardlab.train.kernels import apply_liger
-
     calls = []
-    patch = types.SimpleNamespace(MODEL_TYPE_TO_APPLY_LIGER_FN={"llama": None, "qwen2": None},
-                                  _apply_liger_kernel_to_instance=lambda model, **kw: calls.append((model, kw)))
+
+    def lm_loss_forward(self, *args, **kwargs):
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute 'lm_head' (Liger's fused LM loss)")
+
+    def kernel(module, name):
+        inner = module.forward
+        module.liger_kernel, module.liger_runs = name, 0
+
+        def forward(*args, **kwargs):
+            module.liger_runs += 1
+            return inner(*args, **kwargs)
+
+        module.forward = forward
+
+    def for_type(model_type):
+        def apply(rope=True, cross_entropy=False, fused_linear_cross_entropy=True, rms_norm=True, swiglu=True,
+                  model=None):
+            calls.append({"type": model_type, "model": model, "rope": rope, "cross_entropy": cross_entropy,
+                          "fused_linear_cross_entropy": fused_linear_cross_entropy, "rms_norm": rms_norm,
+                          "swiglu": swiglu})
+            if fused_linear_cross_entropy and model is not None:
+                model.forward = types.MethodType(lm_loss_forward, model)
+            if model is not None:
+                base = getattr(model, model.base_model_prefix, model)
+                if rms_norm:
+                    kernel(base.norm, "rms_norm")
+                for layer in base.layers:
+                    if swiglu:
+                        kernel(layer.mlp, "swiglu")
+                    if rms_norm:
+                        kernel(layer.input_layernorm, "rms_norm")
+                        kernel(layer.post_attention_layernorm, "rms_norm")
+        return apply
+
+    table = {"llama": for_type("llama"), "qwen2": for_type("qwen2")}
+
+    def apply_to_instance(model, **kwargs):  # liger-kernel 0.8's, less its logging
+        model_type = getattr(model, "config", None) and getattr(model.config, "model_type", None)
+        if not model_type or model_type not in table:
+            return
+        fn = table[model_type]
+        fn(model=model, **{k: v for k, v in kwargs.items() if k in inspect.signature(fn).parameters})
+
+    patch = types.ModuleType("liger_kernel.transformers.monkey_patch")
+    patch.MODEL_TYPE_TO_APPLY_LIGER_FN, patch._apply_liger_kernel_to_instance = table, apply_to_instance
     package = types.ModuleType("liger_kernel.transformers")
     package.monkey_patch = patch
     monkeypatch.setitem(sys.modules, "liger_kernel", types.ModuleType("liger_kernel"))
     monkeypatch.setitem(sys.modules, "liger_kernel.transformers", package)
-    llama = LlamaForSequenceClassification(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                                       num_hidden_layers=1, num_attention_heads=2,
-                                                       num_key_value_heads=2, num_labels=1, pad_token_id=0))
-    wrapper = torch.nn.ModuleDict({"backbone": llama, "head": torch.nn.Linear(2, 1)})
-    assert apply_liger(wrapper, torch.device("cuda")) == ["llama"]
-    # the outermost transformers model only (not its inner LlamaModel), with no LM-head loss to fuse
-    assert len(calls) == 1 and calls[0][0] is llama
-    assert calls[0][1] == {"cross_entropy": False, "fused_linear_cross_entropy": False}
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", patch)
+    return calls
+
+
+def _tiny_qwen2():
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    torch.manual_seed(0)
+    return Qwen2ForSequenceClassification(Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                                      num_hidden_layers=2, num_attention_heads=2,
+                                                      num_key_value_heads=2, num_labels=1, pad_token_id=0)).eval()
+
+
+def test_liger_kernels_patch_each_supported_backbone_without_the_lm_loss(tiny_llama, monkeypatch):
+    from transformers import BertConfig, BertModel
+
+    from rewardlab.train.kernels import apply_liger
+
+    calls = _fake_liger(monkeypatch)
+    model, tok = build_text_model(ModelConfig(backbone=tiny_llama))  # a rewardlab reward model on a Llama
+    model.eval()
+    proc = TextItems(TextEncoder(tok, EncodingSpec(max_length=32)))
+    inputs = proc.collate(proc.encode_items(["q", "why?"], ["a b c", "because it is"])[0])
+    with torch.no_grad():
+        before = model(**inputs)
+    assert apply_liger(model, torch.device("cuda")) == ["llama"]
+    # One call, on the outermost transformers model (not its inner LlamaModel), with the LM losses off and
+    # Liger's defaults for the kernels.
+    assert [c["model"] for c in calls] == [model.hf_model]
+    assert {k: v for k, v in calls[0].items() if k not in ("type", "model")} == {
+        "rope": True, "cross_entropy": False, "fused_linear_cross_entropy": False, "rms_norm": True, "swiglu": True}
+    # The reward model still scores as it did (Liger's LM-loss forward would have replaced it), through the
+    # patched modules of its own backbone.
+    with torch.no_grad():
+        after = model(**inputs)
+    assert torch.equal(before, after)
+    patched = [m for m in model.modules() if hasattr(m, "liger_kernel")]
+    assert len(patched) == 3 * model.hf_model.config.num_hidden_layers + 1 and all(m.liger_runs for m in patched)
+
+    # Several backbones in one model (towers): each supported one is patched, each with its own type; others
+    # are left as they are.
+    calls.clear()
+    qwen2 = _tiny_qwen2()
     bert = BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=32))
-    with pytest.raises(ValueError, match=r"no kernels for this model's backbone \(bert\); it supports llama, qwen2"):
-        apply_liger(bert, torch.device("cuda"))
+    towers = torch.nn.ModuleDict({"text": model, "bert": bert, "qwen2": qwen2, "fusion": torch.nn.Linear(2, 1)})
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        qwen2_before = qwen2(input_ids=ids).logits
+    assert apply_liger(towers, torch.device("cuda")) == ["llama", "qwen2"]
+    assert [(c["type"], c["model"]) for c in calls] == [("llama", model.hf_model), ("qwen2", qwen2)]
+    assert not any(c["fused_linear_cross_entropy"] or c["cross_entropy"] for c in calls)
+    with torch.no_grad():
+        assert torch.equal(qwen2(input_ids=ids).logits, qwen2_before)
+    assert not any(hasattr(m, "liger_kernel") for m in bert.modules())
+
+
+def test_liger_kernels_refuse_models_they_cannot_patch_with_a_clear_error(monkeypatch):
+    import sys
+
+    from transformers import BertConfig, BertModel
+
+    from rewardlab.train.kernels import apply_liger
+
+    calls = _fake_liger(monkeypatch)
+    bert = BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32))
+    with pytest.raises(ValueError, match=r"no kernels for this model's backbone \(bert\); it supports llama, qwen2$"):
+        apply_liger(torch.nn.ModuleDict({"backbone": bert, "head": torch.nn.Linear(16, 1)}), torch.device("cuda"))
+    with pytest.raises(ValueError, match=r"no kernels for this model's backbone \(none\)"):
+        apply_liger(torch.nn.Linear(2, 1), torch.device("cuda"))
+    assert calls == []
+    # without liger-kernel installed (as on CPU machines), the error says what to install
+    monkeypatch.setitem(sys.modules, "liger_kernel", None)
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers", None)
+    with pytest.raises(ValueError, match=r"train.liger_kernel=true needs the liger-kernel package "
+                                         r"\(pip install liger-kernel\)"):
+        apply_liger(_tiny_qwen2(), torch.device("cuda"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from rewardlab.ratings import (
+from rewardlab.evaluation.ratings import (
     LIKELIHOODS,
     counts_from_votes,
     fit_ratings,

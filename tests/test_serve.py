@@ -1,7 +1,9 @@
-"""The reward server over real HTTP on 127.0.0.1, its batcher, the client, RewardFunction and a GRPO step."""
+"""The reward server over real HTTP on 127.0.0.1, its service alone, its batcher, the client, RewardFunction and
+a GRPO step."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -20,12 +22,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import post, serving, tiny_config, write_jsonl
-from rewardlab.reward_function import RewardFunction, render_item
-from rewardlab.scoring import RewardModel
-from rewardlab.serve.app import create_app, parse_model_specs
+from rewardlab.reward_function import RewardFunction
+from rewardlab.scoring import RewardModel, render_item
+from rewardlab.serve.app import create_app
 from rewardlab.serve.batcher import DynamicBatcher, Overloaded, plan_passes
 from rewardlab.serve.client import RewardClient, ServerError
 from rewardlab.serve.config import BatcherConfig, ServeConfig
+from rewardlab.serve.schemas import CompareRequest, OpenRLHFRequest, ScoreRequest
+from rewardlab.serve.service import RequestError, RewardService, TooLarge, parse_model_specs
 from rewardlab.serve.worker import HeapTrimmer, ModelProcess
 from rewardlab.train.run import train
 
@@ -74,6 +78,36 @@ def test_score_matches_the_library_in_item_order(url, rm):
     prompt, response = render_item(rm.processor.render_chat, [{"role": "user", "content": "q1"}],
                                    [{"role": "assistant", "content": "no."}])
     assert status == 200 and reply["scores"] == pytest.approx([rm.score(prompt, response)], abs=1e-5)
+
+
+def test_the_service_scores_compares_and_refuses_without_http(rm):
+    """The service alone, as the routes call it: scores equal ``RewardModel.score_heads`` in item order, and a
+    client's mistake is a ValueError naming the field (the app answers 422, or 413 for :class:`TooLarge`)."""
+    service = RewardService({"default": rm}, ServeConfig(**LIMITS))
+    try:
+        reply = asyncio.run(service.score(ScoreRequest.model_validate(items(*GOOD, normalize="sigmoid"))))
+        expected = rm.score_heads([p for p, _ in GOOD], [r for _, r in GOOD])[:, -1]
+        assert reply["model"] == "default" and reply["scores"] == pytest.approx(expected.tolist(), abs=1e-5)
+        assert reply["normalized"] == pytest.approx((1 / (1 + np.exp(-expected))).tolist(), abs=1e-5)
+        pair = {"items": [{"prompt": "q", "response_a": "yes, do this", "response_b": "no."}]}
+        reply = asyncio.run(service.compare(CompareRequest.model_validate(pair)))
+        assert reply["probabilities"][0] == pytest.approx(rm.compare("q", "yes, do this", "no."), abs=1e-5)
+        prompt = "<|user|>q1<|assistant|>"
+        query = OpenRLHFRequest(query=[prompt + "a helpful answer 1"], prompts=[prompt])
+        assert asyncio.run(service.openrlhf(query))["scores"] == pytest.approx(
+            rm.score_batch([prompt], ["a helpful answer 1"]), abs=1e-5)
+        for body, error, message in [
+                (items(("q", "a"), model="big"), RequestError, r"^model: 'big' is not served; models: default$"),
+                ({"items": [{"prompt": "q", "response": "a", "attribute": "fluency"}]}, RequestError,
+                 r"^items\[0\]\.attribute: 'fluency' is not a head of model 'default'; heads: reward$"),
+                (items(*[("q", "a")] * 9), TooLarge, r"^items: 9 items; at most 8 per request")]:
+            with pytest.raises(error, match=message) as caught:
+                asyncio.run(service.score(ScoreRequest.model_validate(body)))
+            assert isinstance(caught.value, ValueError)
+        assert service.health() == (True, {"status": "ok", "models": ["default"], "queue_items": {"default": 0}})
+        assert service.models()["models"][0]["heads"] == ["reward"]
+    finally:
+        service.close(10)
 
 
 def test_prompt_mean_normalisation_is_the_group_baseline(rm):
@@ -340,7 +374,7 @@ def test_heap_trimmer_trims_at_most_once_an_interval():
 def test_model_process_scores_as_the_model_here_and_its_exit_gets_503(trained, rm):
     """--model-process: the same scores and judgements from the worker process, concurrent requests batched
     there, the worker's ValueError passed through, and a killed worker answered with 503, not a hang."""
-    from rewardlab.data.schema import Comparison, Pair
+    from rewardlab.contracts.schema import Comparison, Pair
 
     process = ModelProcess(trained, "cpu")
     cfg = ServeConfig(batcher=BatcherConfig(max_wait_ms=200, wait_for="any"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from rewardlab.data.collate import PairTable
+from rewardlab.contracts.batch import PairTable
 from rewardlab.losses import build_pair_loss, outcome_model_for
 from rewardlab.models.outcomes import (BradleyTerry, Davidson, RaoKupper, ThreeClass, get_outcome_model,
                                        outcome_from_metadata, outcome_to_metadata)

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from rewardlab.cli import main
-from rewardlab.tune import JournalHeartbeatStorage, TuneSettings, _make_pruner, run_tune
+from rewardlab.tune import JournalHeartbeatStorage, TuneSettings, run_tune
+from rewardlab.tune.search import _make_pruner
 
 from conftest import write_jsonl
 

@@ -1,0 +1,1 @@
+"""Preference data: sources → formats (with field checks) → loading → splits → encoding → collation → sampling."""

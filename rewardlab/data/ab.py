@@ -22,10 +22,9 @@ import json
 import math
 import re
 
-from rewardlab.data.formats import FormatContext, _carried, number, text_field
-from rewardlab.data.schema import Comparison, DataError, Pair
+from rewardlab.contracts.schema import Comparison, DataError, Pair
+from rewardlab.data.fields import FormatContext, carried_fields, number, text_field
 
-OUTCOMES = ("a", "b", "tie")
 WINNER_SPELLINGS = {
     "a": "a", "b": "b", "tie": "tie",
     "model_a": "a", "model_b": "b", "tie (bothbad)": "tie", "both_bad": "tie",
@@ -167,7 +166,7 @@ def from_ab(row: dict, where: str, ctx: FormatContext) -> Comparison:
     if arena and row.get("group") in (None, "") and row.get("id") not in (None, ""):
         used.add("id")  # Arena's row id groups the row (model_a / model_b stay in meta for model ratings)
         row = dict(row, group=row["id"])
-    carried = _carried(row, used, where)
+    carried = carried_fields(row, used, where)
     carried["meta"] = {**carried["meta"], "outcome": outcome}
     return Comparison(prompt=prompt, responses=(a, b), pairs=(outcome_pair(outcome, carried["attribute"]),),
                       source=where, **carried)

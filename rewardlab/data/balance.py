@@ -16,7 +16,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from rewardlab.data.schema import Comparison, Pair
+from rewardlab.contracts.schema import Comparison, Pair
 
 GAP_BINS = ("small", "medium", "large")
 
@@ -33,7 +33,7 @@ def balance_pairs(comparisons: Sequence[Comparison], mode: str) -> list[Comparis
     """Comparisons with pair weights set by ``mode``: ``none``, ``attribute`` or ``attribute_gap``.
 
     Example:
-        >>> from rewardlab.data.schema import Pair
+        >>> from rewardlab.contracts.schema import Pair
         >>> c = Comparison("p", ("a", "b", "c"), (Pair(0, 1, attribute="x"), Pair(0, 2, attribute="x"),
         ...                                      Pair(1, 2, attribute="y")))
         >>> [p.weight for p in balance_pairs([c], "attribute")[0].pairs]

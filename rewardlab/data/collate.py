@@ -3,7 +3,7 @@
 The batch contract every model kind shares::
 
     {"items": {...model inputs for N unique items...}, "pairs": PairTable (P rows),
-     "nuisance": (N, F) features of each item (its length, ...: see rewardlab.data.nuisance)}
+     "nuisance": (N, F) features of each item (its length, ...: see rewardlab.contracts.nuisance)}
 
 A model maps ``items`` to rewards (N, H); the pair table says which two rows each
 judgement compares, on which head, with what outcome, margin and weight. What an
@@ -17,36 +17,19 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Hashable, Iterator, Mapping, Protocol, Sequence
+from typing import Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from rewardlab.data.nuisance import FEATURES, nuisance_of
-from rewardlab.data.schema import Comparison, Pair
-
-UNKNOWN_LABELER = -1
-
-
-class ItemProcessor(Protocol):
-    """Turns (prompt, response) items into model inputs; one per model kind.
-
-    ``encode_items`` returns hashable items (equal items are computed once per batch)
-    and the number truncated; ``cost`` is an item's padded size (tokens, for text),
-    which batches are grouped by; ``collate`` stacks items into the model's inputs.
-    """
-
-    def encode_items(self, prompts: Sequence[str], responses: Sequence[object]) -> tuple[list[Hashable], int]: ...
-
-    def cost(self, item: Hashable) -> int: ...
-
-    def collate(self, items: Sequence[Hashable]) -> dict[str, torch.Tensor]: ...
-
+from rewardlab.contracts.batch import UNKNOWN_LABELER, ItemProcessor, PairTable
+from rewardlab.contracts.nuisance import FEATURES, nuisance_of
+from rewardlab.contracts.schema import Comparison, Pair
 
 @dataclass(frozen=True)
 class EncodedComparison:
     """A comparison's K encoded items, their costs and its judgements; ``nuisance[k]`` holds item k's
-    nuisance features (see :mod:`rewardlab.data.nuisance`), empty where not computed."""
+    nuisance features (see :mod:`rewardlab.contracts.nuisance`), empty where not computed."""
 
     items: tuple[Hashable, ...]
     costs: tuple[int, ...]
@@ -77,44 +60,6 @@ class EncodedComparison:
                    "weight": np.fromiter((p.weight for p in self.pairs), np.float32, len(self.pairs)),
                    "attribute_code": np.fromiter((code[p.attribute] for p in self.pairs), np.int64, len(self.pairs))}
         return columns, attributes
-
-
-@dataclass(frozen=True)
-class PairTable:
-    """The judgements of a batch, one row per pair; every field is a (P,) tensor.
-
-    ``i`` / ``j``: rows of the reward matrix (``i`` preferred unless ``tie``);
-    ``head``: the reward column the judgement is about; ``labeler``: index into the
-    model's labeler table (-1: unknown / population); ``comparison``: dataset index
-    of the pair's comparison (for gathering predictions).
-    """
-
-    i: torch.Tensor
-    j: torch.Tensor
-    tie: torch.Tensor
-    margin: torch.Tensor
-    head: torch.Tensor
-    labeler: torch.Tensor
-    weight: torch.Tensor
-    comparison: torch.Tensor
-
-    def to(self, *args, **kwargs) -> "PairTable":
-        return PairTable(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
-
-    def __len__(self) -> int:
-        return int(self.i.shape[0])
-
-    @classmethod
-    def of(cls, n: int, **columns) -> "PairTable":
-        """A table of ``n`` pairs with defaults (pair k compares rows 2k and 2k+1 on head 0, weight 1)
-        and any column given as a list or tensor; for tests and examples."""
-        default = {"i": torch.arange(0, 2 * n, 2), "j": torch.arange(1, 2 * n, 2), "tie": torch.zeros(n, dtype=torch.bool),
-                   "margin": torch.zeros(n), "head": torch.zeros(n, dtype=torch.long),
-                   "labeler": torch.full((n,), UNKNOWN_LABELER), "weight": torch.ones(n),
-                   "comparison": torch.arange(n)}
-        for name, value in columns.items():
-            default[name] = torch.as_tensor(value, dtype=default[name].dtype)
-        return cls(**default)
 
 
 def item_key(comparison: EncodedComparison) -> int:

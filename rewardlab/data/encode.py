@@ -17,8 +17,8 @@ from typing import Sequence
 import torch
 
 from rewardlab.config import DataConfig
-from rewardlab.data.formats import render_plain
-from rewardlab.data.schema import unicode_problem
+from rewardlab.contracts.schema import unicode_problem
+from rewardlab.data.fields import render_plain
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def pack(items: Sequence[TextItem]) -> dict[str, torch.Tensor]:
 
 
 class TextItems:
-    """The :class:`~rewardlab.data.collate.ItemProcessor` of text models: items are token ids.
+    """The :class:`~rewardlab.contracts.batch.ItemProcessor` of text models: items are token ids.
 
     ``collate`` right-pads to the longest item (``extra_padding`` more pad tokens, for
     the padding-invariance check) and returns ``input_ids``, ``attention_mask`` and,

@@ -10,107 +10,16 @@ whose rows each hold one response (``item_ratings``), live in
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
-from rewardlab.data.schema import Comparison, DataError, Pair, unicode_problem
-
-CARRIED = ("labeler", "attribute", "group")
-Renderer = Callable[[Sequence[dict], bool], str]
-
-
-def render_plain(messages: Sequence[dict], add_generation_prompt: bool) -> str:
-    """Chat messages as ``role: content`` lines, for tokenizers without a chat template."""
-    text = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-    return text + ("\nassistant:" if add_generation_prompt else "")
-
-
-@dataclass(frozen=True)
-class FormatContext:
-    min_rating_diff: float = 1.0
-    assistant_marker: str = "\n\nAssistant:"
-    render_chat: Renderer = render_plain
-    base_dir: Path | None = None  # the data file's folder: relative image paths start here
-    attributes: tuple[str, ...] = ()
-    rating_range: tuple[float, ...] = ()
-    aggregate_pairs: bool = True
-    extra: dict = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- field checks
-
-
-def text_field(row: dict, name: str, where: str) -> str:
-    if name not in row:
-        raise DataError(where, name, f"missing column; the row has {', '.join(map(str, row)) or 'no columns'}"
-                        " (map yours with data.columns)")
-    value = row[name]
-    if not isinstance(value, str):
-        raise DataError(where, name, f"expected text, got {type(value).__name__} {value!r:.60}")
-    if not value.strip():
-        raise DataError(where, name, "empty text")
-    if problem := unicode_problem(value):
-        raise DataError(where, name, problem)
-    return value
-
-
-def number(value: object, where: str, name: str) -> float:
-    if isinstance(value, bool) or value is None:
-        raise DataError(where, name, f"expected a number, got {value!r}")
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise DataError(where, name, f"expected a number, got {value!r:.60}") from None
-    if not math.isfinite(x):
-        raise DataError(where, name, f"must be a finite number, got {x}")
-    return x
-
-
-def rating(value: object, where: str, name: str, ctx: FormatContext) -> float:
-    """A finite number inside ``data.rating_range`` when one is set."""
-    x = number(value, where, name)
-    if ctx.rating_range and not ctx.rating_range[0] <= x <= ctx.rating_range[1]:
-        lo, hi = ctx.rating_range
-        raise DataError(where, name, f"rating {x:g} is outside data.rating_range [{lo:g}, {hi:g}]")
-    return x
-
-
-def list_field(row: dict, name: str, where: str) -> list:
-    if name not in row:
-        raise DataError(where, name, "missing column (map yours with data.columns)")
-    value = row[name]
-    if not isinstance(value, (list, tuple)):
-        raise DataError(where, name, f"expected a list, got {type(value).__name__}")
-    return list(value)
-
-
-def _carried(row: dict, used: set[str], where: str) -> dict:
-    """labeler / attribute / group as text (None when absent), and the row's other columns as ``meta``.
-
-    A row's ``attribute`` is also the attribute its pairs judge: they train that head."""
-    out = {name: carried_name(row.get(name), where, name) for name in CARRIED}
-    out["meta"] = {k: v for k, v in row.items() if k not in used and k not in CARRIED}
-    return out
-
-
-def carried_name(value: object, where: str, field_name: str) -> str | None:
-    """A labeler / attribute / group id as text: text or an integer (3.0, as pandas writes an integer column with
-    gaps, is "3"); None, "" and NaN (a missing cell) mean absent; anything else is an error, never its repr."""
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise DataError(where, field_name, f"expected text or an integer id, got {type(value).__name__} {value!r}")
-    return str(value)
-
+from rewardlab.contracts.registry import DATA_FORMATS
+from rewardlab.contracts.schema import Comparison, DataError, Pair, unicode_problem
+from rewardlab.data.fields import FormatContext, carried_fields, list_field, number, rating, text_field
 
 def _pair(prompt: str, chosen: str, rejected: str, margin: float, where: str, row: dict, used: set) -> Comparison:
     if chosen == rejected:
         raise DataError(where, "rejected", "identical to 'chosen': a pair needs two different responses")
-    carried = _carried(row, used, where)
+    carried = carried_fields(row, used, where)
     return Comparison(prompt=prompt, responses=(chosen, rejected), source=where,
                       pairs=(Pair(0, 1, margin, attribute=carried["attribute"]),), **carried)
 
@@ -203,7 +112,7 @@ def _scored(row: dict, where: str, scores: list[float], score_name: str, min_dif
             raise DataError(where, f"responses[{i}]", "expected non-empty text")
     if len(set(responses)) != len(responses):
         raise DataError(where, "responses", "contains the same response twice")
-    carried = _carried(row, {"prompt", "responses", score_name}, where)
+    carried = carried_fields(row, {"prompt", "responses", score_name}, where)
     pairs = rated_pairs(scores, min_diff, attribute=carried["attribute"])
     if ties:
         pairs += tied_pairs(scores, attribute=carried["attribute"])
@@ -252,23 +161,6 @@ def from_ratings(row: dict, where: str, ctx: FormatContext) -> Comparison | None
     return _scored(row, where, scores, name, ctx.min_rating_diff)
 
 
-def _from_ab(row: dict, where: str, ctx: FormatContext) -> Comparison:
-    """A / B / tie judgements: see :mod:`rewardlab.data.ab` (imported here on use: it builds on this module)."""
-    from rewardlab.data.ab import from_ab
-
-    return from_ab(row, where, ctx)
-
-
-FORMATS: dict[str, Callable[[dict, str, FormatContext], Comparison | None]] = {
-    "pairs": from_pairs,
-    "implicit_prompt": from_implicit_prompt,
-    "chat": from_chat,
-    "rankings": from_rankings,
-    "ratings": from_ratings,
-    "ab": _from_ab,
-}
-
-
 def detect_format(row: dict, where: str) -> str:
     """Guess the format from a row's columns."""
     keys = set(row)
@@ -292,8 +184,6 @@ GROUPED_FORMATS = ("item_ratings",)  # rows hold one response each; see rewardla
 
 
 def get_format(name: str) -> Callable[[dict, str, FormatContext], Comparison | None]:
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise ValueError(f"unknown data format {name!r}; valid formats: auto, "
-                         f"{', '.join([*FORMATS, *GROUPED_FORMATS])}") from None
+    """The row converter registered under ``name`` (:data:`rewardlab.contracts.registry.DATA_FORMATS`);
+    raises ``ValueError`` listing valid names."""
+    return DATA_FORMATS.get(name)

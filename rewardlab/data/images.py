@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from rewardlab.data.schema import DataError
+from rewardlab.contracts.schema import DataError
 
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 50 * 2**20

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from rewardlab.data.formats import CARRIED, FormatContext, carried_name, rated_pairs, rating, text_field
-from rewardlab.data.schema import Comparison, DataError, response_key
+from rewardlab.contracts.schema import Comparison, DataError, response_key
+from rewardlab.data.fields import CARRIED, FormatContext, carried_name, rating, text_field
+from rewardlab.data.formats import rated_pairs
 
 RESPONSE_COLUMNS = ("response", "image")
 KNOWN_FIELDS = {"prompt", *RESPONSE_COLUMNS, *CARRIED, "id", "source"}

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rewardlab.config import DataConfig
-from rewardlab.data.formats import GROUPED_FORMATS, FormatContext, Renderer, detect_format, get_format, \
-    render_plain
+from rewardlab.contracts.schema import Comparison, DataError, response_key
+from rewardlab.data.fields import FormatContext, Renderer, render_plain
+from rewardlab.data.formats import GROUPED_FORMATS, detect_format, get_format
 from rewardlab.data.item_ratings import group_rated_items, infer_attributes, rated_item
-from rewardlab.data.schema import Comparison, DataError, response_key
 from rewardlab.data.sources import DEFAULT_DATA, read_rows
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from rewardlab.contracts.nuisance import LENGTH_COLUMN
 from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, costliest_first, item_key
-from rewardlab.data.nuisance import LENGTH_COLUMN
 
 
 def padded_cost(n_items: int, longest: int) -> int:

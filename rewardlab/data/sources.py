@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from rewardlab.data.schema import DataError
+from rewardlab.contracts.schema import DataError
 
 Row = dict
 DEFAULT_DATA = "default"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rewardlab.data.schema import Comparison
+from rewardlab.contracts.schema import Comparison
 
 
 def group_key(comparison: Comparison, split_by: str) -> object:

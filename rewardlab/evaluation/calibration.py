@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from rewardlab.metrics import pairwise_log_loss
+from rewardlab.metrics.pairwise import pairwise_log_loss
 from rewardlab.models.base import CONFIG_KEY
 
 T_BOUNDS = (1e-2, 1e2)

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from rewardlab.data.schema import Comparison
+from rewardlab.contracts.schema import Comparison
 from rewardlab.scoring import RewardModel
 
 

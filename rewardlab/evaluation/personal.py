@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from rewardlab.data.schema import Comparison
+from rewardlab.contracts.schema import Comparison
 from rewardlab.evaluation.predict import pair_margins
-from rewardlab.metrics import bootstrap_ci
+from rewardlab.metrics.pairwise import bootstrap_ci
 from rewardlab.scoring import RewardModel
 
 
@@ -28,7 +28,7 @@ def labeler_breakdown(model: RewardModel, comparisons: Sequence[Comparison], *, 
     personal = pair_margins(model, comparisons, batch_size)
     population = pair_margins(model, [dataclasses.replace(c, labeler=None) for c in comparisons], batch_size)
     owners = np.array([c.labeler for c in comparisons for p in c.pairs if not p.tie])
-    trained = model.metadata.get("personalization", {}).get("train_pairs", {})
+    trained = model.labeler_pairs
     rows = {}
     for labeler in sorted(set(owners.tolist())):
         mine = owners == labeler

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rewardlab.evaluation.outcomes import OUTCOMES  # noqa: E402
+from rewardlab.contracts.schema import OUTCOMES
 
 _STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
           "grid.alpha": 0.3, "font.size": 9}

@@ -17,8 +17,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from rewardlab.data.schema import Comparison, response_key, response_length
-from rewardlab.metrics import preference_probability
+from rewardlab.contracts.schema import Comparison, response_key, response_length
+from rewardlab.metrics.pairwise import preference_probability
 from rewardlab.scoring import RewardModel
 
 SECTION_FIELDS = ("subset", "section")

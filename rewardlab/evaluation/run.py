@@ -14,19 +14,19 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
 from rewardlab.config import DataConfig, load_config
+from rewardlab.contracts.schema import Comparison
 from rewardlab.data.load import LoadReport, iter_comparisons, load_comparisons
-from rewardlab.data.schema import Comparison
 from rewardlab.data.splits import kfold_splits, split_by_group
 from rewardlab.evaluation import plots as P
 from rewardlab.evaluation.calibration import fit_temperature, store_temperature
 from rewardlab.evaluation.ensemble import ensemble_breakdown
 from rewardlab.evaluation.invariance import run_invariance_checks
-from rewardlab.evaluation.outcomes import outcome_metrics
 from rewardlab.evaluation.personal import labeler_breakdown, plot_gains
 from rewardlab.evaluation.predict import ScoredPairs, pair_margins, score_stream
 from rewardlab.evaluation.report import render_report
 from rewardlab.evaluation.summary import fold_summary, summarize
-from rewardlab.metrics import expected_calibration_error
+from rewardlab.metrics.outcomes import outcome_metrics
+from rewardlab.metrics.pairwise import expected_calibration_error
 from rewardlab.scoring import RewardModel
 
 INVARIANCE_SAMPLE = 16
@@ -186,7 +186,7 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
             if scored.position_consistent else 1.0
     if model.is_ensemble:  # the ensemble against its members, and whether its uncertainty finds its errors
         metrics["ensemble"] = ensemble_breakdown(model, list(read(LoadReport(source=data))), batch_size=batch_size)
-    if "personalization" in model.metadata:  # each labeler's own reward against the population reward
+    if model.personalized:  # each labeler's own reward against the population reward
         metrics["personal"] = labeler_breakdown(model, list(read(LoadReport(source=data))), batch_size=batch_size,
                                                 n_boot=n_boot)
     if "debias" in model.metadata:  # trained with train.debias: say which reward these scores are

@@ -23,8 +23,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from rewardlab.data.formats import carried_name, text_field
-from rewardlab.data.schema import DataError
+from rewardlab.contracts.schema import DataError
+from rewardlab.data.fields import carried_name, text_field
 from rewardlab.scoring import RewardModel
 
 CHUNK = 1024
@@ -47,7 +47,7 @@ def _score_chunk(model: RewardModel, chunk: list[tuple[str, dict]], normalize: s
             prompts.append(prompt)
             texts.append(text_field(row, col, where))
             labelers.append(carried_name(row.get("labeler"), where, "labeler")
-                            if "personalization" in model.metadata else None)
+                            if model.personalized else None)
     scores = iter(model.score_heads(prompts, texts, batch_size=batch_size, normalize=normalize, labeler=labelers))
     lines = []
     for where, row in chunk:

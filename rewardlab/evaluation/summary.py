@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rewardlab.evaluation.predict import ATTRIBUTE_FIELD, SECTION_FIELDS, ScoredPairs
-from rewardlab import metrics as M
+from rewardlab.metrics import pairwise as M
 
 HIGH_CONFIDENCE = {"top10": 0.10, "top25": 0.25}
 LENGTH_RATIO_BUCKETS = (1.0, 1.25, 1.5, 2.0, 4.0, math.inf)  # longer / shorter response, in characters

@@ -17,8 +17,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewardlab.data.formats import list_field, text_field
-from rewardlab.data.schema import DataError
+from rewardlab.contracts.schema import DataError
+from rewardlab.data.fields import list_field, text_field
 from rewardlab.data.sources import read_rows
 
 ACTIONS = ("rank", "skip", "flag")

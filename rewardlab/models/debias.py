@@ -3,7 +3,7 @@ quality reward is kept from following it.
 
 :class:`DebiasedRewardNet` wraps any kind's model (its reward, the *quality* reward
 r_q). Beside it sits a *nuisance* reward r_n = Σ_k a_k f_k, one weight per nuisance
-feature f_k (log length; see :mod:`rewardlab.data.nuisance`), started at a
+feature f_k (log length; see :mod:`rewardlab.contracts.nuisance`), started at a
 Bradley–Terry fit of the training pairs on the features alone
 (:func:`fit_nuisance_weights`) and trained with the head. In training the pairwise loss
 sees r = r_q + r_n, and :meth:`~DebiasedRewardNet.penalty` (added by the trainer with
@@ -32,14 +32,15 @@ Measured on a synthetic set where length and quality are independent
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from rewardlab.contracts.nuisance import feature_index
 from rewardlab.data.collate import EncodedComparison
-from rewardlab.data.nuisance import feature_index
 from rewardlab.data.sampling import length_outcome
 from rewardlab.losses import margin_feature_slope
 from rewardlab.models.base import RewardNet
@@ -55,7 +56,7 @@ def fit_nuisance_weights(data: Sequence[EncodedComparison], features: Sequence[s
     reward would carry a length preference the model never sees, and the reward would learn the opposite.
 
     Example:
-        >>> from rewardlab.data.schema import Pair
+        >>> from rewardlab.contracts.schema import Pair
         >>> data = [EncodedComparison(("x", "y"), (1, 1), (Pair(0, 1),), k, nuisance=((2.0,), (1.0,)))
         ...         for k in range(3)] + [EncodedComparison(("x", "y"), (1, 1), (Pair(1, 0),), 3,
         ...                                                    nuisance=((2.0,), (1.0,)))]
@@ -149,8 +150,8 @@ class DebiasedRewardNet(RewardNet):
         groups.setdefault("head", []).append(("nuisance_head.weight", self.nuisance_head.weight))
         return groups
 
-    def saved_part(self, processor: object) -> tuple[RewardNet, object, dict]:
-        """What the kind saves (the quality model only) and the metadata that says so."""
+    def unwrap(self, processor: object, folder: Path) -> tuple[RewardNet, object, dict]:
+        """What the kind saves (the quality model only) and the metadata that says so; nothing is rebuilt on load."""
         return self.base, processor, {"debias": {
             "features": list(self.features), "nuisance_weights": self.nuisance_weights(),
             "scores": "quality reward only; the nuisance reward (a weight per feature) is dropped at save"}}

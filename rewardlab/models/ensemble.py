@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from rewardlab.data.schema import Comparison
-from rewardlab.models.base import CONFIG_KEY, ModelKind, RewardNet, get_kind, read_metadata, save_personal_part
+from rewardlab.contracts.schema import Comparison
+from rewardlab.models.base import (AGGREGATE, CONFIG_KEY, ModelKind, RewardNet, get_kind, read_metadata, rewrap,
+                                   unwrap_for_saving)
 from rewardlab.models.outcomes import OutcomeModel, outcome_from_metadata
-from rewardlab.models.personal import load_personal
 
 
 def mean_probability(logits: torch.Tensor, dim: int) -> torch.Tensor:
@@ -98,7 +98,7 @@ def _save(model: EnsembleRewardNet, processor, folder: Path, metadata: dict) -> 
         target.mkdir()
         meta = {**metadata, "kind": model.member_kind,
                 "outcome": {"name": member.outcome.name, **member.outcome.extra_metadata()}}
-        kind.save(*save_personal_part(member, processor, target, meta), target, meta)
+        kind.save(*unwrap_for_saving(member, processor, target, meta), target, meta)
     meta = {**metadata, "kind": "ensemble", "member_kind": model.member_kind, "members": len(model.members)}
     meta.pop("outcome", None)  # each member keeps its own
     (folder / "config.json").write_text(json.dumps({CONFIG_KEY: meta}, indent=2))
@@ -113,15 +113,15 @@ def _load(path: str, device: torch.device, dtype: torch.dtype | None):
         member, member_processor, member_meta = kind.load(folder, device, dtype)
         if "outcome" in member_meta:
             member.set_outcome(outcome_from_metadata(member_meta["outcome"]).to(device))
-        if "personalization" in member_meta:  # members share one labeler table, so one processor serves all
-            member, member_processor = load_personal(member, member_processor, folder, member_meta["personalization"])
+        # personalised members share one labeler table, so one processor serves all
+        member, member_processor, member_meta = rewrap(member, member_processor, folder, member_meta)
         members.append(member)
         processor = processor or member_processor
     return EnsembleRewardNet(members, meta["member_kind"]).to(device).eval(), processor, meta
 
 
 ENSEMBLE_KIND = ModelKind(name="ensemble", processor=_not_trained_directly, build=_not_trained_directly, save=_save,
-                          load=_load,
+                          load=_load, loads_wrappers=True,
                           help="K members of one kind (train.ensemble_size): mean reward, member disagreement as "
                                "uncertainty, conservative rewards; one folder with a checkpoint per member.")
 
@@ -199,3 +199,13 @@ class HeadEnsembleRewardNet(RewardNet):
     @property
     def outcome(self) -> OutcomeModel:
         return self.base.outcome
+
+
+def load_head_ensemble(model: RewardNet, processor, path: str | Path, metadata: dict
+                       ) -> tuple[HeadEnsembleRewardNet, object, dict]:
+    """The loader of shared-backbone ensembles (metadata ``ensemble_heads``: K; see rewardlab.models.base.WRAPPERS):
+    the member heads, scored as an ensemble."""
+    ensemble = HeadEnsembleRewardNet(model, int(metadata["ensemble_heads"]), metadata.get("kind", "text"))
+    if "head_stats" in metadata and ensemble.head_width == 1:  # its one reported head is the base's aggregate
+        metadata = {**metadata, "head_stats": {"reward": metadata["head_stats"][AGGREGATE]}}
+    return ensemble, processor, metadata

@@ -13,7 +13,7 @@ the order (first wins, second wins, tie); there is no free-text parsing. The
 :class:`~rewardlab.models.outcomes.ThreeClass` outcome model averages both orders, so
 a verdict cannot depend on position. Trained with ``train.loss=three_class``: fully,
 with LoRA (``model.lora``) or QLoRA (``model.quantize_4bit``); untrained, the base
-LM is a zero-shot judge (:func:`zero_shot_judge`).
+LM is a zero-shot judge (:func:`rewardlab.scoring.zero_shot_judge`).
 
 Saved as a plain ``AutoModelForCausalLM`` folder (LoRA merged, safetensors) with the
 tokenizer; the template, the answer words and their token ids travel in config.json.
@@ -33,7 +33,7 @@ from torch import nn
 
 from rewardlab.config import JUDGE_TEMPLATE, ExperimentConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
-from rewardlab.data.formats import render_plain
+from rewardlab.data.fields import render_plain
 from rewardlab.models.backbones import backbone_source, dequantised, prepare_tokenizer, with_lora
 from rewardlab.models.base import CONFIG_KEY, ModelKind, RewardNet, read_metadata
 from rewardlab.models.outcomes import ThreeClass, outcome_to_metadata
@@ -338,18 +338,11 @@ def _load(path: str, device: torch.device, dtype: torch.dtype | None) -> tuple[J
     return JudgeModel(lm, processor.answer_ids).to(device).eval(), processor, metadata
 
 
-def zero_shot_judge(backbone: str = DEFAULT_JUDGE_BACKBONE, *, template: str = JUDGE_TEMPLATE,
-                    max_length: int = 1024, max_prompt_tokens: int | None = None, device: str | None = None,
-                    dtype: torch.dtype | None = None):
-    """The untrained LM as a judge, a :class:`~rewardlab.scoring.RewardModel` (``compare``, ``judge``).
-
-    Example:
-        >>> rm = zero_shot_judge("smollm2")                                   # doctest: +SKIP
-        >>> rm.compare("2 + 2?", "4", "5")                                    # doctest: +SKIP
-        {'a': 0.41, 'b': 0.33, 'tie': 0.26}
-    """
-    from rewardlab.scoring import RewardModel
-
+def zero_shot_parts(backbone: str = DEFAULT_JUDGE_BACKBONE, *, template: str = JUDGE_TEMPLATE,
+                    max_length: int = 1024, max_prompt_tokens: int | None = None, dtype: torch.dtype | None = None
+                    ) -> tuple[JudgeModel, JudgeItems, dict]:
+    """The untrained LM as a judge: (model, processor, metadata), as a saved judge loads
+    (:func:`rewardlab.scoring.zero_shot_judge` wraps them in a RewardModel)."""
     tokenizer = load_judge_tokenizer(backbone)
     spec = EncodingSpec(max_length=max_length,
                         max_prompt_tokens=max_prompt_tokens if max_prompt_tokens is not None else max_length // 2)
@@ -359,8 +352,7 @@ def zero_shot_judge(backbone: str = DEFAULT_JUDGE_BACKBONE, *, template: str = J
     model = JudgeModel(lm, processor.answer_ids)
     metadata = {"kind": JUDGE_KIND.name, "backbone": backbone, "heads": list(model.heads),
                 "outcome": outcome_to_metadata(model.outcome), **judge_metadata(processor)}
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return RewardModel(model, processor, metadata, device)
+    return model, processor, metadata
 
 
 JUDGE_KIND = ModelKind(

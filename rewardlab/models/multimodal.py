@@ -33,10 +33,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rewardlab.config import ExperimentConfig
-from rewardlab.data.image_items import ImageTextItems, ItemSpec, default_cache_dir
 from rewardlab.models.base import AGGREGATE, CONFIG_KEY, ModelKind, RewardNet, read_metadata
 from rewardlab.models.fusion import (GateAggregator, RewardHeads, build_aggregator, build_fusion, grid_positions,
                                      pool_grid_tokens, pooled_grid)
+from rewardlab.models.image_items import ImageTextItems, ItemSpec, default_cache_dir
 from rewardlab.models.text import aggregate_weights
 from rewardlab.models.towers import Towers, load_towers
 
@@ -48,7 +48,7 @@ class MultimodalRewardModel(RewardNet):
 
     ``items`` hold, for each side, either tower inputs (``pixels_<size>`` per scale; ``input_ids``,
     ``attention_mask``) or cached tower outputs (``image_tokens``, ``image_pooled``; ``text_tokens``,
-    ``text_mask``, ``text_pooled``), as :class:`~rewardlab.data.image_items.ImageTextItems` collates them.
+    ``text_mask``, ``text_pooled``), as :class:`~rewardlab.models.image_items.ImageTextItems` collates them.
     """
 
     def __init__(self, towers: Towers, fusion: nn.Module, head: RewardHeads, aggregator: nn.Module | None,

@@ -1,7 +1,7 @@
 """Outcome models: from a batch's reward matrix to each judged pair's P(i wins), P(j wins), P(tie).
 
 Every :class:`~rewardlab.models.base.RewardNet` carries one (``model.outcome``). A
-pair of the :class:`~rewardlab.data.collate.PairTable` compares rows ``i`` and ``j``;
+pair of the :class:`~rewardlab.contracts.batch.PairTable` compares rows ``i`` and ``j``;
 the outcome model returns, per pair, the two scores the pairwise metrics read
 (``chosen``, ``rejected``: their difference is the model's margin for ``i``) and the
 log-probabilities of the three outcomes, in the order ``(i, j, tie)``:
@@ -25,29 +25,12 @@ checkpoint's config as plain numbers.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rewardlab.data.collate import PairTable
-
-OUTCOMES = ("a", "b", "tie")  # column order of outcome probabilities: the pair's first item, its second, a tie
-
-
-class Judged(NamedTuple):
-    """Per-pair outputs of an outcome model: scores (P,), (P,) and log-probabilities (P, 3).
-
-    ``consistent`` (P,) bool, for models that read the pair in an order: whether the predictions
-    made from each order alone agree (position consistency); None where order cannot matter.
-    """
-
-    chosen: torch.Tensor
-    rejected: torch.Tensor
-    log_probs: torch.Tensor
-    consistent: torch.Tensor | None = None
-
+from rewardlab.contracts.batch import Judged, PairTable
 
 class OutcomeModel(nn.Module):
     """Base: reads each pair's scalar rewards on its own head; subclasses say how they become outcomes."""

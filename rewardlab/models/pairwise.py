@@ -2,7 +2,7 @@
 
 :func:`ordered_pairs` is their ``ModelKind.prepare``: every judged pair (w, l) of a
 comparison becomes two items, the tuples ``(w, l)`` and ``(l, w)``, and one
-:class:`~rewardlab.data.schema.Pair` between them, so the shared batch contract
+:class:`~rewardlab.contracts.schema.Pair` between them, so the shared batch contract
 (unique items + pair table) and trainer are unchanged. A pairwise model returns
 three logits per item — first wins, second wins, tie — and the
 :class:`~rewardlab.models.outcomes.ThreeClass` outcome model averages both orders:
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from rewardlab.config import ExperimentConfig
+from rewardlab.contracts.schema import Comparison
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
-from rewardlab.data.schema import Comparison
 from rewardlab.models.backbones import load_backbone, load_tokenizer, prepare_tokenizer, with_lora
 from rewardlab.models.base import CONFIG_KEY, ModelKind, read_metadata
 from rewardlab.models.ensemble import is_member_head, mean_probability
@@ -40,7 +40,7 @@ def ordered_pairs(comparison: Comparison) -> Comparison:
     """Responses → ordered pairs: each judged pair (w, l) gives items (w, l) and (l, w) and one Pair between them.
 
     Example:
-        >>> from rewardlab.data.schema import Pair
+        >>> from rewardlab.contracts.schema import Pair
         >>> c = Comparison("p", ("x", "y", "z"), (Pair(0, 1), Pair(2, 1, tie=True)))
         >>> out = ordered_pairs(c)
         >>> out.responses

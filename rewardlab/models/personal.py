@@ -47,7 +47,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rewardlab.data.schema import Comparison
+from rewardlab.contracts.schema import Comparison
 from rewardlab.models.base import RewardNet
 
 MODES = ("none", "tokens", "embedding", "lowrank")
@@ -83,7 +83,7 @@ def personalize(comparison: Comparison, index: dict[str, int]) -> Comparison:
 
 
 class PersonalItems:
-    """Wraps a kind's :class:`~rewardlab.data.collate.ItemProcessor`: items are ``(inner item, labeler)``.
+    """Wraps a kind's :class:`~rewardlab.contracts.batch.ItemProcessor`: items are ``(inner item, labeler)``.
 
     ``collate`` puts the labeler token in front of the text (``tokens``) or adds a
     ``labeler`` (N,) tensor to the model inputs (``embedding`` / ``lowrank``). In
@@ -209,6 +209,14 @@ class PersonalizedRewardNet(RewardNet):
         groups.setdefault("head", []).extend(own)
         return groups
 
+    def unwrap(self, processor: "PersonalItems", folder: Path) -> tuple[RewardNet, object, dict]:
+        """The user parameters go to ``personal.safetensors``, their description to the metadata; the kind saves
+        the wrapped model."""
+        state = self.personal_state()
+        if state:
+            save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        return self.base, processor.inner, {"personalization": self.metadata()}
+
     def personal_state(self) -> dict[str, torch.Tensor]:
         """The user parameters (what ``personal.safetensors`` holds)."""
         return {n: p.detach().contiguous().clone() for n, p in self.named_parameters() if not n.startswith("base.")}
@@ -227,16 +235,8 @@ def add_labeler_tokens(tokenizer, labelers: Sequence[str]) -> list[int]:
     return tokenizer.convert_tokens_to_ids(tokens)
 
 
-def save_personal(model: PersonalizedRewardNet, folder: Path) -> dict:
-    """Write the user parameters beside the base model; returns the metadata block to store."""
-    state = model.personal_state()
-    if state:
-        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    return model.metadata()
-
-
 def load_personal(model: RewardNet, processor, path: str | Path, meta: dict) -> tuple[PersonalizedRewardNet, PersonalItems]:
-    """Rebuild a personalised model saved by :func:`save_personal` around its loaded base model."""
+    """Rebuild a personalised model saved by :meth:`PersonalizedRewardNet.unwrap` around its loaded base model."""
     personal = PersonalizedRewardNet(model, meta["mode"], meta["labelers"], rank=meta.get("rank", 4),
                                      train_pairs=meta.get("train_pairs"))
     state = personal.personal_state()
@@ -248,3 +248,9 @@ def load_personal(model: RewardNet, processor, path: str | Path, meta: dict) -> 
     token_ids = processor.tokenizer.convert_tokens_to_ids([labeler_token(u) for u in meta["labelers"]]) \
         if meta["mode"] == "tokens" else []
     return personal.to(next(model.parameters()).device), PersonalItems(processor, meta["mode"], token_ids)
+
+
+def load_wrapped(model: RewardNet, processor, path: str | Path, metadata: dict) -> tuple[RewardNet, object, dict]:
+    """The loader of checkpoints whose metadata has ``personalization`` (see rewardlab.models.base.WRAPPERS)."""
+    model, processor = load_personal(model, processor, path, metadata["personalization"])
+    return model, processor, metadata

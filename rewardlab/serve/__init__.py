@@ -1,12 +1,15 @@
-"""Serve reward scores over HTTP to RLHF loops: the app, its dynamic batcher, metrics and a client.
+"""Serve reward scores over HTTP to RLHF loops: the app, the service under it, its dynamic batcher, metrics
+and a client.
 
-See :mod:`rewardlab.serve.app` for the endpoints. Importing this package needs FastAPI only when
-``create_app`` / ``serve`` are used; the client needs nothing beyond the standard library.
+See :mod:`rewardlab.serve.app` for the endpoints, and :mod:`rewardlab.serve.service` for what they compute
+(no HTTP there: :class:`~rewardlab.serve.service.RewardService` scores validated requests without FastAPI).
+Importing this package needs FastAPI only when ``create_app`` / ``serve`` are used; the client needs nothing
+beyond the standard library.
 """
 
 from __future__ import annotations
 
-__all__ = ["BatcherConfig", "RewardClient", "ServeConfig", "create_app", "serve"]
+__all__ = ["BatcherConfig", "RewardClient", "RewardService", "ServeConfig", "create_app", "serve"]
 
 
 def __getattr__(name: str):
@@ -18,6 +21,10 @@ def __getattr__(name: str):
         from rewardlab.serve import config
 
         return getattr(config, name)
+    if name == "RewardService":
+        from rewardlab.serve.service import RewardService
+
+        return RewardService
     if name == "RewardClient":
         from rewardlab.serve.client import RewardClient
 

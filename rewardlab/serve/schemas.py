@@ -2,7 +2,7 @@
 
 A text is a string or a conversation (a non-empty list of ``{"role": ..., "content": ...}`` messages);
 the server renders conversations with the reward model's own chat template
-(:func:`rewardlab.reward_function.render_item`).
+(:func:`rewardlab.scoring.render_item`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, StrictStr
 from pydantic.json_schema import WithJsonSchema
 
-from rewardlab.data.schema import unicode_problem
+from rewardlab.contracts.schema import unicode_problem
 from rewardlab.scoring import NORMALIZATIONS
 
 TEXT_HELP = 'a string or a non-empty list of {"role": str, "content": str} messages'

@@ -26,12 +26,13 @@ import numpy as np
 import yaml
 
 from rewardlab.config import ExperimentConfig
-from rewardlab.data.schema import Comparison
+from rewardlab.contracts.schema import Comparison
 from rewardlab.models.base import CONFIG_KEY, get_kind, save_model
 from rewardlab.models.ensemble import EnsembleRewardNet, member_pairs
-from rewardlab.scoring import RewardModel
 from rewardlab.models.personal import labeler_table
-from rewardlab.train.run import TrainResult, labelers_of, load_training_data, train
+from rewardlab.scoring import RewardModel
+from rewardlab.train.prepare import labelers_of, load_training_data
+from rewardlab.train.run import TrainResult, train
 
 
 def train_ensemble(cfg: ExperimentConfig, *, data: tuple[list[Comparison], list[Comparison]] | None = None

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from rewardlab.config import TrainConfig
-from rewardlab.data.nuisance import LENGTH_COLUMN
+from rewardlab.contracts.nuisance import LENGTH_COLUMN
 from rewardlab.losses import margin_feature_slope, reward_centering_penalty
 from rewardlab.models.base import RewardNet
 

@@ -16,9 +16,7 @@ import contextlib
 import itertools
 import json
 import math
-import resource
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -33,66 +31,11 @@ from rewardlab.config import TrainConfig
 from rewardlab.data.collate import EncodedComparison, PreferenceCollator
 from rewardlab.data.sampling import build_batch_sampler
 from rewardlab.losses import weighted_mean
-from rewardlab.metrics import is_improvement, outcome_summary, pairwise_summary
+from rewardlab.metrics.pairwise import is_improvement
 from rewardlab.models.base import RewardNet
-from rewardlab.train import checkpoint as ckpt
-from rewardlab.train import sharding, zero
+from rewardlab.train import checkpoint as ckpt, sharding, zero
 from rewardlab.train.ema import EMA
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB.
-
-    Linux's ``VmHWM`` is the process's own; ``ru_maxrss`` is carried over from the parent at launch,
-    so a worker started by a large process would report the parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@dataclass
-class LoopState:
-    """Where the loop is; saved with each resume state."""
-
-    step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-    evals_without_improvement: int = 0
-    pairs_seen: int = 0
-    history: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class Predictions:
-    """Per-pair rewards from one evaluation pass (ordered by comparison, then pair)."""
-
-    comparison: np.ndarray  # (P,) dataset index of each pair's comparison
-    head: np.ndarray  # (P,) the reward column each pair was read on
-    chosen: np.ndarray  # (P,)
-    rejected: np.ndarray  # (P,)
-    rewards: np.ndarray  # (N, H) every item's rewards (for statistics)
-    tie: np.ndarray  # (P,) bool: the data calls the pair a tie
-    log_probs: np.ndarray  # (P, 3) log P(first wins), log P(second wins), log P(tie)
-
-    def summary(self, heads: tuple[str, ...], ties: bool = False) -> dict:
-        """Pairwise metrics over the decided pairs, per head where the model has several, and the
-        three-way (A / B / tie) metrics when the data has ties or the model predicts them (``ties``)."""
-        won = ~self.tie
-        out = pairwise_summary(self.chosen[won], self.rejected[won])
-        if len(heads) > 1:
-            out["by_head"] = {name: pairwise_summary(self.chosen[won & (self.head == h)],
-                                                     self.rejected[won & (self.head == h)])
-                              for h, name in enumerate(heads) if (won & (self.head == h)).any()}
-        if ties or self.tie.any():
-            out.update(outcome_summary(self.log_probs, self.tie))
-        return out
+from rewardlab.train.results import LoopState, Predictions, peak_rss_mb
 
 
 class Trainer:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-from rewardlab.data.schema import response_length
+from rewardlab.contracts.schema import response_length
 
 # name -> feature of one response. Length is log(1 + characters): preferences follow length ratios, not sums.
 FEATURES: dict[str, Callable[[object], float]] = {

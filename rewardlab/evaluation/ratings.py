@@ -33,6 +33,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import log_expit
 
+from rewardlab.contracts.schema import OUTCOMES
+
 LIKELIHOODS = ("bradley_terry", "rao_kupper", "davidson")
 LEADERBOT_ARENA_FILE = "chatbotarena_20240814.json"
 
@@ -293,7 +295,7 @@ def counts_from_votes(votes: Iterable[tuple[str, str, str]]):
         if len(vote) != 3:
             raise ValueError(f"vote {row} must be (model_a, model_b, outcome), got {vote!r}")
         a, b, outcome = index[vote[0]], index[vote[1]], vote[2]
-        if outcome not in ("a", "b", "tie"):
+        if outcome not in OUTCOMES:
             raise ValueError(f"vote {row}: outcome must be 'a', 'b' or 'tie', got {outcome!r}")
         if a == b:
             raise ValueError(f"vote {row}: model {vote[0]!r} cannot play itself")

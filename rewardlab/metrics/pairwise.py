@@ -172,22 +172,6 @@ def pairwise_summary(chosen: np.ndarray, rejected: np.ndarray) -> dict[str, floa
     }
 
 
-def outcome_summary(log_probs: np.ndarray, tie: np.ndarray) -> dict[str, float]:
-    """Three-way (first wins / second wins / tie) metrics of P judged pairs, the first item being the winner.
-
-    ``log_probs`` (P, 3) are the outcome model's log-probabilities, ``tie`` (P,) marks the pairs the
-    data calls a tie.
-    """
-    from rewardlab.evaluation.outcomes import outcome_metrics
-
-    probs = np.exp(np.asarray(log_probs, dtype=np.float64))
-    probs /= probs.sum(axis=1, keepdims=True)
-    m = outcome_metrics(probs, np.where(np.asarray(tie, dtype=bool), 2, 0))
-    return {"three_way_accuracy": m["accuracy"], "three_way_log_loss": m["log_loss"],
-            "tie_rate": float(np.mean(tie)), "predicted_tie_rate": float((probs.argmax(1) == 2).mean()),
-            "tie_f1": m["per_class"]["tie"]["f1"]}
-
-
 def is_improvement(metric: str, new: float, best: float | None) -> bool:
     if best is None:
         return True

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rewardlab.data.augment import apply_augment, cat_params, draw_params
-from rewardlab.data.formats import render_plain
+from rewardlab.data.fields import render_plain
 from rewardlab.data.images import ImageRef, content_digest, image_ref, image_to_tensor, load_image
 from rewardlab.models.embedding_cache import EmbeddingCache, fill
 
@@ -90,7 +90,7 @@ def _view_seed(digest: str, view: int) -> int:
 
 
 class ImageTextItems:
-    """:class:`~rewardlab.data.collate.ItemProcessor` for (prompt, image) items; see the module docstring.
+    """:class:`~rewardlab.contracts.batch.ItemProcessor` for (prompt, image) items; see the module docstring.
 
     Args:
         towers: the model's towers (used here to fill the cache).
@@ -98,12 +98,13 @@ class ImageTextItems:
         writable: the cache may be written (training); scoring reads it and keeps misses in memory.
         progress: show a progress bar while filling the cache.
 
-    Example (cached, dual towers at 64 px: 2 x 2 image tokens of 1280, MiniLM text tokens of 384):
-        >>> items, truncated = processor.encode_items(["a red circle above a blue square, plain"] * 2,
-        ...                                           ["images/a.png", "images/b.png"])     # doctest: +SKIP
-        >>> {k: tuple(v.shape) for k, v in processor.collate(items).items()}             # doctest: +SKIP
-        {'text_tokens': (2, 13, 384), 'text_mask': (2, 13), 'text_pooled': (2, 384),
-         'image_tokens': (2, 4, 1280), 'image_pooled': (2, 1280)}
+    Example (cached, dual towers at 64 px: 2 x 2 image tokens of 1280, MiniLM text tokens of 384)::
+
+        items, truncated = processor.encode_items(["a red circle above a blue square, plain"] * 2,
+                                                  ["images/a.png", "images/b.png"])
+        {k: tuple(v.shape) for k, v in processor.collate(items).items()}
+        # {'text_tokens': (2, 13, 384), 'text_mask': (2, 13), 'text_pooled': (2, 384),
+        #  'image_tokens': (2, 4, 1280), 'image_pooled': (2, 1280)}
     """
 
     def __init__(self, towers: Towers, spec: ItemSpec, *, writable: bool = True, progress: bool = True):

@@ -12,19 +12,21 @@ import html
 import json
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
-from optuna.visualization import matplotlib as ovm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from optuna.visualization import matplotlib as ovm
 
-from rewardlab.evaluation.report import CSS, _img, _table  # noqa: E402
+from rewardlab.evaluation.report import CSS, _img, _table
+
+SURPLUS_ATTR = "rewardlab:surplus"  # user attribute of a trial given back unrun: other workers used the budget
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -89,7 +91,7 @@ def write_report(study: optuna.Study, folder: Path, metrics: Sequence[str], best
                  best_yaml: str) -> Path:
     """Write the plots, ``summary.json`` and ``report.html`` into ``folder``; returns the page's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("rewardlab:surplus")]
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)]
     drawn, skipped = {}, {}
     for name, (title, draw) in _plots(metrics).items():
         try:

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Iterator, Mapping, NamedTuple
 
 
+OUTCOMES = ("a", "b", "tie")  # a judged pair's outcomes, in this order everywhere: its first item won, its second, a tie
+
+
 class DataError(ValueError):
     """Invalid input data; the message names the file, the row and the field."""
 

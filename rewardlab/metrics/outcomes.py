@@ -22,9 +22,9 @@ import math
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from rewardlab.metrics import binned_calibration
+from rewardlab.contracts.schema import OUTCOMES
+from rewardlab.metrics.pairwise import binned_calibration
 
-OUTCOMES = ("a", "b", "tie")
 EPS = 1e-12  # probabilities are clipped here before the log, so a confident miss costs ~27.6 nats, not inf
 ROW_SUM_TOL = 1e-4
 _SWAP = [1, 0, 2]  # column order that maps a prediction made with A and B swapped back to the original frame
@@ -154,3 +154,17 @@ def outcome_metrics(probs: np.ndarray, labels: np.ndarray, *, swapped_probs: np.
         out["position_consistency"] = float((back.argmax(axis=1) == pred).mean())
         out["swap_gap"] = float(np.abs(probs[:, 0] - swapped[:, 1]).mean())
     return out
+
+
+def outcome_summary(log_probs: np.ndarray, tie: np.ndarray) -> dict[str, float]:
+    """Three-way (first wins / second wins / tie) metrics of P judged pairs, the first item being the winner.
+
+    ``log_probs`` (P, 3) are the outcome model's log-probabilities, ``tie`` (P,) marks the pairs the
+    data calls a tie.
+    """
+    probs = np.exp(np.asarray(log_probs, dtype=np.float64))
+    probs /= probs.sum(axis=1, keepdims=True)
+    m = outcome_metrics(probs, np.where(np.asarray(tie, dtype=bool), 2, 0))
+    return {"three_way_accuracy": m["accuracy"], "three_way_log_loss": m["log_loss"],
+            "tie_rate": float(np.mean(tie)), "predicted_tie_rate": float((probs.argmax(1) == 2).mean()),
+            "tie_f1": m["per_class"]["tie"]["f1"]}

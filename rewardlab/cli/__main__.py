@@ -1,0 +1,3 @@
+from rewardlab.cli.entry import main
+
+raise SystemExit(main())

@@ -17,7 +17,18 @@ the server's /metrics: its mean time per request (all requests, bad ones too), p
 waiting for a forward pass, the passes, items per pass and time per pass. Then the throughput ratio of
 batching on over off at the highest concurrency (and of on+process over off and over on).
 
+``--phases`` adds two phases to the load levels (``load``): ``max-size`` sends requests at the server's default
+bounds (``--big-items`` items of ``--big-chars`` characters each: 300 x 100,000 is inside the 32 MiB body limit)
+to a server warmed up with ordinary requests, with a 1-item request every half second beside them, and reports
+the server's resident memory (psutil, the process and its children) when warm (and its peak while warming up,
+which includes forward passes at the full token budget), at its peak during the big requests (sampled every
+50 ms) and ``--settle`` seconds after, with the time of each big request and the 1-item requests' latency.
+``sigterm`` queues 24 requests of 32 long items, sends SIGTERM once the server has read them all, and reports
+what each request got (200, 503 with Retry-After, 500, no answer), the exit status and time, and whether the
+server logged a traceback; once with the derived ``--graceful-timeout`` and once with ``--short-drain`` seconds.
+
     python bench/serve_load.py                        # MiniLM (random head) on CPU, ~2-3 minutes
+    python bench/serve_load.py --phases max-size,sigterm   # the bounds and shutdown phases only
     python bench/serve_load.py --tiny                 # a tiny random BERT: serving overhead, not compute
     python bench/serve_load.py --tiny --model-process # ... and a third server, its model in a process of its own
     python bench/serve_load.py --model runs/demo/model --requests 400
@@ -33,10 +44,13 @@ import importlib.util
 import json
 import os
 import random
+import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -101,14 +115,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post(url: str, body: dict, timeout: float = 120) -> int:
+def post(url: str, body: dict, timeout: float = 120, headers: dict | None = None) -> int:
+    """The reply's status (-1: no HTTP answer); ``headers``, if given, receives the reply's headers."""
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as res:
             res.read()
+            if headers is not None:
+                headers.update(res.headers)
             return res.status
     except urllib.error.HTTPError as err:
         err.read()
+        if headers is not None:
+            headers.update(err.headers)
         return err.code
     except OSError:
         return -1  # connection refused / reset / timed out
@@ -116,30 +135,52 @@ def post(url: str, body: dict, timeout: float = 120) -> int:
 
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and its children (a --model-process server's model worker), in MB."""
-    total = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            total = int(line.split()[1]) / 1024
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                total += rss_mb(int(child))
-            except FileNotFoundError:  # exited meanwhile
-                pass
-    return total
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:  # exited meanwhile
+            pass
+    return total / 2**20
+
+
+class PeakRss(threading.Thread):
+    """Samples :func:`rss_mb` of a process every 50 ms until :meth:`stop`; ``peak`` is the largest sample."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self._stop_event = pid, rss_mb(pid), threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.05):
+            self.peak = max(self.peak, rss_mb(self.pid))
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return self.peak
 
 
 MODES = {"on": [], "off": ["--no-batching"], "on+process": ["--model-process"]}
 
 
-def start_server(model: str, mode: str, args) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, mode: str, args, extra: tuple = (), limits: bool = True, stderr=None
+                 ) -> tuple[subprocess.Popen, str]:
+    """A server on a free port (``limits``: the load levels' --max-text-chars; off: the defaults), once it answers."""
     port = free_port()
     cmd = [sys.executable, "-m", "rewardlab", "serve", "--model", model, "--port", str(port), "--device", args.device,
-           "--max-text-chars", str(args.max_text_chars), "--max-wait-ms", str(args.max_wait_ms),
-           "--max-batch-tokens", str(args.max_batch_tokens)] + MODES[mode] + (
-        ["--pass-overhead-tokens", str(args.pass_overhead_tokens)] if args.pass_overhead_tokens is not None else [])
+           "--max-wait-ms", str(args.max_wait_ms), "--max-batch-tokens", str(args.max_batch_tokens)] + MODES[mode] + (
+        ["--pass-overhead-tokens", str(args.pass_overhead_tokens)] if args.pass_overhead_tokens is not None else []) \
+        + (["--max-text-chars", str(args.max_text_chars)] if limits else []) + list(extra)
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads))
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -225,47 +266,9 @@ def run_level(url: str, requests: list[tuple[dict, bool]], clients: int, seconds
             "failed_with": ", ".join(f"{k} x{v}" for k, v in sorted(statuses.items()) if v)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="Reward model folder, or random:decoder-0.5b / random:encoder-large "
-                        "(default: MiniLM with a random head).")
-    parser.add_argument("--tiny", action="store_true", help="Default model: a tiny random BERT instead of MiniLM.")
-    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "rewardlab-serve-load"))
-    parser.add_argument("--clients", default="1,8,32", help="Concurrency levels.")
-    parser.add_argument("--requests", type=int, default=96, help="Requests per level.")
-    parser.add_argument("--items", type=int, default=4, help="Items per request (a GRPO group, say).")
-    parser.add_argument("--bad-share", type=float, default=0.1, help="Share of malformed / oversized requests.")
-    parser.add_argument("--level-seconds", type=float, default=40, help="Stop sending after this long per level.")
-    parser.add_argument("--max-text-chars", type=int, default=4000)
-    parser.add_argument("--max-wait-ms", type=float, default=10)
-    parser.add_argument("--max-batch-tokens", type=int, default=8192)
-    parser.add_argument("--pass-overhead-tokens", type=int,
-                        help="The servers' --pass-overhead-tokens (default: theirs; 8192: as few passes as fit).")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="Torch threads per server (OMP_NUM_THREADS). On a machine whose cores are busy with "
-                        "other work, 2 OpenMP threads on 2 cores spin at barriers and a forward can take 50x longer.")
-    parser.add_argument("--device", default="cpu", help="Where the servers run their models: cpu or cuda.")
-    parser.add_argument("--model-process", action="store_true",
-                        help="Also run a third server, batching with its model in a worker process of its own "
-                        "(rewardlab serve --model-process), side by side with the other two.")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    name = "tiny-bert-rm" if args.tiny else "minilm-rm"
-    if args.model and args.model.startswith("random:"):
-        model = random_model(args.model, Path(args.workdir) / args.model.replace("random:", "random-"))
-    else:
-        model = args.model or reward_model(Path(args.workdir) / name, args.tiny)
-    pairs = hh_pairs(2000, args.seed)
+def load_levels(model: str, pairs, args) -> None:
+    """The load levels: each concurrency sent to batching on, off (and on+process), back to back."""
     levels = [int(c) for c in args.clients.split(",")]
-    default = "tiny random BERT (2 x 32)" if args.tiny else "MiniLM-L6 (random head)"
-    print(f"model {model if args.model else default}; {args.requests} requests per level of "
-          f"{args.items} HH-RLHF items, {args.bad_share:.0%} malformed or oversized; {args.device}, {os.cpu_count()} "
-          "CPU cores; "
-          f"{args.threads} torch thread(s) per server; max wait {args.max_wait_ms} ms, {args.max_batch_tokens} tokens "
-          f"per pass, pass overhead {args.pass_overhead_tokens if args.pass_overhead_tokens is not None else 'default'}"
-          "\n")
     print("| batching | clients | good req/s | items/s | p50 ms | p99 ms | failed | bad refused | server RSS MB | "
           "server ms | encode ms | queue ms | passes | items/pass | ms/pass |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
@@ -299,6 +302,165 @@ def main() -> None:
               f"{throughput['on+process', top] / throughput['off', top]:.2f}x, on+process / on = "
               f"{throughput['on+process', top] / throughput['on', top]:.2f}x")
 
+
+def long_texts(pairs, n: int, chars: int) -> list[str]:
+    """``n`` different texts of ``chars`` characters: HH dialogues end to end, each starting at another one."""
+    corpus = "\n\n".join(p + r for p, r in pairs)
+    while len(corpus) < chars + n * 997:
+        corpus += "\n\n" + corpus
+    return [corpus[k * 997: k * 997 + chars] for k in range(n)]
+
+
+def warm_up(url: str, pairs, args) -> None:
+    """Ordinary requests, then two of 32 items longer than the model reads (forward passes at the full token
+    budget), so that the server's memory is at its working level."""
+    rng = random.Random(args.seed)
+    good = [({"items": [{"prompt": p, "response": r} for p, r in rng.sample(pairs, args.items)]}, True)
+            for _ in range(48)]
+    long = {"items": [{"prompt": p, "response": r} for (p, _), r in zip(pairs, long_texts(pairs, 32, 8000))]}
+    run_level(url, good + [(long, True)] * 2, 4, 300)
+
+
+def max_size_phase(model: str, pairs, args) -> None:
+    """Requests at the default bounds beside 1-item ones; the server's RSS warm, at its peak and after."""
+    proc, url = start_server(model, "on", args, limits=False)
+    try:
+        sampler = PeakRss(proc.pid)
+        sampler.start()
+        warm_up(url, pairs, args)
+        warm, warm_peak = rss_mb(proc.pid), sampler.stop()
+        body = {"items": [{"prompt": p, "response": r} for (p, _), r in
+                          zip(pairs, long_texts(pairs, args.big_items, args.big_chars))]}
+        size = len(json.dumps(body))
+        small, stop = [], threading.Event()
+
+        def beside():  # a client with one item, every half second
+            while not stop.wait(0.5):
+                t = time.perf_counter()
+                small.append((post(f"{url}/v1/score", {"items": [{"prompt": "Hi", "response": "Hello!"}]}),
+                              time.perf_counter() - t))
+
+        sampler, other = PeakRss(proc.pid), threading.Thread(target=beside, daemon=True)
+        sampler.start(), other.start()
+        statuses, seconds = [], []
+        for _ in range(args.big_requests):
+            t = time.perf_counter()
+            statuses.append(post(f"{url}/v1/score", body, timeout=900))
+            seconds.append(time.perf_counter() - t)
+        stop.set(), other.join()
+        time.sleep(args.settle)
+        after, peak = rss_mb(proc.pid), sampler.stop()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    lat = sorted(s for _, s in small) or [float("nan")]
+    print("| requests | items x chars | body MB | answered | s each | 1-item p50 / max ms | 1-item failed | "
+          "RSS warm MB (peak in warm-up) | peak | after | peak / warm peak |")
+    print("|---:|---|---:|---|---|---|---:|---|---:|---:|---:|")
+    print(f"| {args.big_requests} | {args.big_items} x {args.big_chars:,} | {size / 2**20:.1f} | "
+          f"{', '.join(map(str, statuses))} | {', '.join(f'{x:.1f}' for x in seconds)} | "
+          f"{1000 * lat[len(lat) // 2]:.0f} / {1000 * lat[-1]:.0f} | {sum(c != 200 for c, _ in small)} of {len(small)} "
+          f"| {warm:.0f} ({warm_peak:.0f}) | {peak:.0f} | {after:.0f} | {peak / warm_peak:.2f} |", flush=True)
+
+
+def sigterm_run(model: str, pairs, args, graceful: float | None) -> str:
+    """24 requests of 32 long items, SIGTERM once all are read: one table row."""
+    with tempfile.TemporaryFile("w+") as log:
+        flags = () if graceful is None else ("--graceful-timeout", str(graceful))
+        proc, url = start_server(model, "on", args, extra=flags, limits=False, stderr=log)
+        try:
+            warm_up(url, pairs, args)
+            body = {"items": [{"prompt": p, "response": r} for (p, _), r in zip(pairs, long_texts(pairs, 32, 4000))]}
+            codes, start = [], series(url).get("rewardlab_encode_seconds_count", 0)
+
+            def send():
+                headers: dict = {}
+                code = post(f"{url}/v1/score", body, 600, headers)
+                retry_after = any(k.lower() == "retry-after" for k in headers)
+                codes.append(code if code != 503 or retry_after else "503 without Retry-After")
+
+            threads = [threading.Thread(target=send) for _ in range(24)]
+            [t.start() for t in threads]
+            deadline = time.time() + 120
+            while series(url).get("rewardlab_encode_seconds_count", 0) - start < 24 and time.time() < deadline:
+                time.sleep(0.05)
+            t0 = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            [t.join(900) for t in threads]
+            status = proc.wait(900)
+            took = time.perf_counter() - t0
+        finally:
+            proc.kill()
+        log.seek(0)
+        tracebacks = len(re.findall(r"Traceback|CancelledError", log.read()))
+    count = Counter(codes)
+    other = sum(n for c, n in count.items() if c not in (200, 503, 500, -1))
+    return (f"| {'derived' if graceful is None else graceful} | 24 x 32 | {count[200]} | {count[503]} | {count[500]} | "
+            f"{count[-1] + other} | {status} | {took:.1f} | {tracebacks} |")
+
+
+def sigterm_phase(model: str, pairs, args) -> None:
+    print("| --graceful-timeout | requests x items | 200 | 503 + Retry-After | 500 | other or none | exit status | "
+          "exit s after SIGTERM | tracebacks |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for graceful in (None, args.short_drain) if args.short_drain >= 0 else (None,):
+        print(sigterm_run(model, pairs, args, graceful), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="Reward model folder, or random:decoder-0.5b / random:encoder-large "
+                        "(default: MiniLM with a random head).")
+    parser.add_argument("--tiny", action="store_true", help="Default model: a tiny random BERT instead of MiniLM.")
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "rewardlab-serve-load"))
+    parser.add_argument("--clients", default="1,8,32", help="Concurrency levels.")
+    parser.add_argument("--requests", type=int, default=96, help="Requests per level.")
+    parser.add_argument("--items", type=int, default=4, help="Items per request (a GRPO group, say).")
+    parser.add_argument("--bad-share", type=float, default=0.1, help="Share of malformed / oversized requests.")
+    parser.add_argument("--level-seconds", type=float, default=40, help="Stop sending after this long per level.")
+    parser.add_argument("--max-text-chars", type=int, default=4000)
+    parser.add_argument("--max-wait-ms", type=float, default=10)
+    parser.add_argument("--max-batch-tokens", type=int, default=8192)
+    parser.add_argument("--pass-overhead-tokens", type=int,
+                        help="The servers' --pass-overhead-tokens (default: theirs; 8192: as few passes as fit).")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="Torch threads per server (OMP_NUM_THREADS). On a machine whose cores are busy with "
+                        "other work, 2 OpenMP threads on 2 cores spin at barriers and a forward can take 50x longer.")
+    parser.add_argument("--device", default="cpu", help="Where the servers run their models: cpu or cuda.")
+    parser.add_argument("--model-process", action="store_true",
+                        help="Also run a third server, batching with its model in a worker process of its own "
+                        "(rewardlab serve --model-process), side by side with the other two.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phases", default="load", help="Comma-separated: load, max-size, sigterm.")
+    parser.add_argument("--big-requests", type=int, default=2, help="max-size: requests at the bounds.")
+    parser.add_argument("--big-items", type=int, default=300, help="max-size: items per request.")
+    parser.add_argument("--big-chars", type=int, default=100_000, help="max-size: characters per response.")
+    parser.add_argument("--settle", type=float, default=30, help="max-size: seconds before the RSS 'after'.")
+    parser.add_argument("--short-drain", type=float, default=0.5, help="sigterm: the short --graceful-timeout (negative: only the derived one).")
+    args = parser.parse_args()
+
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    name = "tiny-bert-rm" if args.tiny else "minilm-rm"
+    if args.model and args.model.startswith("random:"):
+        model = random_model(args.model, Path(args.workdir) / args.model.replace("random:", "random-"))
+    else:
+        model = args.model or reward_model(Path(args.workdir) / name, args.tiny)
+    pairs = hh_pairs(2000, args.seed)
+    phases = args.phases.split(",")
+    default = "tiny random BERT (2 x 32)" if args.tiny else "MiniLM-L6 (random head)"
+    print(f"model {model if args.model else default}; {args.device}, {os.cpu_count()} CPU cores; {args.threads} "
+          f"torch thread(s) per server; max wait {args.max_wait_ms} ms, {args.max_batch_tokens} tokens per pass, pass "
+          f"overhead {args.pass_overhead_tokens if args.pass_overhead_tokens is not None else 'default'}\n")
+    if "load" in phases:
+        print(f"load: {args.requests} requests per level of {args.items} HH-RLHF items, {args.bad_share:.0%} "
+              "malformed or oversized\n")
+        load_levels(model, pairs, args)
+    if "max-size" in phases:
+        print("\nmax-size: requests at the default bounds, a 1-item request every 0.5 s beside them\n")
+        max_size_phase(model, pairs, args)
+    if "sigterm" in phases:
+        print("\nsigterm: SIGTERM once 24 requests of 32 items of 4,000 characters are read\n")
+        sigterm_phase(model, pairs, args)
 
 if __name__ == "__main__":
     main()

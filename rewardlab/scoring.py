@@ -14,9 +14,20 @@
     >>> ranked = rm.rank("How do I boil an egg?", ["Simmer it for 9 minutes.", "No idea.", "Boil it."])
     >>> sorted(ranked.order), ranked.scores == sorted(ranked.scores, reverse=True)  # indices, best first
     ([0, 1, 2], True)
+    >>> chat = [{"role": "user", "content": "How do I boil an egg?"}]  # chat messages (OpenAI's, TRL's) work too
+    >>> answer = [{"role": "assistant", "content": "Simmer it for 9 minutes.", "name": "bot"}]  # name is ignored
+    >>> rm.score(chat, answer) == rm.score(*render_item(rm.processor.render_chat, chat, answer))  # the template's text
+    True
+    >>> sorted(rm.compare(chat, answer, [{"role": "assistant", "content": "No idea."}]))  # P(a wins), P(b), P(tie)
+    ['a', 'b', 'tie']
     >>> centred = rm.score_batch(["How do I boil an egg?"] * 2, ["Simmer it.", "No idea."], normalize="prompt_mean")
     >>> abs(sum(centred)) < 1e-9                       # each reward minus its prompt's mean
     True
+
+A prompt is a string or a list of ``{"role", "content"}`` messages, a response a string, a message list
+or (image + text models) an image; messages are rendered with the model's chat template exactly as the
+server and :class:`~rewardlab.reward_function.RewardFunction` render them (:mod:`rewardlab.scoring_inputs`
+says which message keys are ignored and which are refused).
 
 Works for rewardlab checkpoints of every kind (the folder's ``rewardlab.kind``
 picks how it is loaded) and for any Hugging Face sequence-classification reward
@@ -29,36 +40,21 @@ group baseline GRPO-style loops subtract).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from rewardlab.contracts.batch import PairTable
-from rewardlab.contracts.schema import OUTCOMES, Comparison, Pair, unicode_problem
+from rewardlab.contracts.schema import OUTCOMES, Comparison, Pair
 from rewardlab.models.base import RewardNet, get_kind, load_model
 from rewardlab.models.personal import POPULATION, Personal, personalize
+from rewardlab.scoring_inputs import render_item, render_items
+
+__all__ = ["NORMALIZATIONS", "JudgedComparison", "Ranked", "RewardModel", "render_item", "zero_shot_judge"]
 
 NORMALIZATIONS = ("none", "zscore", "sigmoid", "prompt_mean")
-
-
-def render_item(render_chat: Callable[[list, bool], str], prompt: str | list, response: str | list | bytes
-                ) -> tuple[str, str | bytes]:
-    """A (prompt, response) as the model reads it: conversations rendered with ``render_chat`` (a response that
-    is not a message list, text or an image's bytes, as it is).
-
-    The response is the rendered full conversation minus the rendered prompt where the latter is its prefix
-    (as the data loader does), else the messages' contents joined by newlines.
-    """
-    p = prompt if isinstance(prompt, str) else render_chat(list(prompt), True)
-    if not isinstance(response, list):  # text, or an image's bytes
-        return p, response
-    joined = "\n".join(m["content"] for m in response)
-    if isinstance(prompt, str):
-        return p, joined
-    full = render_chat(list(prompt) + list(response), False)
-    return p, full[len(p):] if full.startswith(p) else joined
 
 
 @dataclass(frozen=True)
@@ -205,27 +201,24 @@ class RewardModel:
     # ------------------------------------------------------------------ scoring
 
     @torch.inference_mode()
-    def score_heads(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,
+    def score_heads(self, prompts: Sequence[str | list], responses: Sequence[object], *, batch_size: int = 32,
                     normalize: str = "none", labeler: Sequence[str | None] | str | None = None,
                     unknown_labeler: str = "population") -> np.ndarray:
         """Every head's reward for aligned (prompt, response) lists: (N, H), in input order.
 
-        ``labeler`` (one id, or one per item) picks a personalised model's labeler; a labeler it
-        has no parameters for is scored with the population reward, or raises with
+        A prompt is a string or a list of ``{"role", "content"}`` chat messages, a response a string, a
+        message list or (image + text models) an image; message lists are rendered with the model's chat
+        template (:func:`~rewardlab.scoring_inputs.render_item`), so ``[{"role": "user", "content": p}]``
+        scores as its rendered text. ``labeler`` (one id, or one per item) picks a personalised model's
+        labeler; a labeler it has no parameters for is scored with the population reward, or raises with
         ``unknown_labeler="error"`` (:meth:`labeler_source` says which reward applies). Items are
         batched cheapest first (shortest texts together) to cut padding.
         """
-        if len(prompts) != len(responses):
-            raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+        prompts, responses = render_items(self.processor.render_chat, prompts, responses)
         responses = self.with_labelers(responses, labeler, unknown_labeler)
         if not prompts:
             return np.zeros((0, len(self.heads)))
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str):
-                raise TypeError(f"item {i}: the prompt must be a string, got {type(p).__name__}")
-            if problem := unicode_problem(p):
-                raise ValueError(f"item {i}: the prompt is {problem}")
-        items, _ = self.processor.encode_items(list(prompts), list(responses))
+        items, _ = self.processor.encode_items(prompts, responses)
         order = sorted(range(len(items)), key=lambda i: self.processor.cost(items[i]))
         scores = np.empty((len(items), len(self.heads)), dtype=np.float64)
         for start in range(0, len(order), batch_size):
@@ -259,7 +252,7 @@ class RewardModel:
         return {"mean": mean, "std": std, "conservative": mean - lam * std, "min": member_rows.min(0)}
 
     @torch.inference_mode()
-    def member_scores(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,
+    def member_scores(self, prompts: Sequence[str | list], responses: Sequence[object], *, batch_size: int = 32,
                       labeler: Sequence[str | None] | str | None = None, unknown_labeler: str = "population"
                       ) -> np.ndarray:
         """Every member's rewards (K, N, H) of an ensemble, items batched by length; one forward per batch
@@ -267,8 +260,9 @@ class RewardModel:
         :meth:`score_heads`."""
         if not self.is_ensemble:
             raise ValueError("member scores need an ensemble (train with train.ensemble_size >= 2)")
+        prompts, responses = render_items(self.processor.render_chat, prompts, responses)
         responses = self.with_labelers(responses, labeler, unknown_labeler)
-        items, _ = self.processor.encode_items(list(prompts), list(responses))
+        items, _ = self.processor.encode_items(prompts, responses)
         k, h = len(self.model.members), len(self.heads)
         rows = np.empty((len(items), self.row_width))
         order = np.argsort([self.processor.cost(x) for x in items], kind="stable")
@@ -278,7 +272,7 @@ class RewardModel:
             rows[idx] = self.forward_rows({n: v.to(self.device) for n, v in batch.items()}).float().cpu().numpy()
         return rows[:, h:].reshape(len(items), k, h).transpose(1, 0, 2)  # (K, N, H)
 
-    def score_uncertainty(self, prompts: Sequence[str], responses: Sequence[object], *, lam: float = 1.0,
+    def score_uncertainty(self, prompts: Sequence[str | list], responses: Sequence[object], *, lam: float = 1.0,
                           batch_size: int = 32, **labelers) -> dict[str, list[float]]:
         """An ensemble's overall reward per item with its uncertainty: mean, std (member disagreement),
         conservative (mean − lam·std, against over-optimisation) and min (the worst member); ``labeler``
@@ -288,31 +282,33 @@ class RewardModel:
         members = self.member_scores(prompts, responses, batch_size=batch_size, **labelers)[:, :, -1]  # (K, N)
         return {name: values.tolist() for name, values in self.uncertainty(members, lam).items()}
 
-    def score_batch(self, prompts: Sequence[str], responses: Sequence[object], *, batch_size: int = 32,
+    def score_batch(self, prompts: Sequence[str | list], responses: Sequence[object], *, batch_size: int = 32,
                     normalize: str = "none", **labelers) -> list[float]:
-        """Overall rewards of aligned (prompt, response) lists, in input order (``labeler`` as in score_heads)."""
+        """Overall rewards of aligned (prompt, response) lists, in input order (texts or chat message lists,
+        ``labeler`` as in :meth:`score_heads`)."""
         return self.score_heads(prompts, responses, batch_size=batch_size, normalize=normalize,
                                 **labelers)[:, -1].tolist()
 
-    def score(self, prompt: str, response: object, *, normalize: str = "none", labeler: str | None = None,
+    def score(self, prompt: str | list, response: object, *, normalize: str = "none", labeler: str | None = None,
               unknown_labeler: str = "population") -> float:
-        """The overall reward of one response (for ``labeler``'s taste where the model is personalised)."""
+        """The overall reward of one response, a text or chat message list as in :meth:`score_heads` (for
+        ``labeler``'s taste where the model is personalised)."""
         return self.score_batch([prompt], [response], normalize=normalize, labeler=labeler,
                                 unknown_labeler=unknown_labeler)[0]
 
-    def score_attributes(self, prompt: str, response: object, *, normalize: str = "none",
+    def score_attributes(self, prompt: str | list, response: object, *, normalize: str = "none",
                          labeler: str | None = None) -> dict[str, float]:
         """Every head's score by name (per attribute, then the aggregate) for one response."""
         row = self.score_heads([prompt], [response], normalize=normalize, labeler=labeler)[0]
         return dict(zip(self.heads, row.tolist()))
 
-    def rank(self, prompt: str, responses: Sequence[object], **kwargs) -> Ranked:
+    def rank(self, prompt: str | list, responses: Sequence[object], **kwargs) -> Ranked:
         """Order ``responses`` best first by reward."""
         scores = self.score_batch([prompt] * len(responses), list(responses), **kwargs)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return Ranked(order=order, scores=[scores[i] for i in order])
 
-    def best_of_n(self, prompt: str, responses: Sequence[object]) -> tuple[int, object]:
+    def best_of_n(self, prompt: str | list, responses: Sequence[object]) -> tuple[int, object]:
         """Index and value of the highest-reward response."""
         if not responses:
             raise ValueError("best_of_n needs at least one response")
@@ -326,9 +322,11 @@ class RewardModel:
         """Each comparison's pairs judged by the model's outcome model, whatever the kind.
 
         Single-response kinds score each distinct (prompt, response) once and compare rewards on each
-        pair's head; pairwise kinds score the ordered pairs their ``prepare`` makes.
+        pair's head; pairwise kinds score the ordered pairs their ``prepare`` makes. A comparison's prompt
+        and responses may be chat message lists, rendered as :meth:`score_heads` renders them.
         """
-        prepared = [self.kind.prepare(c) for c in comparisons] if self.kind.prepare else list(comparisons)
+        comparisons = [self._rendered(c, f"comparisons[{k}]") for k, c in enumerate(comparisons)]
+        prepared = [self.kind.prepare(c) for c in comparisons] if self.kind.prepare else comparisons
         if self.personalized:  # each comparison judged by its own labeler's reward
             prepared = [personalize(c, self.labeler_positions) for c in prepared]
         keys = list(dict.fromkeys((c.prompt, r) for c in prepared for r in c.responses))
@@ -351,16 +349,27 @@ class RewardModel:
                                         None if self.kind.prepare else rewards.numpy(), consistent))
         return out
 
-    def compare(self, prompt: str, a: object, b: object, *, labeler: str | None = None,
+    def _rendered(self, c: Comparison, where: str) -> Comparison:
+        """``c`` with message lists rendered (as it is when it has none); errors name ``where`` or its source."""
+        if isinstance(c.prompt, str) and not any(isinstance(r, list) for r in c.responses):
+            return c
+        items = [render_item(self.processor.render_chat, c.prompt, r, where=c.source or where,
+                             fields=("prompt", f"responses[{j}]")) for j, r in enumerate(c.responses)]
+        return replace(c, prompt=items[0][0], responses=tuple(r for _, r in items))
+
+    def compare(self, prompt: str | list, a: object, b: object, *, labeler: str | None = None,
                 unknown_labeler: str = "population") -> dict[str, float]:
         """P(a wins), P(b wins), P(tie) for two responses to ``prompt`` (ties only from tie-aware models),
-        as ``labeler`` would judge where the model is personalised."""
+        as ``labeler`` would judge where the model is personalised. Prompt and responses may be chat message
+        lists, as in :meth:`score_heads`."""
         self._labeler_index(labeler, unknown_labeler)  # raises for an unknown labeler where asked to
-        judged = self.judge([Comparison(prompt, (a, b), (Pair(0, 1),), labeler=labeler)])[0]
+        (p, a), (_, b) = (render_item(self.processor.render_chat, prompt, r, where="compare", fields=("prompt", n))
+                          for n, r in (("a", a), ("b", b)))
+        judged = self.judge([Comparison(p, (a, b), (Pair(0, 1),), labeler=labeler)])[0]
         probs = np.exp(judged.log_probs[0])
         return dict(zip(OUTCOMES, (probs / probs.sum()).tolist()))
 
-    def preference_probability(self, prompt: str, a: object, b: object) -> float:
+    def preference_probability(self, prompt: str | list, a: object, b: object) -> float:
         """P(a ≻ b) = σ((r_a - r_b) / T), with the calibrated temperature T where one was fitted."""
         ra, rb = self.score_batch([prompt, prompt], [a, b])
         return float(1.0 / (1.0 + np.exp(-(ra - rb) / self.temperature)))

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -147,3 +148,16 @@ def post(url: str, body, raw: bytes | None = None) -> tuple[int, dict, dict]:
             return res.status, json.loads(res.read()), dict(res.headers)
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read()), dict(err.headers)
+
+
+class Gated(torch.nn.Module):
+    """Wraps a reward network; each forward waits for ``gate`` (and announces itself on ``entered``)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.heads, self.gate, self.entered = net, net.heads, threading.Event(), threading.Event()
+
+    def forward(self, **inputs):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return self.net(**inputs)

@@ -54,6 +54,27 @@ def test_short_prompt_gives_its_room_to_the_response(bert_tok):
     assert bert_tok.decode(feat["input_ids"]).startswith("[CLS] hi [SEP] word word")
 
 
+def test_inference_reads_the_whole_text_and_past_the_limit_cuts_its_start(tiny_bert):
+    tok = AutoTokenizer.from_pretrained(tiny_bert)  # a fresh one: the inference encoder sets its truncation
+    spec = EncodingSpec(max_length=8, max_prompt_tokens=4, pair_encoding="concat", concat_separator="\n",
+                        inference_max_length=12)
+    enc = TextEncoder(tok, spec, inference=True)
+    assert (enc.max_length, tok.truncation_side, tok.model_max_length) == (12, "left", 12)
+    (whole, cut), truncated = enc.encode(["why is the sky blue?", "p0 p1 p2 p3 why?"],
+                                         ["because of scattering", "because r0 r1 r2"])
+    assert whole["input_ids"] == tok("why is the sky blue?\nbecause of scattering")["input_ids"]  # 11 > max_length 8
+    assert truncated == 1 and len(cut["input_ids"]) == 12  # the text's start goes, [CLS] stays: a plain left cut
+    assert tok.decode(cut["input_ids"]) == "[CLS]3 why? because r0 r1 r2 [SEP]"
+    assert cut["input_ids"] == tok("p0 p1 p2 p3 why?\nbecause r0 r1 r2", truncation=True)["input_ids"]
+    # text pairs: the tokenizer's longest_first, from the start of the longer text
+    pair = TextEncoder(tok, EncodingSpec(max_length=8, pair_encoding="text_pair", inference_max_length=12),
+                       inference=True)
+    feats, truncated = pair.encode(["p0 p1 p2 p3 why?", "why?"], ["because r0", "because r0 r1 r2 r3 r4 r5 r6"])
+    assert truncated == 2 and [tok.decode(f["input_ids"]) for f in feats] == [
+        "[CLS] p2 p3 why? [SEP] because r0 [SEP]", "[CLS] why? [SEP]3 r4 r5 r6 [SEP]"]
+    assert feats[1]["token_type_ids"] == [0, 0, 0, 0] + [1] * 8
+
+
 def test_decoder_tokenizer_concatenates_and_gets_a_pad_token(tiny_llama):
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_llama))
     assert tok.pad_token == tok.eos_token

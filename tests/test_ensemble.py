@@ -194,7 +194,6 @@ def test_three_class_judges_each_pair_on_its_own_heads_three_logits():
 
 
 def test_a_shared_backbone_ensemble_of_cross_encoders_averages_its_heads_probabilities(tiny_bert, tmp_path):
-    import torch
     from transformers import AutoModelForSequenceClassification
 
     from rewardlab.evaluation.run import evaluate

@@ -61,7 +61,7 @@ def test_input_errors(trained):
     rm = RewardModel.from_pretrained(trained, device="cpu")
     with pytest.raises(ValueError, match="got 2 prompts but 1 responses"):
         rm.score_batch(["a", "b"], ["c"])
-    with pytest.raises(TypeError, match="item 0: the prompt must be a string, got NoneType"):
+    with pytest.raises(TypeError, match="item 0: the prompt must be a string or a list of messages, got NoneType"):
         rm.score_batch([None], ["c"])
     with pytest.raises(TypeError, match="item 1: a text reward model scores text responses, got int"):
         rm.score_batch(["a", "b"], ["c", 3])
@@ -71,6 +71,74 @@ def test_input_errors(trained):
         rm.score_batch(["a", "b"], ["c", "d" + chr(0xDC00)])
     with pytest.raises(ValueError, match=r"item 0: the prompt is not valid Unicode"):
         rm.score(chr(0xD800), "c")
+
+
+def _chat(role: str, content: str, **extra) -> list[dict]:
+    return [{"role": role, "content": content, **extra}]
+
+
+def test_message_lists_score_as_their_rendered_text_everywhere(trained):
+    rm = RewardModel.from_pretrained(trained, device="cpu")
+    assert not rm.processor.tokenizer.chat_template  # so messages render as "role: content" lines
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q3"}]
+    text = "system: Be brief.\nuser: q3\nassistant:"  # the rendered prompt; a reply is what the conversation adds
+    replies = [_chat("assistant", "a helpful answer 3"), _chat("assistant", "no."), "maybe"]
+    texts = [" a helpful answer 3", " no.", "maybe"]
+    expected = rm.score_batch([text] * 3, texts)
+    assert rm.score_batch([prompt] * 3, replies) == pytest.approx(expected, abs=1e-6)
+    assert rm.score(prompt, replies[0]) == pytest.approx(expected[0], abs=1e-6)
+    assert rm.score_heads([prompt], [replies[1]]) == pytest.approx(rm.score_heads([text], [texts[1]]), abs=1e-6)
+    assert rm.score_attributes(prompt, replies[0]) == pytest.approx(rm.score_attributes(text, texts[0]), abs=1e-6)
+    assert rm.rank(prompt, replies).order == rm.rank(text, texts).order
+    assert rm.best_of_n(prompt, replies) == (rm.rank(text, texts).order[0], replies[rm.rank(text, texts).order[0]])
+    assert rm.preference_probability(prompt, replies[0], replies[1]) == pytest.approx(
+        rm.preference_probability(text, texts[0], texts[1]), abs=1e-6)
+    # a string prompt with a message-list reply: the reply's contents joined by newlines
+    assert rm.score("q3", [*replies[0], *_chat("assistant", "ok")]) == pytest.approx(
+        rm.score("q3", "a helpful answer 3\nok"), abs=1e-6)
+    centred = rm.score_batch([prompt, list(prompt)], texts[:2], normalize="prompt_mean")  # equal messages: one prompt
+    assert centred[0] == pytest.approx(-centred[1])
+
+
+def test_compare_and_judge_take_message_lists(trained):
+    from rewardlab.contracts.schema import Comparison
+
+    rm = RewardModel.from_pretrained(trained, device="cpu")
+    prompt, text = _chat("user", "q1"), "user: q1\nassistant:"
+    a, b = _chat("assistant", "a helpful answer 1"), _chat("assistant", "no.")
+    assert rm.compare(prompt, a, b) == pytest.approx(rm.compare(text, " a helpful answer 1", " no."), abs=1e-6)
+    judged = rm.judge([Comparison(prompt, (a, b), ((0, 1),))])[0]
+    plain = rm.judge([Comparison(text, (" a helpful answer 1", " no."), ((0, 1),))])[0]
+    assert judged.log_probs == pytest.approx(plain.log_probs, abs=1e-6)
+    with pytest.raises(ValueError, match=r"compare: b\[0\]\.content must be a string, got NoneType"):
+        rm.compare(prompt, a, _chat("assistant", None))
+    with pytest.raises(ValueError, match=r"comparisons\[0\]: responses\[1\]\[0\] has an unknown key 'mood'"):
+        rm.judge([Comparison(prompt, (a, _chat("assistant", "no.", mood="glad")), ((0, 1),))])
+
+
+def test_openai_messages_are_accepted_and_what_cannot_be_scored_is_refused(trained):
+    rm = RewardModel.from_pretrained(trained, device="cpu")
+    prompt, reply = _chat("user", "q2"), _chat("assistant", "a helpful answer 2")
+    plain = rm.score(prompt, reply)
+    openai_reply = _chat("assistant", "a helpful answer 2", name="bot", refusal=None, tool_calls=None, annotations=[])
+    assert rm.score(_chat("user", "q2", name="ada"), openai_reply) == pytest.approx(plain, abs=1e-6)
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    refused = {
+        r"item 1: response\[0\]\.tool_calls: tool calls cannot be scored": _chat("assistant", "", tool_calls=calls),
+        r"item 1: response\[0\]\.refusal: a refusal is scored from content": _chat("assistant", "", refusal="No."),
+        r"item 1: response\[0\] has an unknown key 'mood'; a message has role and content": _chat("assistant", "x",
+                                                                                                mood="glad"),
+        r"item 1: response\[0\] has no 'role'": [{"content": "x"}],
+        r"item 1: response\[0\]\.content must be a string, got list": _chat("assistant", [{"type": "text"}]),
+        r"item 1: response\[0\] must be a message \{\"role\": str, \"content\": str\}, got str": ["x"],
+        r"item 1: response is an empty list of messages": [],
+        r"item 1: response\[0\]\.content is not valid Unicode": _chat("assistant", "x" + chr(0xDC00)),
+    }
+    for match, bad in refused.items():
+        with pytest.raises(ValueError, match=match):
+            rm.score_batch([prompt, prompt], [reply, bad])
+    with pytest.raises(ValueError, match=r"item 0: prompt\[1\]\.role must be a string, got NoneType"):
+        rm.score([*prompt, {"role": None, "content": "x"}], reply)
 
 
 def test_a_damaged_or_misnamed_model_folder_is_one_clear_error(trained, tmp_path):

@@ -103,7 +103,7 @@ def main() -> None:
         for key in dict.fromkeys(("self_cpu_time_total", device_key)):
             print(f"\nprofile of {args.profile} step(s), by {key}:")
             print(profiler.key_averages(group_by_input_shape=False).table(sort_by=key, row_limit=15, max_name_column_width=60))
-    print(f"\nstep | forward+backward ms | rest ms | padded shape(s) (rows x length)")
+    print("\nstep | forward+backward ms | rest ms | padded shape(s) (rows x length)")
     for i, r in enumerate(rows):
         print(f"{i:4d} | {r['fb_ms']:8.1f} | {r['rest_ms']:8.1f} | {' '.join('x'.join(map(str, s)) for s in r['shapes'])}")
     steady = rows[2:] or rows

@@ -7,6 +7,13 @@ separator token, e.g. BERT) ``[CLS] prompt [SEP] response [SEP]``, exactly what
 ``tokenizer(prompt, response)`` gives a plain transformers user. Long inputs are
 cut *before* encoding, so the ids are those of the truncated texts: by default
 the prompt keeps its end and the response keeps its start.
+
+That cut is the *training* budget (``max_length``). A loaded model encodes for
+inference instead (``TextEncoder(..., inference=True)``): the whole text, up to the
+backbone's position limit (``inference_max_length``), exactly as the saved tokenizer
+reads it with ``truncation=True``; a longer text loses tokens from its start
+(``truncation_side="left"``: the response's end, where a decoder reads its reward,
+is kept; special tokens such as [CLS] stay).
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ class EncodingSpec:
     # concat: put between prompt and response when neither has whitespace there. "" here, not DataConfig's "\n", so
     # that checkpoints saved before the option existed (their specs lack it) keep encoding as they were trained
     concat_separator: str = ""
+    # the most tokens scoring reads (the backbone's position limit); None: not recorded (checkpoints saved before it
+    # was), worked out from the model when it loads
+    inference_max_length: int | None = None
 
     @classmethod
     def from_data_config(cls, cfg: DataConfig, auto: str = "auto") -> "EncodingSpec":
@@ -47,8 +57,15 @@ class EncodingSpec:
         return dict(self.__dict__)
 
 
+INFERENCE_TRUNCATION_SIDE = "left"  # past the backbone's limit a text loses its start (see the module's docstring)
+
+
 class TextEncoder:
     """Tokenise (prompt, response) pairs under an :class:`EncodingSpec`.
+
+    For training (the default) each pair is cut to ``spec.max_length`` by the spec's rule; with
+    ``inference`` it is read whole up to ``spec.inference_max_length`` and cut beyond it as the tokenizer
+    cuts with ``truncation=True``, which this sets to that limit and to ``truncation_side="left"``.
 
     Example:
         >>> enc = TextEncoder(tokenizer, EncodingSpec(max_length=8))   # doctest: +SKIP
@@ -57,7 +74,7 @@ class TextEncoder:
         (8, 1)
     """
 
-    def __init__(self, tokenizer, spec: EncodingSpec):
+    def __init__(self, tokenizer, spec: EncodingSpec, *, inference: bool = False):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("rewardlab needs a fast (Rust) tokenizer for offset-exact truncation; "
                              f"{type(tokenizer).__name__} is not one")
@@ -77,6 +94,17 @@ class TextEncoder:
             raise ValueError(f"data.max_length={spec.max_length} leaves {max(spec.max_length - self.n_special, 0)} "
                              f"token(s) for the text: the encoding adds {self.n_special} of its own, and a prompt "
                              "and a response need at least one each")
+        self.inference = inference
+        if inference:
+            tokenizer.truncation_side = INFERENCE_TRUNCATION_SIDE
+            if spec.inference_max_length is not None:
+                tokenizer.model_max_length = spec.inference_max_length
+
+    @property
+    def max_length(self) -> int | None:
+        """The most tokens an encoded text has: the training budget, or at inference the backbone's limit (None:
+        the backbone states none)."""
+        return self.spec.inference_max_length if self.inference else self.spec.max_length
 
     def _cut(self, text: str, offsets: list, keep: int, side: str) -> str:
         """Keep ``keep`` tokens of ``text``; ``side`` is the side that is cut off."""
@@ -90,6 +118,8 @@ class TextEncoder:
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[dict], int]:
         """Encode aligned prompts and responses; returns (features per text, number truncated)."""
+        if self.inference:
+            return self._encode_whole(prompts, responses)
         spec, tok = self.spec, self.tokenizer
         budget = spec.max_length - self.n_special
         kw = dict(add_special_tokens=False, return_offsets_mapping=True)
@@ -111,9 +141,22 @@ class TextEncoder:
         else:
             enc = tok([joined(p, r, spec.concat_separator) for p, r in zip(cut_p, cut_r)], truncation=True,
                       max_length=spec.max_length)
-        names = [k for k in ("input_ids", "token_type_ids") if k in enc]
-        features = [{k: enc[k][i] for k in names} for i in range(len(cut_p))]
-        return features, truncated
+        return _features(enc), truncated
+
+    def _encode_whole(self, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[dict], int]:
+        """Inference: ``tokenizer(text, truncation=True)`` (``tokenizer(prompt, response, ...)`` for text pairs) at
+        the backbone's limit; a text is counted as truncated when the tokenizer cut tokens off it."""
+        spec, limit = self.spec, self.spec.inference_max_length
+        texts = (list(prompts), list(responses)) if spec.pair_encoding == "text_pair" else \
+            ([joined(p, r, spec.concat_separator) for p, r in zip(prompts, responses)],)
+        enc = self.tokenizer(*texts, truncation=limit is not None, max_length=limit)
+        return _features(enc), sum(bool(e.overflowing) for e in enc.encodings)
+
+
+def _features(enc) -> list[dict]:
+    """A tokenizer's batch output as one dict per text: ``input_ids`` and, where made, ``token_type_ids``."""
+    names = [k for k in ("input_ids", "token_type_ids") if k in enc]
+    return [{k: enc[k][i] for k in names} for i in range(len(enc["input_ids"]))]
 
 
 def joined(prompt: str, response: str, separator: str) -> str:

@@ -8,10 +8,12 @@ with a single scalar output and its tokenizer, with the pad token set up for dec
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Callable
 
+from rewardlab.data.encode import INFERENCE_TRUNCATION_SIDE
 from rewardlab.models.base import check_source, readable_weights
 
 BACKBONES: dict[str, Callable[[], str]] = {}
@@ -108,6 +110,51 @@ def prepare_tokenizer(tokenizer, model=None):
     if model is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer
+
+
+# Model types whose learned positions start after the padding index (RoBERTa's offset): their
+# max_position_embeddings counts pad_token_id + 1 rows that no token reads.
+PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
+                        "data2vec-text", "xmod", "mpnet", "longformer", "ibert")
+UNSTATED = 10**18  # a tokenizer's model_max_length at or above this is transformers' "unknown" sentinel (1e30)
+
+
+def position_limit(config, tokenizer) -> int | None:
+    """The most tokens the backbone reads: ``config.max_position_embeddings`` (less RoBERTa's padding offset) or
+    the tokenizer's ``model_max_length`` where it is a real number, the smaller; None when neither says.
+
+    Example:
+        >>> from transformers import BertConfig, RobertaConfig
+        >>> class Tok: model_max_length = int(1e30)
+        >>> position_limit(BertConfig(), Tok()), position_limit(RobertaConfig(max_position_embeddings=514), Tok())
+        (512, 512)
+        >>> Tok.model_max_length = 128
+        >>> position_limit(BertConfig(), Tok())
+        128
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limits = []
+    positions = getattr(text, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        offset = (getattr(text, "pad_token_id", None) or 0) + 1 if text.model_type in PADDING_OFFSET_TYPES else 0
+        limits.append(positions - offset)
+    stated = getattr(tokenizer, "model_max_length", None)
+    if isinstance(stated, int) and 0 < stated < UNSTATED:
+        limits.append(stated)
+    return min(limits) if limits else None
+
+
+def save_tokenizer(tokenizer, folder: Path, limit: int | None) -> None:
+    """Save ``tokenizer`` into ``folder`` with the inference cut in its tokenizer_config.json (``model_max_length`` =
+    ``limit``, ``truncation_side="left"``), so that ``tokenizer(text, truncation=True)`` anywhere gives the ids
+    rewardlab scores. Written into the file: transformers saves only the settings a tokenizer was created with."""
+    tokenizer.save_pretrained(folder)
+    path = Path(folder) / "tokenizer_config.json"
+    settings = json.loads(path.read_text())
+    settings["truncation_side"] = INFERENCE_TRUNCATION_SIDE
+    if limit is not None:
+        settings["model_max_length"] = limit
+    path.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
 
 
 def dropout_overrides(config, p: float) -> dict[str, float]:

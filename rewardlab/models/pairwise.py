@@ -18,6 +18,7 @@ another pairwise kind.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -27,11 +28,11 @@ from torch import nn
 from rewardlab.config import ExperimentConfig
 from rewardlab.contracts.schema import Comparison
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItem, TextItems
-from rewardlab.models.backbones import load_backbone, load_tokenizer, prepare_tokenizer, with_lora
+from rewardlab.models.backbones import load_backbone, load_tokenizer, prepare_tokenizer, save_tokenizer, with_lora
 from rewardlab.models.base import CONFIG_KEY, ModelKind, read_metadata
 from rewardlab.models.ensemble import is_member_head, mean_probability
 from rewardlab.models.outcomes import ThreeClass
-from rewardlab.models.text import TextRewardModel
+from rewardlab.models.text import TextRewardModel, inference_spec
 
 PAIR_LABELS = ("first", "second", "tie")
 
@@ -64,7 +65,9 @@ class PairTextItems(TextItems):
     """Text items for ordered pairs: ``prompt`` and ``first <sep> second`` encoded as one text pair.
 
     Each response keeps at most half of the tokens the prompt leaves, so a long first
-    answer cannot push the second out of the window.
+    answer cannot push the second out of the window: the training budget's window, or a
+    loaded model's (the backbone's position limit), where the tokenizer then cuts what
+    is still too long as :class:`~rewardlab.data.encode.TextEncoder` says.
     """
 
     def __init__(self, encoder: TextEncoder, separator: str | None = None):
@@ -77,7 +80,8 @@ class PairTextItems(TextItems):
             if not (isinstance(r, tuple) and len(r) == 2 and all(isinstance(x, str) for x in r)):
                 raise TypeError(f"item {i}: a pairwise model reads two text responses (A, B), got {type(r).__name__}")
         spec, tok = self.encoder.spec, self.tokenizer
-        half = max(1, (spec.max_length - spec.max_prompt_tokens - self.encoder.n_special - 4) // 2)
+        window = self.encoder.max_length or sys.maxsize  # None: the backbone states no limit
+        half = max(1, (window - spec.max_prompt_tokens - self.encoder.n_special - 4) // 2)
         firsts, seconds = [r[0] for r in responses], [r[1] for r in responses]
         cut = []
         for texts in (firsts, seconds):
@@ -135,10 +139,10 @@ def _save(model: TextRewardModel, processor: PairTextItems, folder: Path, metada
     labels = [f"{m}:{label}" for m in members for label in PAIR_LABELS] or list(PAIR_LABELS)
     hf.config.id2label = dict(enumerate(labels))
     hf.config.label2id = {name: i for i, name in enumerate(labels)}
-    setattr(hf.config, CONFIG_KEY, {**metadata, "encoding": processor.encoder.spec.to_dict(),
-                                    "separator": processor.separator})
+    spec = inference_spec(processor.encoder.spec, hf.config, processor.tokenizer, metadata)
+    setattr(hf.config, CONFIG_KEY, {**metadata, "encoding": spec.to_dict(), "separator": processor.separator})
     hf.save_pretrained(folder, safe_serialization=True)
-    processor.tokenizer.save_pretrained(folder)
+    save_tokenizer(processor.tokenizer, folder, spec.inference_max_length)
 
 
 def _load(path: str, device: torch.device, dtype: torch.dtype | None):
@@ -151,7 +155,8 @@ def _load(path: str, device: torch.device, dtype: torch.dtype | None):
     labels = [hf.config.id2label[i] for i in range(hf.config.num_labels)]
     members = [label.split(":")[0] for label in labels[::len(PAIR_LABELS)]] if len(labels) > len(PAIR_LABELS) else []
     model = _pairwise_model(hf, members)
-    processor = PairTextItems(TextEncoder(tokenizer, EncodingSpec(**metadata["encoding"])), metadata["separator"])
+    spec = inference_spec(EncodingSpec(**metadata["encoding"]), hf.config, tokenizer, metadata)
+    processor = PairTextItems(TextEncoder(tokenizer, spec, inference=True), metadata["separator"])
     return model.to(device).eval(), processor, metadata
 
 

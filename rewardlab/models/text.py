@@ -6,11 +6,17 @@ one any transformers, TRL or OpenRLHF user can load. With attributes A it has
 ``num_labels=A`` (``id2label`` names them) and an aggregate column: a weighted
 sum of the heads whose weights are saved in ``config.json``, so a transformers
 user can recompute it from the logits.
+
+A loaded model scores the whole text up to the backbone's position limit, as
+``tokenizer(text, truncation=True)`` with the saved tokenizer does (see
+:mod:`rewardlab.data.encode`); a decoder's folder also carries the training reward
+``mean`` / ``std`` at the top of ``config.json``, where OpenRLHF's reward model reads them.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +25,8 @@ from torch import nn
 
 from rewardlab.config import ExperimentConfig, ModelConfig
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
-from rewardlab.models.backbones import load_backbone, load_tokenizer, prepare_tokenizer, with_lora
+from rewardlab.models.backbones import (load_backbone, load_tokenizer, position_limit, prepare_tokenizer,
+                                        save_tokenizer, with_lora)
 from rewardlab.models.base import AGGREGATE, CONFIG_KEY, ModelKind, RewardNet, read_metadata
 
 
@@ -183,17 +190,40 @@ def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: TextItem
     return model
 
 
+def inference_spec(spec: EncodingSpec, hf_config, tokenizer, metadata: dict) -> EncodingSpec:
+    """``spec`` with the longest text scoring reads, where it is not recorded yet: the backbone's position limit,
+    less the labeler token a ``tokens``-personalised model puts in front of the text."""
+    if spec.inference_max_length is not None:
+        return spec
+    limit = position_limit(hf_config, tokenizer)
+    if limit is not None and metadata.get("personalization", {}).get("mode") == "tokens":
+        limit -= 1
+    return dataclasses.replace(spec, inference_max_length=limit)
+
+
+def reads_last_token(hf_model: nn.Module) -> bool:
+    """Whether the classifier is a decoder's: a bias-free ``score`` layer read at the last real token, the head
+    OpenRLHF's reward model loads (an encoder's ``classifier`` reads [CLS])."""
+    score = getattr(hf_model, "score", None)
+    return isinstance(score, nn.Linear) and score.bias is None
+
+
 def _save(model: TextRewardModel, processor: TextItems, folder: Path, metadata: dict) -> None:
     hf = model.merged_model()
-    metadata = {**metadata, "encoding": processor.encoder.spec.to_dict()}
+    spec = inference_spec(processor.encoder.spec, hf.config, processor.tokenizer, metadata)
+    metadata = {**metadata, "encoding": spec.to_dict()}
     if model.attributes:
         metadata["attributes"] = list(model.attributes)
         metadata["aggregate_weights"] = model.aggregator.weights.tolist()
         hf.config.id2label = dict(enumerate(model.attributes))
         hf.config.label2id = {a: i for i, a in enumerate(model.attributes)}
+    elif reads_last_token(hf) and "reward_mean" in metadata:
+        # OpenRLHF's reward model takes these from the top of config.json: (r - mean) / std with normalize_reward
+        hf.config.mean, hf.config.std = metadata["reward_mean"], metadata["reward_std"]
+        hf.config.value_head_prefix = "score"  # where OpenRLHF finds the head (the name it has here)
     setattr(hf.config, CONFIG_KEY, metadata)
     hf.save_pretrained(folder, safe_serialization=True)
-    processor.tokenizer.save_pretrained(folder)
+    save_tokenizer(processor.tokenizer, folder, spec.inference_max_length)
 
 
 def _load(path: str, device: torch.device, dtype: torch.dtype | None) -> tuple[TextRewardModel, TextItems, dict]:
@@ -210,8 +240,10 @@ def _load(path: str, device: torch.device, dtype: torch.dtype | None) -> tuple[T
     aggregator = Aggregator(metadata["aggregate_weights"]) if attributes else None
     spec = EncodingSpec(**metadata["encoding"]) if "encoding" in metadata else EncodingSpec(
         max_length=min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
+    # a folder saved before the inference limit was recorded (or a foreign model) reads up to its backbone's limit
+    spec = inference_spec(spec, hf.config, tokenizer, metadata)
     model = TextRewardModel(hf, attributes, aggregator).to(device).eval()
-    return model, TextItems(TextEncoder(tokenizer, spec)), metadata
+    return model, TextItems(TextEncoder(tokenizer, spec, inference=True)), metadata
 
 
 TEXT_KIND = ModelKind(name="text", processor=_processor, build=_build, save=_save, load=_load,

@@ -57,6 +57,16 @@ class ServeConfig:
                 "HTTP handling and tokenising hold (the server keeps a CPU copy of each model for tokenising)."})
     openrlhf_normalize: str = field(default="none", metadata={
         "help": "Normalisation of /get_reward scores (none, zscore, sigmoid, prompt_mean)."})
+    on_long: str = field(default="truncate", metadata={
+        "help": "A text over max_text_chars on the endpoints other programs call as they are (OpenRLHF's "
+                "/get_reward, the engines' /classify, /v1/classify, /pooling, /v1/embeddings): 'truncate' scores it "
+                "as the model reads any long text (cut at its token limit by its own rule, counted in /metrics); "
+                "'reject' refuses it with 413. /v1/score and /v1/compare always refuse it."})
+    graceful_timeout: float | None = field(default=None, metadata={
+        "help": "Seconds the server goes on scoring after SIGTERM or SIGINT: requests already received are "
+                "scored, and those still queued when it runs out get 503 with Retry-After. Default: twice the time "
+                "the queue at shutdown takes at the throughput of the forward passes so far (at most max_queue_items "
+                "items wait), and at least 10 s; 0 answers every queued request at once."})
     batcher: BatcherConfig = field(default_factory=BatcherConfig, metadata={"help": "Dynamic batching options."})
 
     def __post_init__(self):
@@ -68,6 +78,10 @@ class ServeConfig:
         if self.max_items > self.batcher.max_queue_items:
             raise ValueError(f"max_items={self.max_items} exceeds max_queue_items={self.batcher.max_queue_items}: "
                              "a full-size request could never be queued; raise max_queue_items")
+        if self.on_long not in ("truncate", "reject"):
+            raise ValueError(f"on_long={self.on_long!r}: must be 'truncate' or 'reject'")
+        if self.graceful_timeout is not None and not self.graceful_timeout >= 0:
+            raise ValueError(f"graceful_timeout={self.graceful_timeout!r}: must be >= 0 seconds (or unset: derived)")
         if self.openrlhf_normalize not in NORMALIZATIONS:
             raise ValueError(f"openrlhf_normalize={self.openrlhf_normalize!r}; choose one of "
                              f"{', '.join(NORMALIZATIONS)}")

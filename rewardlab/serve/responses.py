@@ -4,11 +4,15 @@
 its ``attribute`` names (else the last, the overall reward), every head's column where there are several,
 which reward scored each labeler, an ensemble's member spread, and the normalised scores.
 :func:`compare_reply` turns judgements into ``POST /v1/compare``'s probabilities, and :func:`openrlhf_reply`
-rows into the body OpenRLHF's remote reward model client reads.
+rows into the body OpenRLHF's remote reward model client reads. :func:`classify_reply`, :func:`pooling_reply` and
+:func:`embeddings_reply` give the inference engines' reply bodies (vLLM's ``/classify`` and ``/pooling``, SGLang's
+``/v1/embeddings``), each text's value being its rewards, one per head (the last the overall reward).
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Sequence
 
 import numpy as np
@@ -64,3 +68,37 @@ def openrlhf_reply(rm, rows: np.ndarray, prompts: list[str], normalize: str) -> 
     of the keys its client reads (``scores``, else ``rewards``)."""
     rewards = rm.normalize_scores(rows, normalize, prompts)[:, -1].tolist()
     return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
+
+
+def engine_values(rm, rows: np.ndarray, activated: bool) -> np.ndarray:
+    """What the engines return per text: its rewards, one per head (an ensemble's mean; a personalised model's
+    population reward), through a sigmoid where ``activated`` (vLLM's ``use_activation``): (n, H)."""
+    values = rows[:, : len(rm.heads)]
+    return 1.0 / (1.0 + np.exp(-values)) if activated else values
+
+
+def _usage(tokens: int) -> dict:
+    return {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0, "prompt_tokens_details": None}
+
+
+def classify_reply(rm, model: str, values: np.ndarray, tokens: int) -> dict:
+    """vLLM's ``ClassificationResponse``: per text ``probs`` (its values), ``num_classes`` and the ``label`` of the
+    largest value (the head's name, as vLLM names a class from ``id2label``)."""
+    data = [{"index": i, "label": rm.heads[int(np.argmax(v))], "probs": v.tolist(), "num_classes": len(v)}
+            for i, v in enumerate(values)]
+    return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()), "model": model,
+            "data": data, "usage": _usage(tokens)}
+
+
+def pooling_reply(model: str, values: np.ndarray, tokens: int) -> dict:
+    """vLLM's ``PoolingResponse``: per text ``{"index", "object": "pooling", "data": values}``."""
+    data = [{"index": i, "object": "pooling", "data": v.tolist()} for i, v in enumerate(values)]
+    return {"id": f"pool-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()), "model": model,
+            "data": data, "usage": _usage(tokens)}
+
+
+def embeddings_reply(model: str, values: np.ndarray, tokens: int) -> dict:
+    """SGLang's ``EmbeddingResponse`` as its reward models fill it: per text ``{"embedding": values, "index",
+    "object": "embedding"}``."""
+    data = [{"embedding": v.tolist(), "index": i, "object": "embedding"} for i, v in enumerate(values)]
+    return {"data": data, "model": model, "object": "list", "usage": _usage(tokens)}

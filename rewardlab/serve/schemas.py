@@ -1,8 +1,10 @@
-"""Request bodies of the reward server, validated by pydantic: strict types, unknown fields rejected.
+"""Request bodies of the reward server, validated by pydantic: strict types, unknown fields rejected (except on
+the bodies other programs send as they are: OpenRLHF's and the inference engines').
 
-A text is a string or a conversation (a non-empty list of ``{"role": ..., "content": ...}`` messages);
-the server renders conversations with the reward model's own chat template
-(:func:`rewardlab.scoring.render_item`).
+A text is a string or a conversation: a non-empty list of OpenAI chat messages (``{"role", "content"}``, with
+OpenAI's optional keys). The server renders conversations with the reward model's own chat template
+(:func:`rewardlab.scoring.render_item`), which also checks each message: a key OpenAI's messages do not have is
+refused naming the item, the message and the key.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pydantic.json_schema import WithJsonSchema
 from rewardlab.contracts.schema import unicode_problem
 from rewardlab.scoring import NORMALIZATIONS
 
-TEXT_HELP = 'a string or a non-empty list of {"role": str, "content": str} messages'
+TEXT_HELP = 'a string or a non-empty list of chat messages ({"role": str, "content": str, ...})'
 
 
 def _unicode(value: str) -> str:
@@ -27,13 +29,9 @@ def _unicode(value: str) -> str:
 def _text(value: Any) -> str | list[dict]:
     if isinstance(value, str):
         return _unicode(value)
-    if isinstance(value, list) and value and all(
-            isinstance(m, dict) and set(m) == {"role", "content"}
-            and isinstance(m["role"], str) and isinstance(m["content"], str) for m in value):
-        for m in value:
-            _unicode(m["content"])
+    if isinstance(value, list) and value:  # messages: checked where they are rendered, naming item and key
         return value
-    raise ValueError(f"must be {TEXT_HELP}, got {type(value).__name__}")
+    raise ValueError(f"must be {TEXT_HELP}, got {type(value).__name__}" + (" (empty)" if value == [] else ""))
 
 
 Str = Annotated[StrictStr, AfterValidator(_unicode)]  # a string a tokenizer takes
@@ -70,12 +68,13 @@ class ScoreRequest(BaseModel):
 
 
 class CompareItem(BaseModel):
-    """Two responses to one prompt, judged A / B / tie (as ``labeler`` would, for personalised models)."""
+    """Two responses to one prompt, judged A / B / tie (as ``labeler`` would, for personalised models); each text a
+    string or a message list, as on ``/v1/score``."""
 
     model_config = ConfigDict(extra="forbid")
-    prompt: Str
-    response_a: Str
-    response_b: Str
+    prompt: Text
+    response_a: Text
+    response_b: Text
     labeler: Str | None = None
 
 
@@ -98,6 +97,62 @@ class OpenRLHFRequest(BaseModel):
     query: list[Str]
     prompts: list[Str] | None = None
     labels: list[Any] | None = None
+
+
+def _engine_input(value: Any) -> str | list[str]:
+    if isinstance(value, str):
+        return _unicode(value)
+    if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
+        for t in value:
+            _unicode(t)
+        return value
+    raise ValueError("must be a string or a non-empty list of strings: rewardlab reads text, not token ids (its "
+                     "tokenizer may not be the client's)")
+
+
+EngineInput = Annotated[Any, PlainValidator(_engine_input), WithJsonSchema({"anyOf": [
+    {"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
+
+
+class EngineRequest(BaseModel):
+    """The body inference engines take for reward models: vLLM's ``POST /classify`` and ``/pooling``
+    (completion form ``input``, chat form ``messages``), SGLang's ``POST /v1/embeddings``.
+
+    ``input`` is one text or a list (each already rendered, e.g. with a chat template: scored as a response to an
+    empty prompt, as ``/get_reward`` scores a query without its prompt); ``messages`` one conversation whose
+    last message is the reply scored. ``use_activation`` (vLLM >= 0.11.2; ``activation`` before it) asks for the
+    sigmoid of each reward; the engines' default is on. ``model`` picks a served model by name or folder; a
+    server with one model answers whatever the client names (verl sends its own path of the checkpoint). Other
+    keys engines take (``truncate_prompt_tokens``, ``user``, ``priority``, ...) are ignored, so clients keep
+    working across versions."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: Str | None = None
+    input: EngineInput | None = None
+    messages: list[Any] | None = None
+    use_activation: bool | None = None
+    activation: bool | None = None
+    encoding_format: Literal["float"] = "float"
+
+    def activated(self) -> bool:
+        """Whether rewards go through a sigmoid: ``use_activation``, else ``activation``, else on (vLLM's default)."""
+        return next((v for v in (self.use_activation, self.activation) if v is not None), True)
+
+    def texts(self) -> tuple[list[object], list[object]]:
+        """(prompts, responses) to score: each ``input`` text as a response to an empty prompt, or ``messages``
+        split before its last message. Raises ``ValueError`` for neither or both, or a last message that is not
+        the assistant's after at least one other."""
+        if (self.input is None) == (self.messages is None):
+            raise ValueError("input, messages: send one of them (input: a text or a list of texts; messages: a "
+                             "conversation ending with the assistant's reply)")
+        if self.input is not None:
+            texts = [self.input] if isinstance(self.input, str) else list(self.input)
+            return [""] * len(texts), texts
+        last = self.messages[-1] if self.messages else None
+        if len(self.messages) < 2 or not isinstance(last, dict) or last.get("role") != "assistant":
+            raise ValueError("messages: end the conversation with the assistant's reply to score, after at least "
+                             "one message it answers")
+        return [self.messages[:-1]], [[last]]
 
 
 def error_message(errors: list[dict]) -> str:

@@ -375,17 +375,18 @@ class RewardModel:
         return float(1.0 / (1.0 + np.exp(-(ra - rb) / self.temperature)))
 
 
-def zero_shot_judge(backbone: str = "smollm2", *, device: str | None = None, dtype: torch.dtype | None = None,
+def zero_shot_judge(backbone: str | None = None, *, device: str | None = None, dtype: torch.dtype | None = None,
                     **options) -> RewardModel:
-    """An untrained causal LM as an A / B / tie judge (``compare``, ``judge``); ``options``: ``template``,
-    ``max_length``, ``max_prompt_tokens`` (see :func:`rewardlab.models.judge.zero_shot_parts`).
+    """An untrained causal LM (default: the offline SmolLM2-135M-Instruct) as an A / B / tie judge (``compare``,
+    ``judge``); ``options``: ``template``, ``max_length``, ``max_prompt_tokens`` (see
+    :func:`rewardlab.models.judge.zero_shot_parts`).
 
     Example (loads SmolLM2-135M-Instruct, about 16 s; its probabilities vary with the backbone)::
 
         rm = zero_shot_judge("smollm2")
         rm.compare("2 + 2?", "4", "5")   # {'a': 0.41, 'b': 0.33, 'tie': 0.26}
     """
-    from rewardlab.models.judge import zero_shot_parts
+    from rewardlab.models.judge import DEFAULT_JUDGE_BACKBONE, zero_shot_parts
 
-    model, processor, metadata = zero_shot_parts(backbone, dtype=dtype, **options)
+    model, processor, metadata = zero_shot_parts(backbone or DEFAULT_JUDGE_BACKBONE, dtype=dtype, **options)
     return RewardModel(model, processor, metadata, device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -102,10 +102,13 @@ def render_item(render_chat: Callable[[list, bool], str], prompt: str | list, re
     return p, full[len(p):] if full.startswith(p) else joined
 
 
-def render_items(render_chat: Callable[[list, bool], str], prompts: Sequence[object], responses: Sequence[object]
+def render_items(render_chat: Callable[[list, bool], str], prompts: Sequence[object], responses: Sequence[object],
+                 *, where: str = "item {i}", fields: tuple[str, str] = ("prompt", "response")
                  ) -> tuple[list[str], list[object]]:
-    """Aligned prompts and responses rendered by :func:`render_item`, errors naming ``item i``."""
+    """Aligned prompts and responses rendered by :func:`render_item`; errors name ``where`` formatted with the
+    item's index ``i`` (``"items[{i}]"`` on the server)."""
     if len(prompts) != len(responses):
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
-    rendered = [render_item(render_chat, p, r, where=f"item {i}") for i, (p, r) in enumerate(zip(prompts, responses))]
+    rendered = [render_item(render_chat, p, r, where=where.format(i=i), fields=fields)
+                for i, (p, r) in enumerate(zip(prompts, responses))]
     return [p for p, _ in rendered], [r for _, r in rendered]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import typing
 from pathlib import Path
 
 import yaml
@@ -47,25 +46,16 @@ def sections() -> list[tuple[str, str, type, str | dict]]:
 
 
 def options(cls: type, naming: str | dict = "") -> list[tuple[str, object, str]]:
-    """(name, default, help) of every field, nested dataclasses flattened: ``prefix + field`` where ``naming`` is
-    a prefix, else the field's command-line flag (``naming``: the renamed flags)."""
-    from rewardlab.cli.flags import flag_name
+    """(name, default, help) of every field, nested dataclasses flattened: ``naming + field`` where ``naming`` is
+    a prefix (the experiment's sections, as ``rewardlab options`` lists them), else the field's command-line flag
+    (``naming``: the command's renamed flags)."""
+    from rewardlab.cli.flags import flag_name, leaf_fields
+    from rewardlab.config import describe, field_default
 
-    rows = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows.extend(options(hints[f.name], naming if isinstance(naming, dict) else f"{naming}{f.name}."))
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
-        name = naming + f.name if isinstance(naming, str) else flag_name(f, naming.get(f.name))
-        rows.append((name, default, f.metadata.get("help", "")))
-    return rows
+    if isinstance(naming, str):
+        return describe(cls, naming)
+    return [(flag_name(f, naming.get(name)), field_default(f), f.metadata.get("help", ""))
+            for name, (f, _) in leaf_fields(cls).items()]
 
 
 def _default(value: object) -> str:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rewardlab.config.options import field_default
+
 _FIELD_DEFAULT = object()  # Flag.default: the field's own default
 
 
@@ -51,10 +53,10 @@ class Flag:
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, flags: Mapping[str, Flag] | None = None) -> None:
     """Add a flag for every field of the dataclass ``cls`` (nested dataclasses flattened) to ``parser``."""
     flags = dict(flags or {})
-    unknown = set(flags) - set(_leaf_fields(cls))
+    unknown = set(flags) - set(leaf_fields(cls))
     if unknown:  # a misspelt entry would silently leave its flag generated
         raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
-    for f, hint in _leaf_fields(cls).values():
+    for f, hint in leaf_fields(cls).values():
         _add_flag(parser, f, hint, flags.get(f.name, Flag()))
 
 
@@ -89,7 +91,7 @@ def flag_help(f: dataclasses.Field, flag: Flag | None = None) -> str:
     text = f.metadata.get("help")
     if not text:
         raise TypeError(f"config field {f.name!r} has no help metadata; say what the option does")
-    default = _field_default(f) if flag.default is _FIELD_DEFAULT else flag.default
+    default = field_default(f) if flag.default is _FIELD_DEFAULT else flag.default
     if flag.shown_default is not None:
         return f"{text} (default: {flag.shown_default})"
     if default is True:
@@ -101,24 +103,16 @@ def flag_help(f: dataclasses.Field, flag: Flag | None = None) -> str:
     return f"{text} (default: {default})"
 
 
-def _leaf_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+def leaf_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
     """Field name -> (field, annotation) of every non-dataclass field, nested dataclasses flattened."""
     hints = typing.get_type_hints(cls)
     leaves = {}
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
-            leaves.update(_leaf_fields(hints[f.name]))
+            leaves.update(leaf_fields(hints[f.name]))
         else:
             leaves[f.name] = (f, hints[f.name])
     return leaves
-
-
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
 
 
 def _base_type(hint: Any) -> type:
@@ -136,13 +130,13 @@ def flag_name(f: dataclasses.Field, flag: Flag | None = None, default: Any = _FI
     that is on by default)."""
     if flag is not None and flag.name:
         return flag.name
-    default = _field_default(f) if default is _FIELD_DEFAULT else default
+    default = field_default(f) if default is _FIELD_DEFAULT else default
     return ("--no-" if default is True else "--") + f.name.replace("_", "-")
 
 
 def _add_flag(parser: argparse.ArgumentParser, f: dataclasses.Field, hint: Any, flag: Flag) -> None:
-    field_default = _field_default(f)
-    default = field_default if flag.default is _FIELD_DEFAULT else flag.default
+    own_default = field_default(f)
+    default = own_default if flag.default is _FIELD_DEFAULT else flag.default
     base = _base_type(hint)
     kwargs: dict[str, Any] = {"dest": f.name, "help": flag_help(f, flag)}
     if base is bool:
@@ -157,7 +151,7 @@ def _add_flag(parser: argparse.ArgumentParser, f: dataclasses.Field, hint: Any, 
         kwargs.update(type=flag.type or base, default=default)
     else:
         raise TypeError(f"cannot make a flag for field {f.name!r} of type {hint}")
-    if field_default is dataclasses.MISSING and flag.default is _FIELD_DEFAULT:
+    if own_default is dataclasses.MISSING and flag.default is _FIELD_DEFAULT:
         kwargs.pop("default", None)
         kwargs["required"] = True
     if flag.choices is not None:

@@ -6,10 +6,10 @@ values naming the field and the value.
 """
 
 from rewardlab.config.load import ExperimentConfig, apply_overrides, describe, from_dict, load_config, parse_yaml
-from rewardlab.config.options import check_types, option, positive
+from rewardlab.config.options import check_types, field_default, option, positive
 from rewardlab.config.sections import JUDGE_PLACEHOLDERS, JUDGE_TEMPLATE, DataConfig, ModelConfig, MultimodalConfig
 from rewardlab.config.train import TrainConfig
 
 __all__ = ["DataConfig", "ExperimentConfig", "JUDGE_PLACEHOLDERS", "JUDGE_TEMPLATE", "ModelConfig", "MultimodalConfig",
-           "TrainConfig", "apply_overrides", "check_types", "describe", "from_dict", "load_config", "option",
-           "parse_yaml", "positive"]
+           "TrainConfig", "apply_overrides", "check_types", "describe", "field_default", "from_dict", "load_config",
+           "option", "parse_yaml", "positive"]

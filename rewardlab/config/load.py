@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from rewardlab.config.options import check_types
+from rewardlab.config.options import check_types, field_default
 from rewardlab.config.sections import DataConfig, ModelConfig, MultimodalConfig
 from rewardlab.config.train import TrainConfig
 
@@ -155,6 +155,5 @@ def describe(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[str, 
         if dataclasses.is_dataclass(hints[f.name]):
             rows.extend(describe(hints[f.name], f"{prefix}{f.name}."))
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((prefix + f.name, default, f.metadata.get("help", "")))
+            rows.append((prefix + f.name, field_default(f), f.metadata.get("help", "")))
     return rows

@@ -38,9 +38,6 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(set(self._lazy) | set(self._entries))
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries or name in self._lazy
-
     def get(self, name: str) -> T:
         """The entry registered under ``name``; raises ``ValueError`` listing the valid names."""
         if name not in self._entries and name in self._lazy:

@@ -79,17 +79,15 @@ class PreCut:
 
     @classmethod
     def of(cls, processor) -> "PreCut | None":
-        """The pre-cut of a model's item processor, or None where it does not apply: not a plain text model (images,
-        pairwise kinds), an encoder with no token limit, or a vocabulary with entries across words."""
-        while hasattr(processor, "inner"):  # a personalised model wraps its kind's processor
-            processor = processor.inner
-        encoder = getattr(processor, "encoder", None)
-        if type(processor) is not TextItems or encoder is None:
+        """The pre-cut of a kind's item processor (a personalised model's: the one it wraps), or None where it does
+        not apply: not a plain text model (images, pairwise kinds), an encoder with no token limit, or a vocabulary
+        with entries across words."""
+        if type(processor) is not TextItems:
             return None
-        limit = getattr(encoder, "max_length", encoder.spec.max_length)  # at inference: the backbone's limit
-        if limit is None or not keeps_words_apart(encoder.tokenizer):
+        encoder = processor.encoder
+        if encoder.max_length is None or not keeps_words_apart(encoder.tokenizer):  # at inference: the backbone's
             return None
-        return cls(encoder.tokenizer, limit, encoder.spec.pair_encoding == "text_pair")
+        return cls(encoder.tokenizer, encoder.max_length, encoder.spec.pair_encoding == "text_pair")
 
     def count(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text, as the model's tokenizer reads it with no special tokens."""

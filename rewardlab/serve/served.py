@@ -22,7 +22,8 @@ from anyio import to_thread
 
 from rewardlab.contracts.schema import Comparison, Pair
 from rewardlab.models.image_items import ImageTextItems
-from rewardlab.scoring import NORMALIZATIONS, render_item
+from rewardlab.scoring import NORMALIZATIONS
+from rewardlab.scoring_inputs import render_items
 from rewardlab.serve.batcher import DynamicBatcher
 from rewardlab.serve.precut import CHUNK_CHARS, PreCut
 from rewardlab.serve.worker import ModelProcess
@@ -99,7 +100,7 @@ class ServedModel:
         while hasattr(processor, "inner"):  # a personalised model wraps its kind's processor
             processor = processor.inner
         self.takes_images = isinstance(processor, ImageTextItems)  # its responses are images
-        self.precut = PreCut.of(reward_model.processor)  # None: texts reach the encoder whole
+        self.precut = PreCut.of(processor)  # None: texts reach the encoder whole
 
     def response(self, value: object, where: str) -> object:
         """A response as the model takes it: an image model's from its data URL (:func:`inline_image`)."""
@@ -146,9 +147,7 @@ class ServedModel:
     def render(self, prompts: Sequence, responses: Sequence, where: str, fields=("prompt", "response")
                ) -> tuple[list[str], list[object]]:
         """Items as the model reads them (message lists rendered with its chat template); errors name ``where[i]``."""
-        rendered = [render_item(self.rm.processor.render_chat, p, r, where=f"{where}[{i}]", fields=fields)
-                    for i, (p, r) in enumerate(zip(prompts, responses))]
-        return [p for p, _ in rendered], [r for _, r in rendered]
+        return render_items(self.rm.processor.render_chat, prompts, responses, where=where + "[{i}]", fields=fields)
 
     def cut(self, prompts: list, responses: list) -> tuple[list, list]:
         """The texts the encoder is handed: long ones cut to what it can read (:mod:`rewardlab.serve.precut`)."""

@@ -69,7 +69,7 @@ def _flat(cfg: ExperimentConfig) -> dict:
             for section, values in cfg.to_dict().items() for k, v in values.items()}
 
 
-def _process_group(out: Path):
+def _process_group():
     """The process group (the Accelerator is made once the precision is chosen). ACCELERATE_USE_CPU is read as the
     Accelerator would: without it, CPU ranks launched with --multi_gpu never join one group."""
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
@@ -169,7 +169,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     resume_from = ckpt.latest_state(out / "states") if resume else None
     if resume and resume_from is None:
         raise ValueError(f"--resume: no saved state under {out / 'states'}; nothing to resume")
-    state = _process_group(out)
+    state = _process_group()
     set_seed(cfg.train.seed)
     prepared = prepare_data(cfg, data=data, labelers=labelers)
     builder = ModelBuilder(cfg, prepared)

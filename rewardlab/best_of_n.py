@@ -3,13 +3,15 @@
     rewardlab best-of-n --policy MODEL --model RM --prompts prompts.txt --n 8 [--out best.jsonl]
 
 Reports how much reward picking the best of N gains over a random sample (the mean reward of the N samples,
-which is what one random sample gets on average) and over the policy's greedy response.
+which is what one random sample gets on average) and over the policy's greedy response, and how widely the N
+rewards spread, per prompt and over all prompts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +58,58 @@ class BestOfNResult:
     def gain_over_greedy(self) -> float:
         return self.best - self.greedy
 
-    def summary(self) -> str:
+    def summary(self, per_prompt: int = 20) -> str:
+        """The means over prompts, then each prompt's chosen reward and the spread of its N (the first
+        ``per_prompt`` prompts), then the spread over all prompts."""
         n = len(self.rows[0]["samples"]) if self.rows else 0
-        return (f"best-of-{n} over {len(self.rows)} prompts: mean reward {self.best:.4f}; random sample "
+        head = (f"best-of-{n} over {len(self.rows)} prompts: mean reward {self.best:.4f}; random sample "
                 f"{self.random:.4f} (gain {self.gain_over_random:+.4f}); greedy {self.greedy:.4f} "
                 f"(gain {self.gain_over_greedy:+.4f})")
+        lines = [head]
+        for i, row in enumerate(self.rows[:per_prompt]):
+            r = np.asarray(row["rewards"])
+            lines.append(f"  prompt {i + 1}: best {row['best_reward']:.4f} of {len(r)} rewards in "
+                         f"[{r.min():.4f}, {r.max():.4f}] (mean {r.mean():.4f}, std {r.std():.4f}); "
+                         f"greedy {row['greedy_reward']:.4f}")
+        if len(self.rows) > per_prompt:
+            lines.append(f"  ... {len(self.rows) - per_prompt} more prompts (every reward is in --out)")
+        if self.rows:
+            everything = np.concatenate([row["rewards"] for row in self.rows])
+            spread = [float(np.std(row["rewards"])) for row in self.rows]
+            best = [row["best_reward"] for row in self.rows]
+            lines.append(f"all {everything.size} sampled rewards in [{everything.min():.4f}, {everything.max():.4f}] "
+                         f"(std {everything.std():.4f}); within a prompt std {np.mean(spread):.4f} on average; "
+                         f"chosen rewards in [{min(best):.4f}, {max(best):.4f}]")
+        return "\n".join(lines)
+
+
+def _score_prompt(reward_model, p: dict, samples: list[str], greedy: str) -> dict:
+    """One prompt's output row: its N samples and greedy response scored, the best sample kept."""
+    r = np.asarray(reward_model.score_batch([p["prompt"]] * (len(samples) + 1), samples + [greedy]), dtype=float)
+    best = int(np.argmax(r[:-1]))
+    return {**p, "best": samples[best], "best_reward": float(r[best]), "greedy": greedy,
+            "greedy_reward": float(r[-1]), "samples": samples, "rewards": r[:-1].tolist()}
+
+
+class _StepDisplay:
+    """Shows the token step of the batch being generated in the progress bar's postfix (at most 4 times a
+    second), so a long batch visibly moves before its prompts are counted."""
+
+    def __init__(self, bar, batch: str, max_new_tokens: int):
+        self.bar, self.batch, self.max, self.shown = bar, batch, max_new_tokens, 0.0
+
+    def step(self, what: str):
+        count = 0
+
+        def on_step() -> None:
+            nonlocal count
+            count += 1
+            now = time.monotonic()
+            if now - self.shown >= 0.25:
+                self.shown = now
+                self.bar.set_postfix_str(f"{self.batch}: {what} token {count}/{self.max}")
+
+        return on_step if not self.bar.disable else None
 
 
 def best_of_n(cfg: BestOfNConfig, reward_model, prompts_path: str | Path, *, policy=None,
@@ -78,21 +127,23 @@ def best_of_n(cfg: BestOfNConfig, reward_model, prompts_path: str | Path, *, pol
     prompts = read_prompts(prompts_path)
     model, tokenizer = policy or load_policy(cfg.policy)
     rows = []
-    for start in tqdm(range(0, len(prompts), cfg.batch_size), desc="best-of-n", unit="batch", disable=not progress,
-                      dynamic_ncols=True):
+    # Counted in prompts, each as soon as it is scored; within a batch the postfix follows the token steps.
+    bar = tqdm(total=len(prompts), desc="best-of-n", unit="prompt", disable=not progress, dynamic_ncols=True)
+    batches = (len(prompts) + cfg.batch_size - 1) // cfg.batch_size
+    for b, start in enumerate(range(0, len(prompts), cfg.batch_size)):
         batch = prompts[start: start + cfg.batch_size]
         texts = [p["prompt"] for p in batch]
         torch.manual_seed(cfg.seed * 1_000_003 + start)
+        steps = _StepDisplay(bar, f"batch {b + 1}/{batches}", cfg.max_new_tokens)
         samples = sample(model, tokenizer, texts, num=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-                         max_new_tokens=cfg.max_new_tokens)
-        greedy = sample(model, tokenizer, texts, num=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
-        flat_prompts = [t for t in texts for _ in range(cfg.n + 1)]
-        flat_responses = [r for s, g in zip(samples, greedy) for r in s + g]
-        rewards = np.array(reward_model.score_batch(flat_prompts, flat_responses)).reshape(len(batch), cfg.n + 1)
-        for p, s, g, r in zip(batch, samples, greedy, rewards):
-            best = int(np.argmax(r[:-1]))
-            rows.append({**p, "best": s[best], "best_reward": float(r[best]), "greedy": g[0],
-                         "greedy_reward": float(r[-1]), "samples": s, "rewards": r[:-1].tolist()})
+                         max_new_tokens=cfg.max_new_tokens, on_step=steps.step("sampling")).texts
+        greedy = sample(model, tokenizer, texts, num=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+                        on_step=steps.step("greedy")).texts
+        for p, s, g in zip(batch, samples, greedy):
+            rows.append(_score_prompt(reward_model, p, s, g[0]))
+            bar.set_postfix_str(f"batch {b + 1}/{batches}: scoring", refresh=False)
+            bar.update(1)
+    bar.close()
     result = BestOfNResult(rows, best=float(np.mean([r["best_reward"] for r in rows])),
                            random=float(np.mean([np.mean(r["rewards"]) for r in rows])),
                            greedy=float(np.mean([r["greedy_reward"] for r in rows])))

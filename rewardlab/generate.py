@@ -2,8 +2,9 @@
 
     rewardlab generate --policy MODEL --prompts prompts.txt --n 4 --temperature 0.7,1.0 --out candidates.jsonl
 
-Each output row is ``{"prompt", "responses", "temperatures", "policy", "prompt_index", ...}`` plus the
-prompt row's own columns; ``rewardlab label`` reads it. Responses are sampled with transformers
+Each output row is ``{"prompt", "responses", "temperatures", "truncated", "policy", "prompt_index", ...}``
+plus the prompt row's own columns (``truncated[j]`` is true where response j was cut at ``max_new_tokens``
+rather than ended by the model); ``rewardlab label`` reads it. Responses are sampled with transformers
 ``generate`` (prompts rendered with the tokenizer's chat template where it has one), several prompts per
 batch. Rows are appended and fsynced one prompt at a time, so an interrupted run keeps what it wrote and
 a rerun with the same ``--out`` continues after it. Empty or repeated responses are regenerated up to
@@ -15,9 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple
 
 from rewardlab.config import option, positive
 from rewardlab.contracts.schema import DataError
@@ -125,11 +127,44 @@ def render_prompt(tokenizer, prompt: str) -> str:
     return prompt
 
 
-def sample(model, tokenizer, prompts: Sequence[str], *, num: int, temperature: float, top_p: float = 1.0,
-           max_new_tokens: int = 128) -> list[list[str]]:
-    """``num`` responses to each prompt (one batch): ``out[i][j]`` is prompt i's j-th, stripped.
+class Samples(NamedTuple):
+    """``texts[i][j]``: prompt i's j-th response, stripped; ``truncated[i][j]``: it was cut at ``max_new_tokens``
+    (generation hit the token limit before an end-of-sequence token)."""
 
-    Temperature 0 decodes greedily (all ``num`` responses are then the same).
+    texts: list[list[str]]
+    truncated: list[list[bool]]
+
+
+class _StepCounter:
+    """A ``generate`` streamer that calls ``on_step()`` once per new token (its first push is the prompt)."""
+
+    def __init__(self, on_step: Callable[[], None]):
+        self.on_step, self.pushes = on_step, 0
+
+    def put(self, value) -> None:
+        self.pushes += 1
+        if self.pushes > 1:
+            self.on_step()
+
+    def end(self) -> None:
+        pass
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    """Every token id that ends a response: the generation config's EOS id(s) and the tokenizer's."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(ids if isinstance(ids, (list, tuple)) else [] if ids is None else [ids])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return {int(i) for i in ids}
+
+
+def sample(model, tokenizer, prompts: Sequence[str], *, num: int, temperature: float, top_p: float = 1.0,
+           max_new_tokens: int = 128, on_step: Callable[[], None] | None = None) -> Samples:
+    """``num`` responses to each prompt (one batch), and whether each was cut at ``max_new_tokens``.
+
+    Temperature 0 decodes greedily (all ``num`` responses are then the same). ``on_step`` is called after
+    each generated token (for a progress display).
     """
     import torch
 
@@ -137,13 +172,19 @@ def sample(model, tokenizer, prompts: Sequence[str], *, num: int, temperature: f
     # A chat template already holds the BOS token; adding it again would double it.
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not tokenizer.chat_template)
     enc = {k: v.to(model.device) for k, v in enc.items()}
-    options = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else \
-        dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    options = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else \
+        {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     with torch.inference_mode():
         out = model.generate(**enc, **options, num_return_sequences=num, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id)  # (B * num, T_prompt + T_new)
-    decoded = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return [[decoded[i * num + j].strip() for j in range(num)] for i in range(len(prompts))]
+                             pad_token_id=tokenizer.pad_token_id,
+                             streamer=_StepCounter(on_step) if on_step else None)  # (B * num, T_prompt + T_new)
+    new = out[:, enc["input_ids"].shape[1]:]  # (B * num, T_new); a finished row has its EOS, then padding
+    decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+    stops = torch.tensor(sorted(_stop_ids(model, tokenizer)), device=new.device)
+    # cut = it ran the full budget without ever producing an end-of-sequence token
+    cut = (~torch.isin(new, stops).any(dim=1) & (new.shape[1] >= max_new_tokens)).tolist()
+    return Samples([[decoded[i * num + j].strip() for j in range(num)] for i in range(len(prompts))],
+                   [[bool(cut[i * num + j]) for j in range(num)] for i in range(len(prompts))])
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -154,16 +195,16 @@ def _slots(cfg: GenerateConfig) -> list[float]:
     return [float(cfg.temperatures[j % len(cfg.temperatures)]) for j in range(cfg.n)]
 
 
-def _sample_slots(model, tokenizer, prompts: list[str], temps: list[float], cfg: GenerateConfig) -> list[list[str]]:
+def _sample_slots(model, tokenizer, prompts: list[str], temps: list[float], cfg: GenerateConfig) -> Samples:
     """One response per (prompt, slot); slots sharing a temperature are drawn in one generate call."""
-    out = [[""] * len(temps) for _ in prompts]
+    out = Samples([[""] * len(temps) for _ in prompts], [[False] * len(temps) for _ in prompts])
     for t in sorted(set(temps)):
         idx = [j for j, tj in enumerate(temps) if tj == t]
         got = sample(model, tokenizer, prompts, num=len(idx), temperature=t, top_p=cfg.top_p,
                      max_new_tokens=cfg.max_new_tokens)
         for i in range(len(prompts)):
-            for j, text in zip(idx, got[i]):
-                out[i][j] = text
+            for k, j in enumerate(idx):
+                out.texts[i][j], out.truncated[i][j] = got.texts[i][k], got.truncated[i][k]
     return out
 
 
@@ -198,6 +239,34 @@ def _completed_rows(out: Path, prompts: list[dict]) -> set[int]:
     return done
 
 
+def _candidate_row(model, tokenizer, prompt: dict, i: int, texts: list[str], cut: list[bool],
+                   cfg: GenerateConfig, counts: dict) -> dict | None:
+    """Prompt i's output row from its K drawn responses (``texts``, ``cut`` changed in place): empty or repeated
+    ones regenerated up to ``cfg.max_retries`` times, then dropped; None when fewer than 2 distinct are left."""
+    temps = _slots(cfg)
+    for _ in range(cfg.max_retries):
+        bad = _bad_slots(texts)
+        if not bad:
+            break
+        counts["regenerated"] += len(bad)
+        redo = _sample_slots(model, tokenizer, [prompt["prompt"]], [temps[j] for j in bad], cfg)
+        for k, j in enumerate(bad):
+            texts[j], cut[j] = redo.texts[0][k], redo.truncated[0][k]
+    bad = set(_bad_slots(texts))
+    kept = [j for j in range(cfg.n) if j not in bad]
+    if len(kept) < 2:
+        counts["not_written"] += 1
+        log.warning("prompt %d: fewer than 2 distinct responses after %d retries; not written "
+                    "(rerun to try again, or raise the temperature)", i, cfg.max_retries)
+        return None
+    row = {**prompt, "prompt_index": i, "responses": [texts[j] for j in kept],
+           "temperatures": [temps[j] for j in kept], "truncated": [cut[j] for j in kept], "policy": cfg.policy}
+    if bad:
+        row["dropped_duplicates"] = len(bad)
+        counts["dropped_duplicates"] += len(bad)
+    return row
+
+
 def generate_candidates(cfg: GenerateConfig, prompts_path: str | Path, out: str | Path, *,
                         policy=None) -> dict:
     """Write K responses per prompt to ``out`` (JSONL), continuing a previous run; returns counts.
@@ -225,29 +294,12 @@ def generate_candidates(cfg: GenerateConfig, prompts_path: str | Path, out: str 
             batch = todo[start: start + cfg.batch_size]
             torch.manual_seed(cfg.seed * 1_000_003 + batch[0])
             texts = [prompts[i]["prompt"] for i in batch]
-            responses = _sample_slots(model, tokenizer, texts, temps, cfg)
+            drawn = _sample_slots(model, tokenizer, texts, temps, cfg)
             for b, i in enumerate(batch):
-                row_temps = list(temps)
-                for _ in range(cfg.max_retries):
-                    bad = _bad_slots(responses[b])
-                    if not bad:
-                        break
-                    counts["regenerated"] += len(bad)
-                    redo = _sample_slots(model, tokenizer, [texts[b]], [row_temps[j] for j in bad], cfg)[0]
-                    for j, text in zip(bad, redo):
-                        responses[b][j] = text
-                bad = set(_bad_slots(responses[b]))
-                kept = [j for j in range(cfg.n) if j not in bad]
-                if len(kept) < 2:
-                    counts["not_written"] += 1
-                    log.warning("prompt %d: fewer than 2 distinct responses after %d retries; not written "
-                                "(rerun to try again, or raise the temperature)", i, cfg.max_retries)
+                row = _candidate_row(model, tokenizer, prompts[i], i, drawn.texts[b], drawn.truncated[b], cfg,
+                                     counts)
+                if row is None:
                     continue
-                row = {**prompts[i], "prompt_index": i, "responses": [responses[b][j] for j in kept],
-                       "temperatures": [row_temps[j] for j in kept], "policy": cfg.policy}
-                if bad:
-                    row["dropped_duplicates"] = len(bad)
-                    counts["dropped_duplicates"] += len(bad)
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())  # an interrupted run keeps every finished prompt

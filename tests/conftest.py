@@ -6,6 +6,9 @@ import contextlib
 import json
 import os
 import shutil
+import socket
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -161,3 +164,43 @@ class Gated(torch.nn.Module):
         self.entered.set()
         assert self.gate.wait(30)
         return self.net(**inputs)
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server (Debian's `postgresql` package), trust auth on a free local port."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package `postgresql`; `make test` installs it)")
+    as_root = os.geteuid() == 0
+    if as_root and shutil.which("runuser") is None:
+        pytest.skip("running as root and `runuser` is missing: PostgreSQL refuses to run as root")
+    folder = Path(tempfile.mkdtemp(prefix="rewardlab-pg-"))
+    if as_root:
+        try:
+            shutil.chown(folder, "postgres")
+        except (LookupError, PermissionError) as err:
+            pytest.skip(f"cannot hand the data folder to the postgres user: {err}")
+    as_owner = ["runuser", "-u", "postgres", "--"] if as_root else []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    steps = [[str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+             [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "30", "-o",
+              f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"]]
+    for step in steps:
+        proc = subprocess.run(as_owner + step, check=False, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            log = (folder / "log").read_text()[-500:] if (folder / "log").exists() else ""
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip(f"PostgreSQL could not be started ({Path(step[0]).name}): {(proc.stderr or log)[-500:]}")
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run(as_owner + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                   check=False, capture_output=True, timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)

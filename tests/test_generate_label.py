@@ -104,9 +104,10 @@ def test_duplicates_are_regenerated_then_dropped_never_kept(monkeypatch, tmp_pat
 
     draws = iter([["same", "same", "other", ""]] * 1 + [["new"], [""]] + [["same", ""]] * 10)
 
-    def fake_sample(model, tok, prompts, *, num, **kw):
+    def fake_sample(model, tok, prompts, *, num, **kw):  # "other" is the one response cut at the token limit
         got = next(draws)
-        return [[got[j % len(got)] for j in range(num)] for _ in prompts]
+        texts = [[got[j % len(got)] for j in range(num)] for _ in prompts]
+        return gen.Samples(texts, [[t == "other" for t in row] for row in texts])
 
     monkeypatch.setattr(gen, "sample", fake_sample)
     (tmp_path / "p.txt").write_text("one prompt\n")
@@ -115,6 +116,67 @@ def test_duplicates_are_regenerated_then_dropped_never_kept(monkeypatch, tmp_pat
     row = rows_of(tmp_path / "c.jsonl")[0]
     assert len(set(row["responses"])) == len(row["responses"]) and "" not in row["responses"]
     assert row["dropped_duplicates"] == 4 - len(row["responses"]) > 0 and counts["regenerated"] > 0
+    assert row["truncated"] == [r == "other" for r in row["responses"]]  # kept aligned with the responses
+
+
+def test_a_response_cut_at_the_token_limit_is_marked_truncated(tiny_policy, tmp_path):
+    """Cut = the token budget ran out before an end-of-sequence token; checked on a greedy continuation whose
+    k-th token is made the EOS: a budget of k tokens cuts it, k + 1 lets it end."""
+    from rewardlab.generate import sample
+
+    model, tok = load_policy(tiny_policy, device="cpu")
+    enc = tok(["Hi?"], return_tensors="pt")
+    ids = model.generate(**enc, do_sample=False, max_new_tokens=6, pad_token_id=tok.pad_token_id)[0, enc[
+        "input_ids"].shape[1]:].tolist()
+    k = next(k for k in range(1, 6) if ids[k] not in ids[:k])
+    assert sample(model, tok, ["Hi?"], num=1, temperature=0, max_new_tokens=6).truncated == [[True]]
+    model.generation_config.eos_token_id = ids[k]
+    assert sample(model, tok, ["Hi?"], num=1, temperature=0, max_new_tokens=k).truncated == [[True]]
+    got = sample(model, tok, ["Hi?"], num=1, temperature=0, max_new_tokens=k + 1)
+    assert got.truncated == [[False]] and got.texts == sample(model, tok, ["Hi?"], num=1, temperature=0,
+                                                              max_new_tokens=6).texts  # it stopped there
+    (tmp_path / "p.txt").write_text("Hi?\nWhy?\n")
+    cfg = GenerateConfig(policy=tiny_policy, n=2, temperatures=(0.0, 1.0), max_new_tokens=k + 1, progress=False)
+    generate_candidates(cfg, tmp_path / "p.txt", tmp_path / "c.jsonl", policy=(model, tok))
+    first = rows_of(tmp_path / "c.jsonl")[0]  # its greedy response (slot 0) ends at the EOS
+    assert first["truncated"][0] is False and len(first["truncated"]) == len(first["responses"])
+
+
+def test_best_of_n_counts_prompts_as_they_are_scored_and_prints_the_spread(tiny_policy, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    from rewardlab.best_of_n import BestOfNConfig, best_of_n
+
+    class LengthModel:  # a reward model that prefers longer responses
+        def score_batch(self, prompts, responses):
+            return [float(len(r)) for r in responses]
+
+    bars = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen = []
+            bars.append(self)
+
+        def update(self, n=1):
+            super().update(n)
+            self.seen.append(self.n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    (tmp_path / "p.txt").write_text("\n".join(f"prompt {i}" for i in range(5)) + "\n")
+    cfg = BestOfNConfig(policy=tiny_policy, n=4, max_new_tokens=4, batch_size=8)  # all 5 prompts in one batch
+    result = best_of_n(cfg, LengthModel(), tmp_path / "p.txt", policy=load_policy(tiny_policy, device="cpu"))
+    (bar,) = bars
+    assert bar.total == 5 and bar.unit == "prompt" and bar.seen == [1, 2, 3, 4, 5]  # one step per prompt
+    text = result.summary()
+    for i, row in enumerate(result.rows):
+        r = row["rewards"]
+        assert (f"prompt {i + 1}: best {max(r):.4f} of 4 rewards in [{min(r):.4f}, {max(r):.4f}] "
+                f"(mean {sum(r) / 4:.4f}, std ") in text
+    everything = [x for row in result.rows for x in row["rewards"]]
+    assert f"all 20 sampled rewards in [{min(everything):.4f}, {max(everything):.4f}] (std " in text
+    assert len(result.summary(per_prompt=2).splitlines()) == 1 + 2 + 1 + 1  # head, 2 prompts, "3 more", overall
 
 
 def test_prompt_goes_through_the_chat_template_where_there_is_one(tiny_policy):
@@ -263,7 +325,9 @@ def test_labelling_page_in_headless_chromium(tmp_path):
             current = [int(li.get_attribute("data-index")) for li in browser.find_elements(By.CSS_SELECTOR, "#ranking li")]
             if current[pos] != index:
                 drag(index, current[pos])
-        browser.find_element(By.CSS_SELECTOR, '#ranking li[data-index="0"] button.tie').click()
+        tie = browser.find_element(By.CSS_SELECTOR, '#ranking li[data-index="0"] button.tie')
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", tie)  # clear of the sticky actions
+        tie.click()
         assert browser.find_element(By.CSS_SELECTOR, '#ranking li[data-index="0"] .rank').text == "= rank 2"
         browser.find_element(By.ID, "save").click()
         ready(2)
@@ -316,15 +380,21 @@ def test_generate_label_train_best_of_n_end_to_end(tiny_policy, tiny_bert, tmp_p
                     status, reply = call(f"{url}/api/answer",
                                          {"labeler": labeler, "item": item, "action": "rank", "ranks": ranks})
                 assert status == 200, reply
-                item = reply["next"]
-        assert call(f"{url}/api/next?labeler=bob")[1]["progress"] == {
-            "total": 6, "answered": 6, "ranked": 5, "skipped": 1, "flagged": 0, "remaining": 0}
+                item = None if reply["revisit"] else reply["next"]  # only skipped prompts are left: stop
+        # A skip is no answer: bob's skipped prompt stays remaining, and comes back when asked for.
+        step = call(f"{url}/api/next?labeler=bob")[1]
+        assert step["item"] == 2 and step["revisit"] and step["progress"] == {
+            "total": 6, "answered": 5, "ranked": 5, "skipped": 1, "flagged": 0, "remaining": 1}
     rows = rows_of(tmp_path / "rankings.jsonl")
     assert len(rows) == 11 and {r["labeler"] for r in rows} == {"ann", "bob"}
 
-    cfg = tiny_config(tiny_bert, tmp_path / "rankings.jsonl", tmp_path / "run", max_steps=3)
+    cfg = tiny_config(tiny_bert, tmp_path / "rankings.sqlite", tmp_path / "run", max_steps=3)  # the store itself
     result = train(cfg)
     assert (result.model_dir / "model.safetensors").exists()
+    assert main(["eval", "--model", str(result.model_dir), "--data", str(tmp_path / "rankings.jsonl"), "--out",
+                 str(tmp_path / "ev"), "--group-by", "labeler", "--no-plots"]) == 0
+    groups = json.loads((tmp_path / "ev" / "metrics.json").read_text())["groups"]["labeler"]
+    assert set(groups) == {"ann", "bob"}
 
     # With the trained model loaded, each answer comes back with the model's order and the agreement so far.
     with serving(create_app(LabelStore(cand, tmp_path / "more.jsonl"),

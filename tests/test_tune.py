@@ -3,11 +3,9 @@
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -195,47 +193,7 @@ def test_mistakes_are_one_clear_line(tmp_path, capsys, space, args, message):
     assert re.search(message, err), err
 
 
-# --------------------------------------------------------------------------- PostgreSQL
-
-
-def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
-@pytest.fixture
-def postgres_url():
-    """A throwaway PostgreSQL server (Debian's `postgresql` package), trust auth on a free local port."""
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (Debian package `postgresql`; `make test` installs it)")
-    as_root = os.geteuid() == 0
-    if as_root and shutil.which("runuser") is None:
-        pytest.skip("running as root and `runuser` is missing: PostgreSQL refuses to run as root")
-    folder = Path(tempfile.mkdtemp(prefix="rewardlab-pg-"))
-    if as_root:
-        try:
-            shutil.chown(folder, "postgres")
-        except (LookupError, PermissionError) as err:
-            pytest.skip(f"cannot hand the data folder to the postgres user: {err}")
-    as_owner = ["runuser", "-u", "postgres", "--"] if as_root else []
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = folder / "data"
-    steps = [[str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-             [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "30", "-o",
-              f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"]]
-    for step in steps:
-        proc = subprocess.run(as_owner + step, capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            log = (folder / "log").read_text()[-500:] if (folder / "log").exists() else ""
-            shutil.rmtree(folder, ignore_errors=True)
-            pytest.skip(f"PostgreSQL could not be started ({Path(step[0]).name}): {(proc.stderr or log)[-500:]}")
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    subprocess.run(as_owner + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                   capture_output=True, timeout=60)
-    shutil.rmtree(folder, ignore_errors=True)
+# --------------------------------------------------------------------------- PostgreSQL (`postgres_url`: conftest)
 
 
 def test_two_workers_share_one_study_in_postgresql(setup, postgres_url):

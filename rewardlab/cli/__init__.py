@@ -9,7 +9,8 @@
     rewardlab demo  [--task text|image] [--out runs/demo]
     rewardlab tune  --config cfg.yaml --space space.yaml --trials N [--storage URL] [--study NAME] [--refit]
     rewardlab generate --policy MODEL --prompts prompts.txt --n 4 [--temperature 0.7,1.0] --out candidates.jsonl
-    rewardlab label --data candidates.jsonl --out rankings.jsonl [--port 8765] [--labeler NAME] [--model RM]
+    rewardlab label --data candidates.jsonl [--out labels.sqlite] [--port 8765] [--labeler NAME] [--model RM]
+    rewardlab label --out labels.sqlite --export rankings.jsonl
     rewardlab best-of-n --policy MODEL --model RM --prompts prompts.txt --n 8 [--out best.jsonl]
     rewardlab serve --model DIR [--model NAME=DIR ...] [--host 127.0.0.1] [--port 8000]
 

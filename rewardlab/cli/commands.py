@@ -35,13 +35,25 @@ def cmd_generate(args) -> int:
 def cmd_label(args) -> int:
     import getpass
 
+    from rewardlab.label import Assignment, LabelStore
     from rewardlab.label.server import serve
 
+    assignment = Assignment(per_prompt=args.per_prompt, shuffle=args.shuffle, check_every=args.check_every)
+    if args.export:
+        store = LabelStore(args.data, args.out, checks=args.checks, assignment=assignment)
+        try:
+            n = store.export(args.export)
+        finally:
+            store.close()
+        print(f"{n} rankings from {store.location} written to {args.export}")
+        return 0
     try:
         labeler = args.labeler or getpass.getuser()
     except (KeyError, OSError):  # no login name (some containers)
         labeler = "anonymous"
-    serve(args.data, args.out, port=args.port, labeler=labeler, model=args.model, announce=_announce)
+    serve(args.data, args.out, port=args.port, labeler=labeler, model=args.model, checks=args.checks,
+          assignment=assignment, select=args.select, retrain_every=args.retrain_every,
+          train_config=args.train_config, announce=_announce)
     return 0
 
 

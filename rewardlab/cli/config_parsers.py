@@ -40,11 +40,31 @@ def add_generation_parsers(sub) -> None:
     add_config_flags(p, GenerateConfig, GENERATE_FLAGS)
 
     p = sub.add_parser("label", help="Rank candidates in the browser (a page served on 127.0.0.1).")
-    p.add_argument("--data", required=True, help="Candidates JSONL (from `rewardlab generate`).")
-    p.add_argument("--out", required=True, help="Rankings JSONL; answers already in it are kept and resumed.")
+    p.add_argument("--data", help="Candidates JSONL (from `rewardlab generate`); needed to start a new store.")
+    p.add_argument("--out", help="The label store: a .sqlite file (default: <data>.labels.sqlite beside the "
+                   "candidates), a PostgreSQL URL, or a rankings .jsonl (the store is then the .sqlite beside it; "
+                   "answers already in the .jsonl are imported once and it is kept up to date).")
+    p.add_argument("--export", metavar="FILE", help="Write the store's rankings to this JSONL (what `rewardlab "
+                   "train` reads) and exit, serving nothing.")
     p.add_argument("--port", type=int, default=8765, help="Port on 127.0.0.1 (0 = any free port).")
-    p.add_argument("--labeler", default=None, help="Default labeler name (the page can change it; default: $USER).")
+    p.add_argument("--labeler", default=None, help="Default labeler name (a name given in the page's address or "
+                   "remembered by the browser comes first; default: $USER).")
     p.add_argument("--model", help="Reward model whose order is shown after each answer, with the agreement.")
+    p.add_argument("--per-prompt", type=positive_int, default=None, metavar="K", help="Show each prompt to at most "
+                   "K labelers (default: everyone sees every prompt); implies --shuffle.")
+    p.add_argument("--shuffle", action="store_true", help="Each labeler meets the prompts in an order of their own "
+                   "(fixed per name) instead of the file's order.")
+    p.add_argument("--checks", metavar="FILE", help="Known-answer check items (prompt, responses, ranks) mixed into "
+                   "every labeler's queue; /api/agreement reports each labeler's agreement with them.")
+    p.add_argument("--check-every", type=positive_int, default=10, metavar="N",
+                   help="One check item after every N prompts.")
+    p.add_argument("--select", choices=("random", "uncertain", "disagree"), help="Order the queue: the prompts "
+                   "the reward model is least sure of first (an ensemble's spread, or a single model's smallest "
+                   "margin), those labelers disagree on most first, or at random (default: the file's order).")
+    p.add_argument("--retrain-every", type=positive_int, metavar="N", help="With --select uncertain: after every "
+                   "N answers, train a model on the rankings so far in the background and reorder.")
+    p.add_argument("--train-config", metavar="YAML", help="The `rewardlab train` config --retrain-every uses "
+                   "(its data.train is the store's rankings).")
 
     p = sub.add_parser("best-of-n", help="Sample N per prompt, keep the best by reward, report the gain.")
     p.add_argument("--model", required=True, help="Reward model folder.")

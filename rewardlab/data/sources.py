@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rewardlab.contracts.schema import DataError
+from rewardlab.data.label_tables import read_store_rows, store_url
 
 Row = dict
 DEFAULT_DATA = "default"
@@ -148,15 +149,34 @@ def _read_hub(name: str, split: str) -> Iterator[tuple[str, Row]]:
 _READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
 
 
+def _read_folder(folder: Path) -> Iterator[tuple[str, Row]]:
+    """Every ``dataset.json`` (or .jsonl / .csv / .parquet) below ``folder``, in path order (LLMBar's layout:
+    one file per subset folder); each row located in its own file."""
+    files = sorted(p for p in folder.rglob("dataset.*") if p.is_file() and p.name.lower().removesuffix(".gz")
+                   .removeprefix("dataset") in _SUFFIXES)
+    if not files:
+        raise DataError(str(folder), None, "a folder is read as every dataset.json below it (LLMBar's layout); "
+                        "there is none here")
+    for path in files:
+        yield from _READERS[_kind(path)](path)
+
+
 def read_rows(source: str, *, hf_split: str = "train", limit: int | None = None) -> Iterator[tuple[str, Row]]:
-    """Yield ``(location, row)`` from a file path, ``hf:NAME[:CONFIG]`` or ``default``."""
+    """Yield ``(location, row)`` from a file path, a folder (every ``dataset.json`` below it, as LLMBar ships),
+    ``hf:NAME[:CONFIG]``, ``default`` or a label store
+    (``.sqlite`` / ``sqlite:PATH`` / ``postgresql://...``, see :mod:`rewardlab.data.label_tables`)."""
     if source.startswith("hf:"):
         rows = _read_hub(source[3:], hf_split)
+    elif store_url(source) is not None:  # a `rewardlab label` store: its rankings
+        rows = read_store_rows(source)
     else:
         path = default_data_path() if source == DEFAULT_DATA else Path(source)
-        if not path.is_file():
+        if path.is_dir():
+            rows = _read_folder(path)
+        elif not path.is_file():
             raise DataError(str(path), None, "file does not exist")
-        rows = _READERS[_kind(path)](path)
+        else:
+            rows = _READERS[_kind(path)](path)
     for n, item in enumerate(rows):
         if limit is not None and n >= limit:
             return

@@ -1,5 +1,7 @@
 """Ranking candidates in the browser: the answer store and the local web server (``rewardlab label``)."""
 
-from rewardlab.label.store import LabelStore, check_ranks, read_candidates
+from rewardlab.label.candidates import check_ranks, read_candidates
+from rewardlab.label.queue import Assignment
+from rewardlab.label.store import LabelStore
 
-__all__ = ["LabelStore", "check_ranks", "read_candidates"]
+__all__ = ["Assignment", "LabelStore", "check_ranks", "read_candidates"]

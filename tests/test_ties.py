@@ -201,7 +201,7 @@ def test_cross_validation_trains_one_model_per_stratified_fold_and_eval_scores_e
     # eval on the cross-validated data: each fold's model on its own held-out fold, as training evaluated it
     assert main(["eval", "--model", str(tmp_path / "cv"), "--data", str(data), "--no-plots"]) == 0
     assert "3 folds, held out: own fold" in capsys.readouterr().out
-    folds = json.loads((tmp_path / "cv" / "eval" / "cv_metrics.json").read_text())
+    folds = json.loads((tmp_path / "cv" / "eval" / "ab" / "cv_metrics.json").read_text())  # eval/<data name>/
     assert [f["pairs"] for f in folds["per_fold"]] == [f["pairs"] for f in cv["per_fold"]]
     for ours, trained in zip(folds["per_fold"], cv["per_fold"]):
         assert ours["three_way_log_loss"] == pytest.approx(trained["three_way_log_loss"], abs=1e-4)

@@ -15,8 +15,9 @@ def _data_config(args):
     return load_config(None, overrides).data
 
 
-def _eval_folder(model: str, folds: bool) -> Path:
-    """Where ``eval`` writes without ``--out``: beside the model (in a cross-validation run's folder)."""
+def _eval_base(model: str, folds: bool) -> Path:
+    """Where ``eval`` writes without ``--out`` (one folder per data set below): beside the model, in a
+    cross-validation run's folder, or under runs/ for a hub id."""
     if folds:
         return Path(model) / "eval"
     if Path(model).is_dir():
@@ -24,16 +25,45 @@ def _eval_folder(model: str, folds: bool) -> Path:
     return Path("runs") / f"eval-{model.replace('/', '--')}"  # a hub id
 
 
+def _eval_sets(args) -> list[tuple[str, object]]:
+    """(data, data config) per data set to evaluate: --data, or each --suite's hub copy and format."""
+    from rewardlab.evaluation.suites import open_suite
+
+    if bool(args.data) == bool(args.suite):
+        raise ValueError("give either --data FILE or --suite NAME")
+    if args.data:
+        return [(args.data, _data_config(args))]
+    sets = []
+    for name in args.suite:
+        b = open_suite(name)
+        overrides = [f"data.format={name}", f"data.hf_split={b.split}", f"data.on_bad_row={args.on_bad_row}"]
+        sets.append((b.source, load_config(None, overrides + list(args.overrides)).data))
+    return sets
+
+
 def cmd_eval(args) -> int:
     from rewardlab.evaluation.run import evaluate, evaluate_folds
+    from rewardlab.evaluation.suites import default_eval_folder
+    from rewardlab.evaluation.tables import write_tables
 
-    folds = (Path(args.model) / "cv_metrics.json").is_file()  # a cross-validation run: every fold's model
-    out = Path(args.out) if args.out else _eval_folder(args.model, folds)
-    options = {"data_cfg": _data_config(args), "group_by": args.group_by, "batch_size": args.batch_size,
-               "plots": not args.no_plots, "chunk_size": args.chunk_size}
-    result = (evaluate_folds if folds else evaluate)(args.model, args.data, out, **options)
-    if result.metrics:  # under accelerate launch, the main process reports
-        print(result.summary())
+    sets = _eval_sets(args)
+    if args.out and len(args.model) * len(sets) > 1:
+        raise ValueError("--out names one folder; with several models or data sets leave it out (each is written "
+                         "to <model>/../eval/<data name>/)")
+    written = []
+    for model in args.model:
+        folds = (Path(model) / "cv_metrics.json").is_file()  # a cross-validation run: every fold's model
+        for data, data_cfg in sets:
+            out = Path(args.out) if args.out else default_eval_folder(_eval_base(model, folds), data)
+            options = {"data_cfg": data_cfg, "group_by": args.group_by, "batch_size": args.batch_size,
+                       "plots": not args.no_plots, "chunk_size": args.chunk_size}
+            result = (evaluate_folds if folds else evaluate)(model, data, out, **options)
+            if result.metrics:  # under accelerate launch, the main process reports
+                print(result.summary())
+                written += [result.metrics] if "overall" in result.metrics else []
+    if len(written) > 1:
+        text, md, page = write_tables(written, Path(args.compare_out))
+        print(f"\n{text}\ntable written to {md} and {page}")
     return 0
 
 
@@ -77,7 +107,11 @@ def cmd_adapt(args) -> int:
 
 def cmd_compare(args) -> int:
     from rewardlab.evaluation.compare import compare
+    from rewardlab.evaluation.tables import find_evals, write_tables
 
-    print(compare(args.runs, Path(args.out)))
-    print(f"written to {args.out}/compare.md and {args.out}/compare_reliability.png")
+    text, md, page = write_tables(find_evals(args.runs), Path(args.out))
+    print(f"{text}\nwritten to {md} and {page}")
+    if len(args.runs) > 1 and all((Path(r) / "metrics.json").is_file() for r in args.runs):
+        print(compare(args.runs, Path(args.out)))
+        print(f"written to {args.out}/compare.md and {args.out}/compare_reliability.png")
     return 0

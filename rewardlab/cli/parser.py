@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="File or hf:NAME to read (same forms as data.train).")
+def _add_data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, help="File or hf:NAME to read (same forms as data.train).")
     p.add_argument("--format", default="auto", help="Row format (auto, pairs, implicit_prompt, chat, rankings, "
                    "ratings, item_ratings, ab).")
     p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
@@ -62,11 +62,17 @@ def _add_train_parser(sub) -> None:
 def _add_eval_parsers(sub) -> None:
     """``eval`` and ``score``: run a model over a data file."""
     p = sub.add_parser("eval", help="Evaluate a reward model on preference data.")
-    p.add_argument("--model", required=True, help="rewardlab checkpoint, HF folder or hub id; or the output folder "
-                   "of a cross-validation run (train with data.folds): each fold's model is evaluated, on its own "
-                   "held-out fold when --data is the data it was cross-validated on.")
-    _add_data_options(p)
-    p.add_argument("--out", help="Output folder (default: <model>/../eval).")
+    p.add_argument("--model", required=True, action="append", help="rewardlab checkpoint, HF folder or hub id; or "
+                   "the output folder of a cross-validation run (train with data.folds): each fold's model is "
+                   "evaluated, on its own held-out fold when --data is the data it was cross-validated on. Repeat "
+                   "to evaluate several models and write one table of them (--compare-out).")
+    _add_data_options(p, required=False)
+    p.add_argument("--suite", action="append", default=[], metavar="NAME", help="A known benchmark instead of --data "
+                   "(rewardbench, rewardbench2, llmbar, pandalm, mtbench_human, judgebench), downloaded from the hub; "
+                   "offline, the error says which path to pass with --data. Repeatable.")
+    p.add_argument("--out", help="Output folder (default: <model>/../eval/<data name>/, one folder per data set).")
+    p.add_argument("--compare-out", default="runs/compare", help="Where the table across models and data sets goes "
+                   "when several are evaluated (benchmarks.md, benchmarks.html).")
     p.add_argument("--group-by", nargs="*", default=[], help="Fields to break metrics down by.")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--no-plots", action="store_true", help="Skip plots and the HTML report.")
@@ -105,15 +111,18 @@ def _add_model_data_parsers(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=100, help="Full-batch Adam steps.")
     p.add_argument("--lr", type=float, default=0.05)
 
-    p = sub.add_parser("compare", help="Put several evaluation folders side by side.")
-    p.add_argument("runs", nargs="+", help="Folders written by `rewardlab eval`.")
-    p.add_argument("--out", default="runs/compare", help="Where compare.md and the reliability overlay go.")
+    p = sub.add_parser("compare", help="Put evaluations side by side: one table across models and benchmarks.")
+    p.add_argument("runs", nargs="+", help="Folders written by `rewardlab eval`, or run folders: every "
+                   "metrics.json below them is read.")
+    p.add_argument("--out", default="runs/compare", help="Where benchmarks.md / .html (and, for two or more eval "
+                   "folders, compare.md and the reliability overlay) go.")
 
 
 def _add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="Train on the embedded data with the embedded backbone, evaluate, report.")
-    p.add_argument("--task", choices=("text", "image"), default="text",
+    p.add_argument("--task", choices=("text", "image", "prm"), default="text",
                    help="text: MiniLM on the embedded preference pairs; image: a multi-attribute image+text model "
-                   "on generated pictures, beside a text-blind control.")
-    p.add_argument("--out", help="Output folder (default runs/demo, or runs/demo-image for --task image).")
+                   "on generated pictures, beside a text-blind control; prm: a process reward model on generated "
+                   "step-by-step solutions.")
+    p.add_argument("--out", help="Output folder (default runs/demo, or runs/demo-<task> for the others).")
     p.add_argument("--set", dest="overrides", action="append", default=[])

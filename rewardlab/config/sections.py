@@ -11,12 +11,18 @@ from rewardlab.contracts.schema import OUTCOMES
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    train: str = option("default", "Training data: a .jsonl/.json/.csv/.parquet file (optionally .gz), "
-                      "'hf:NAME' for a Hugging Face dataset, or 'default' for the embedded data set.")
+    train: str = option("default", "Training data: a .jsonl/.json/.csv/.parquet file (optionally .gz), a folder "
+                      "(every dataset.json below it, as LLMBar ships), 'hf:NAME' for a Hugging Face dataset, a "
+                      "`rewardlab label` store (.sqlite, 'sqlite:PATH' or a postgresql:// URL: its rankings), or "
+                      "'default' for the embedded data set.")
     eval: str | None = option(None, "Held-out data in the same forms as `train`; when unset, a split of `train` is used.")
     format: str = option("auto", "Row format: auto, pairs, implicit_prompt, chat, rankings, ratings, ab (prompt, "
-                       "response_a, response_b, winner a / b / tie; or Chatbot Arena's columns) or item_ratings "
-                       "(one row per response with a rating column per attribute; rows of a prompt form pairs).")
+                       "response_a, response_b, winner a / b / tie; or Chatbot Arena's columns), item_ratings "
+                       "(one row per response with a rating column per attribute; rows of a prompt form pairs) or "
+                       "stepwise (a solution with a label per step, for process reward models: TRL's prompt / "
+                       "completions / labels, Math-Shepherd's input / label, PRM800K's ratings). Public benchmarks, "
+                       "each read as distributed: rewardbench, rewardbench2, llmbar, pandalm, mtbench_human, "
+                       "judgebench (auto-detected from their fields).")
     columns: dict = option({}, "Column mapping {our_name: your_column}, e.g. {prompt: question, chosen: good}.")
     hf_split: str = option("train", "Split to read for 'hf:' sources.")
     min_rating_diff: float = option(1.0, "Ratings formats: a pair is formed only where two scores differ by at least this.")
@@ -50,6 +56,12 @@ class DataConfig:
     concat_separator: str = option("\n", "pair_encoding=concat: put between prompt and response when neither has "
                                  "whitespace at the joint ('Why?' + 'Because.' → 'Why?\\nBecause.').")
     assistant_marker: str = option("\n\nAssistant:", "implicit_prompt format: the marker that opens the final response.")
+    step_tag: str = option("ки", "stepwise format, Math-Shepherd rows: the tag that ends each step of `input`; "
+                         "`label` is the same text with `+` (correct) or `-` (wrong) in each tag's place.")
+    neutral_step: str = option("good", "stepwise format, PRM800K-style ratings (1 good, -1 bad, 0 neutral): what a "
+                             "neutral step counts as, good or bad. good: a step that makes no progress is no "
+                             "mistake, as PRM800K's labelers stop a solution only at a -1 step and OpenR's PRM800K "
+                             "preprocessing counts neutral as positive; bad asks the model for progress in every step.")
 
     def __post_init__(self) -> None:
         check_types(self, "data")
@@ -58,6 +70,9 @@ class DataConfig:
                 isinstance(x, (int, float)) for x in self.rating_range) or self.rating_range[0] >= self.rating_range[1]):
             raise ValueError(f"data.rating_range={self.rating_range!r} must be [low, high] with low < high")
         choice("data.on_bad_row", self.on_bad_row, ("error", "skip"))
+        choice("data.neutral_step", self.neutral_step, ("good", "bad"))
+        if not self.step_tag.strip():
+            raise ValueError("data.step_tag is empty: name the tag that ends each step (Math-Shepherd's is 'ки')")
         choice("data.prompt_truncation", self.prompt_truncation, ("left", "right"))
         choice("data.response_truncation", self.response_truncation, ("left", "right"))
         choice("data.pair_encoding", self.pair_encoding, ("auto", "text_pair", "concat"))
@@ -78,6 +93,7 @@ class DataConfig:
             positive("data.max_examples", self.max_examples)
 
 
+STEP_AGGREGATES = ("min", "product", "mean", "last")  # a process reward model's step probabilities -> one reward
 JUDGE_PLACEHOLDERS = ("{prompt}", "{response_a}", "{response_b}")
 JUDGE_TEMPLATE = ("Please act as an impartial judge and evaluate the two responses to the user prompt below. "
                   "Which response is better?\n\n[User prompt]\n{prompt}\n\n[Response A]\n{response_a}\n\n"
@@ -87,8 +103,9 @@ JUDGE_TEMPLATE = ("Please act as an impartial judge and evaluate the two respons
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    kind: str = option("text", "Model kind (see `rewardlab kinds`): text (a text reward model) or multimodal "
-                     "(text prompt + image; settings in the multimodal section).")
+    kind: str = option("text", "Model kind (see `rewardlab kinds`): text (a text reward model), multimodal "
+                     "(text prompt + image; settings in the multimodal section) or prm (a process reward model: a "
+                     "probability per step; chosen by itself for stepwise data).")
     aggregate: str = option("mean", "With several attribute heads, the overall reward: mean, weighted "
                           "(model.aggregate_weights), learned (softmax weights trained by overall pairs) or, for "
                           "model.kind=multimodal, gate (per-item softmax weights computed from the fused features).")
@@ -124,6 +141,15 @@ class ModelConfig:
     labeler_dropout: float = option(0.2, "personalization: share of training items scored as the population (no "
                                   "labeler), so the population reward learns from everyone.")
     personal_rank: int = option(4, "personalization=lowrank: number of shared reward directions.")
+    step_separator: str = option("auto", "model.kind=prm: the text put after every step; the step's probability is "
+                               "read at its last token (TRL PRMTrainer's step_separator; its token id is saved as "
+                               "step_tag_id, what vLLM's STEP pooling reads), and `score` splits a response into "
+                               "steps at it. auto: '\\n' where the tokenizer keeps it as a token, else its "
+                               "separator token (BERT-like tokenizers drop newlines: '[SEP]').")
+    step_aggregate: str = option("min", "model.kind=prm: how `score` turns step probabilities into one reward: min "
+                               "(a solution is as good as its worst step, as Math-Shepherd scores; unlike product it "
+                               "does not mark long solutions down for their many slightly uncertain steps), product "
+                               "(P(every step is correct), Let's Verify Step by Step), mean or last.")
     judge_template: str = option(JUDGE_TEMPLATE, "model.kind=judge: the judge's instruction, with the placeholders "
                                "{prompt}, {response_a} and {response_b}; it is sent as a user turn through the chat "
                                "template and the judge answers with one token: A, B or C (tie).")
@@ -148,6 +174,9 @@ class ModelConfig:
             raise ValueError(f"model.labeler_dropout={self.labeler_dropout!r} must be in [0, 1)")
         if self.quantize_4bit and not self.lora:
             raise ValueError("model.quantize_4bit=true trains LoRA adapters on a 4-bit backbone: set model.lora=true")
+        choice("model.step_aggregate", self.step_aggregate, STEP_AGGREGATES)
+        if not self.step_separator:
+            raise ValueError("model.step_separator is empty: give the text that ends each step, or auto")
         missing = [p for p in JUDGE_PLACEHOLDERS if p not in self.judge_template]
         if missing:
             raise ValueError(f"model.judge_template lacks the placeholder(s) {', '.join(missing)}; it must contain "

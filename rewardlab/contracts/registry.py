@@ -54,6 +54,7 @@ MODEL_KINDS: Registry = Registry("model kind", plural="kinds", lazy={
     "cross_encoder": "rewardlab.models.pairwise:CROSS_ENCODER_KIND",
     "judge": "rewardlab.models.judge:JUDGE_KIND",
     "ensemble": "rewardlab.models.ensemble:ENSEMBLE_KIND",
+    "prm": "rewardlab.models.prm:PRM_KIND",
 })
 
 # Pairwise losses (rewardlab.losses): per-pair functions of the two scores, or outcome losses, the
@@ -67,6 +68,10 @@ LOSSES: Registry = Registry("loss", plural="losses", lazy={
     "rao_kupper": "rewardlab.losses:RAO_KUPPER",
     "davidson": "rewardlab.losses:DAVIDSON",
     "three_class": "rewardlab.losses:THREE_CLASS",
+    # per-step losses of process reward models (rewardlab.losses.StepLoss): step probabilities against step labels
+    "step_bce": "rewardlab.losses:STEP_BCE",
+    "step_bce_prefix": "rewardlab.losses:STEP_BCE_PREFIX",
+    "step_bce_last": "rewardlab.losses:STEP_BCE_LAST",
 })
 
 # Row formats (rewardlab.data): each turns one raw row into a Comparison. item_ratings rows hold one
@@ -79,4 +84,12 @@ DATA_FORMATS: Registry = Registry("data format", plural="formats", lazy={
     "ratings": "rewardlab.data.formats:from_ratings",
     "ab": "rewardlab.data.ab:from_ab",
     "item_ratings": "rewardlab.data.item_ratings:rated_item",
+    # public benchmarks, each read as its authors distribute it (rewardlab.data.benchmarks)
+    "rewardbench": "rewardlab.data.benchmarks:from_rewardbench",
+    "rewardbench2": "rewardlab.data.benchmarks:from_rewardbench2",
+    "llmbar": "rewardlab.data.benchmarks:from_llmbar",
+    "pandalm": "rewardlab.data.benchmarks:from_pandalm",
+    "mtbench_human": "rewardlab.data.benchmarks:from_mtbench_human",
+    "judgebench": "rewardlab.data.benchmarks:from_judgebench",
+    "stepwise": "rewardlab.data.stepwise:from_stepwise",  # solutions, not comparisons: rewardlab.data.stepwise
 })

@@ -95,3 +95,15 @@ def carried_name(value: object, where: str, field_name: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise DataError(where, field_name, f"expected text or an integer id, got {type(value).__name__} {value!r}")
     return str(value)
+
+
+def message_list(value: object, where: str, name: str) -> list[dict]:
+    """A non-empty list of ``{role, content}`` chat messages, checked (a tuple too, as parquet files give them)."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise DataError(where, name, "expected a non-empty list of {role, content} messages")
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(where, f"{name}[{i}]", "expected a message {role: str, content: str}")
+        if problem := unicode_problem(m["content"]):
+            raise DataError(where, f"{name}[{i}].content", problem)
+    return list(value)

@@ -13,8 +13,10 @@ import dataclasses
 from typing import Callable, Sequence
 
 from rewardlab.contracts.registry import DATA_FORMATS
-from rewardlab.contracts.schema import Comparison, DataError, Pair, unicode_problem
-from rewardlab.data.fields import FormatContext, carried_fields, list_field, number, rating, text_field
+from rewardlab.contracts.schema import Comparison, DataError, Pair
+from rewardlab.data.benchmarks import SIGNATURES, detect_benchmark
+from rewardlab.data.fields import (FormatContext, carried_fields, list_field, message_list, number, rating,
+                                   text_field)
 
 def _pair(prompt: str, chosen: str, rejected: str, margin: float, where: str, row: dict, used: set) -> Comparison:
     if chosen == rejected:
@@ -66,23 +68,12 @@ def from_implicit_prompt(row: dict, where: str, ctx: FormatContext) -> Compariso
     return _pair(prompt, c, r, 0.0, where, row, {"chosen", "rejected"})
 
 
-def _messages(value: object, where: str, name: str) -> list[dict]:
-    if not isinstance(value, list) or not value:
-        raise DataError(where, name, "expected a non-empty list of {role, content} messages")
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise DataError(where, f"{name}[{i}]", "expected a message {role: str, content: str}")
-        if problem := unicode_problem(m["content"]):
-            raise DataError(where, f"{name}[{i}].content", problem)
-    return value
-
-
 def from_chat(row: dict, where: str, ctx: FormatContext) -> Comparison:
     """Message lists ``chosen, rejected`` (optional ``prompt`` list), as in TRL's conversational format."""
-    chosen = _messages(row.get("chosen"), where, "chosen")
-    rejected = _messages(row.get("rejected"), where, "rejected")
+    chosen = message_list(row.get("chosen"), where, "chosen")
+    rejected = message_list(row.get("rejected"), where, "rejected")
     if row.get("prompt") is not None:
-        history = _messages(row["prompt"], where, "prompt")
+        history = message_list(row["prompt"], where, "prompt")
     else:
         if chosen[:-1] != rejected[:-1]:
             raise DataError(where, "rejected", "without a 'prompt' column both conversations must share all "
@@ -164,6 +155,8 @@ def from_ratings(row: dict, where: str, ctx: FormatContext) -> Comparison | None
 def detect_format(row: dict, where: str) -> str:
     """Guess the format from a row's columns."""
     keys = set(row)
+    if benchmark := detect_benchmark(keys):  # a public benchmark, read as distributed (data/benchmarks.py)
+        return benchmark
     if "winner_model_a" in keys or ({"response_a", "response_b"} <= keys and "winner" in keys):
         return "ab"
     if "responses" in keys:
@@ -174,10 +167,15 @@ def detect_format(row: dict, where: str) -> str:
         return "pairs" if "prompt" in keys else "implicit_prompt"
     if "prompt" in keys and keys & {"response", "image"}:
         return "item_ratings"
-    raise DataError(where, None, f"cannot tell the format from columns {sorted(keys)}; expected prompt/chosen/"
-                    "rejected, chosen/rejected dialogues, prompt/responses with ranks or ratings, "
-                    "prompt/response_a/response_b/winner, or prompt/response (or image) with rating columns "
-                    "(set data.format and data.columns)")
+    if (keys & {"completions", "steps"} and keys & {"labels", "ratings"}) or {"input", "label"} <= keys \
+            or isinstance(row.get("label"), dict):
+        return "stepwise"  # solutions with a label per step: rewardlab.data.stepwise
+    benchmarks = "; ".join(f"{name}: {', '.join(sorted(fields))}" for name, fields in SIGNATURES)
+    raise DataError(where, None, f"cannot tell the format from columns {sorted(keys)}; tried every format "
+                    f"({', '.join(DATA_FORMATS.names())}): expected prompt/chosen/rejected, chosen/rejected "
+                    "dialogues, prompt/responses with ranks or ratings, prompt/response_a/response_b/winner, "
+                    "prompt/response (or image) with rating columns, or a benchmark's fields "
+                    f"({benchmarks}) (set data.format and data.columns)")
 
 
 GROUPED_FORMATS = ("item_ratings",)  # rows hold one response each; see rewardlab.data.item_ratings

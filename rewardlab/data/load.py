@@ -30,6 +30,7 @@ class LoadReport:
     pairs: int = 0
     skipped: int = 0
     no_preference: int = 0
+    repeated: int = 0  # pairs judging the same prompt and responses as an earlier row (kept: repeated="keep")
     reasons: list[str] = field(default_factory=list)
 
     def note_skip(self, err: DataError) -> None:
@@ -41,6 +42,8 @@ class LoadReport:
         text = f"{self.source}: {self.rows} rows -> {self.comparisons} comparisons, {self.pairs} pairs"
         if self.no_preference:
             text += f"; {self.no_preference} rows had no scores far enough apart to form a pair"
+        if self.repeated:
+            text += f"; {self.repeated} pairs repeat an earlier one (kept: separate judgements)"
         if self.skipped:
             text += f"; skipped {self.skipped} bad rows, e.g. " + " | ".join(self.reasons)
         return text
@@ -100,14 +103,19 @@ def _candidates(rows: Iterable[tuple[str, dict]], fmt: str, ctx: FormatContext, 
 
 
 def iter_comparisons(
-    source: str, cfg: DataConfig, report: LoadReport, *, render_chat: Renderer = render_plain
+    source: str, cfg: DataConfig, report: LoadReport, *, render_chat: Renderer = render_plain,
+    repeated: str = "refuse",
 ) -> Iterator[Comparison]:
     """Stream ``source`` as validated :class:`Comparison` objects, counting every row in ``report``.
 
     Invalid rows raise :class:`DataError` (``on_bad_row='error'``) or are skipped and
-    counted (``'skip'``). A duplicate pair (same prompt, chosen and rejected as an
-    earlier row) counts as an invalid row.
+    counted (``'skip'``). A repeated pair (same prompt, chosen and rejected as an
+    earlier row) counts as an invalid row with ``repeated="refuse"`` (training: the same
+    example twice); with ``"keep"`` (evaluation: a separate judgement of the same two
+    responses) it is kept and counted in ``report.repeated``.
     """
+    if repeated not in ("refuse", "keep"):
+        raise ValueError(f"repeated={repeated!r} must be 'refuse' or 'keep'")
     rows = ((where, _map_columns(raw, cfg.columns))
             for where, raw in read_rows(source, hf_split=cfg.hf_split, limit=cfg.max_examples))
     first = next(rows, None)
@@ -125,10 +133,11 @@ def iter_comparisons(
                 report.no_preference += 1
                 continue
             keys = _pair_keys(comparison)
-            for key in keys:
-                if key in seen:
-                    raise DataError(where, None, f"duplicate of the pair at {seen[key]}")
-            seen.update((key, where) for key in keys)
+            repeats = [key for key in keys if key in seen]
+            if repeats and repeated == "refuse":
+                raise DataError(where, None, f"duplicate of the pair at {seen[repeats[0]]}")
+            report.repeated += len(repeats)
+            seen.update((key, where) for key in keys if key not in seen)
         except DataError as err:
             if cfg.on_bad_row == "error":
                 raise err from None
@@ -144,8 +153,8 @@ def iter_comparisons(
 
 
 def load_comparisons(
-    source: str, cfg: DataConfig, *, render_chat: Renderer = render_plain
+    source: str, cfg: DataConfig, *, render_chat: Renderer = render_plain, repeated: str = "refuse"
 ) -> tuple[list[Comparison], LoadReport]:
     """All comparisons of ``source`` in a list, and the :class:`LoadReport` (see :func:`iter_comparisons`)."""
     report = LoadReport(source=source)
-    return list(iter_comparisons(source, cfg, report, render_chat=render_chat)), report
+    return list(iter_comparisons(source, cfg, report, render_chat=render_chat, repeated=repeated)), report

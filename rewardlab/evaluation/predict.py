@@ -134,9 +134,12 @@ def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predicti
     (see :meth:`ScoredPairs.merge`)."""
     out = ScoredPairs(fields={name: [] for name in (*group_by, *SECTION_FIELDS, ATTRIBUTE_FIELD)})
     counter = itertools.count()
-    bar = tqdm(desc="scoring", unit="pair", disable=not progress, dynamic_ncols=True)
+    bar = None
     with predictions_path.open("w") as fh:
         for n_chunk, chunk in enumerate(_chunks(comparisons, chunk_size)):
+            # started once the model is loaded and the first chunk read, so its rate is the scoring's alone
+            if bar is None:
+                bar = tqdm(desc="scoring", unit="pair", disable=not progress, dynamic_ncols=True)
             if n_chunk % num_processes != process_index:
                 continue
             for c, judged in zip(chunk, model.judge(chunk, batch_size=batch_size)):
@@ -179,6 +182,7 @@ def score_stream(model: RewardModel, comparisons: Iterable[Comparison], predicti
                             heapq.heapreplace(out.worst, item)
                     bar.update(1)
             out.mark_chunk()
-    bar.close()
+    if bar is not None:
+        bar.close()
     out.worst = [r for _, _, r in sorted(out.worst, key=lambda t: (-t[0], t[1]))]
     return out

@@ -11,6 +11,8 @@ import html
 from pathlib import Path
 from typing import Sequence
 
+from rewardlab.evaluation.benchmark_report import benchmark_html, group_rows, outcome_line
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
@@ -21,6 +23,8 @@ table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} td,th{border:1px
 th{background:#f6f6f6;text-align:left} .pass{color:#1a7f37;font-weight:600} .fail{color:#cf222e;font-weight:600}
 img{max-width:100%;margin:.5rem 0} pre{background:#f6f6f6;padding:.8rem;overflow:auto;font-size:.8rem}
 .txt{max-width:360px;white-space:pre-wrap;word-break:break-word}
+.steps td.p{text-align:right;font-variant-numeric:tabular-nums}
+.steps tr.flag td:first-child{border-left:3px solid #cf222e}
 """
 
 HEADLINE = [("accuracy", "pairwise accuracy"), ("roc_auc", "ROC-AUC"), ("log_loss", "log-loss"),
@@ -39,9 +43,9 @@ def _img(path: Path | None, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _cards(overall: dict) -> str:
+def _cards(overall: dict, headline: Sequence[tuple[str, str]] = HEADLINE) -> str:
     cards = []
-    for key, label in HEADLINE:
+    for key, label in headline:
         m = overall.get(key)
         if not m:
             continue
@@ -101,8 +105,13 @@ def render_report(path: Path, *, metrics: dict, plots: dict[str, Path | None], w
         parts.append(f"<p>{metrics['ties']['pairs']} pairs are ties in the data (excluded from accuracy); mean "
                      f"|margin| on them {_fmt(metrics['ties']['mean_abs_margin'])}.</p>")
     for name, groups in metrics["groups"].items():
-        parts.append(f"<h2>By {html.escape(name)}</h2>" + _img(plots.get(f"group_{name}"), f"accuracy by {name}")
-                     + _table([name, "pairs", "accuracy", "CI low", "CI high", "log-loss"], _acc_rows(groups)))
+        header, rows = group_rows(groups)
+        parts.append(f"<h2>By {html.escape(name)}</h2><p>Beside each accuracy, the length-only rules on the same "
+                     "pairs (those whose lengths differ).</p>" + _img(plots.get(f"group_{name}"), f"accuracy by {name}")
+                     + _table([name, *header[1:]], rows))
+    if "outcomes" in metrics:
+        parts.append(f"<h2>A / B / tie</h2><p>{html.escape(outcome_line(metrics['outcomes']))}</p>")
+    parts.append(benchmark_html(metrics))
     if "sections" in metrics:
         s = metrics["sections"]
         parts.append(f"<h2>Sections ({html.escape(s['field'])})</h2><p>Aggregate (mean over sections): "
@@ -131,3 +140,54 @@ def render_report(path: Path, *, metrics: dict, plots: dict[str, Path | None], w
 
 def _clip(text: str, n: int = 600) -> str:
     return text if len(text) <= n else text[:n] + " …"
+
+
+# ----------------------------------------------------------------------------- process reward models
+
+STEP_HEADLINE = [("step_accuracy", "step accuracy"), ("wrong_step_f1", "wrong-step F1"), ("roc_auc", "ROC-AUC"),
+                 ("ece", "ECE (equal width)"), ("first_error_f1", "first-error F1"),
+                 ("solution_min", "solution accuracy (min)")]
+
+
+def render_solution_steps(prompt: str, steps: Sequence[str], probabilities: Sequence[float],
+                          labels: Sequence[bool] | None = None, threshold: float = 0.5) -> str:
+    """One solution as an HTML table: each step with its P(correct) on a red (0) to green (1) background, its
+    label (✓ right, ✗ wrong) when given, and a red bar at the first step below ``threshold``. Text is escaped."""
+    flagged = next((i for i, p in enumerate(probabilities) if p < threshold), None)
+    rows = []
+    for i, (step, p) in enumerate(zip(steps, probabilities)):
+        mark = "" if labels is None else '<td class="pass">✓</td>' if labels[i] else '<td class="fail">✗</td>'
+        flag = ' class="flag"' if i == flagged else ""
+        rows.append(f'<tr{flag}><td>{i + 1}</td><td class="txt">'
+                    f'{html.escape(step)}</td><td class="p" style="background:hsl({120 * float(p):.0f},70%,85%)">'
+                    f"{float(p):.3f}</td>{mark}</tr>")
+    head = "<th>step</th><th>text</th><th>P(correct)</th>" + ("" if labels is None else "<th>label</th>")
+    return (f'<div class="solution"><p class="txt"><b>Problem:</b> {html.escape(prompt)}</p>'
+            f'<table class="steps"><tr>{head}</tr>{"".join(rows)}</table></div>')
+
+
+def render_steps_report(path: Path, *, metrics: dict, plots: dict[str, Path | None], examples: Sequence[dict],
+                        title: str) -> Path:
+    """Write the page of a process reward model's evaluation (:func:`rewardlab.evaluation.steps.evaluate_solutions`):
+    headline cards, first-error and solution-level tables with baselines, reliability plot, example solutions."""
+    c = metrics["counts"]
+    cards = {**metrics["steps"], "first_error_f1": metrics["first_error"]["f1"],
+             "solution_min": metrics["solution_accuracy"]["min"]}
+    acc = [[name, m["value"], *m["ci95"]] for name, m in metrics["solution_accuracy"].items()]
+    base = [[name, m["value"], *m["ci95"]] for name, m in metrics["baselines"].items()]
+    fe = [[name, m["value"], *m["ci95"]] for name, m in metrics["first_error"].items()]
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             (f'<p class="sub">{c["solutions"]} solutions ({c["solutions_with_error"]} with an error), '
+              f'{c["steps"]} steps ({c["wrong_steps"]} wrong); threshold {_fmt(metrics["threshold"])}</p>'),
+             _cards(cards, STEP_HEADLINE),
+             "<h2>First error (ProcessBench)</h2>" + _table(["metric", "value", "CI low", "CI high"], fe),
+             "<h2>Solution accuracy from step rewards</h2>" + _table(["aggregate", "accuracy", "CI low", "CI high"],
+                                                                     acc)
+             + _table(["baseline", "accuracy", "CI low", "CI high"], base),
+             _img(plots.get("reliability"), "reliability of step probabilities"), "<h2>Example solutions</h2>"]
+    parts += [render_solution_steps(e["prompt"], e["steps"], e["probabilities"], e.get("labels"),
+                                    metrics["threshold"]) for e in examples]
+    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -17,15 +17,18 @@ from rewardlab.config import DataConfig, load_config
 from rewardlab.contracts.schema import Comparison
 from rewardlab.data.load import LoadReport, iter_comparisons, load_comparisons
 from rewardlab.data.splits import kfold_splits, split_by_group
+from rewardlab.data.stepwise import is_stepwise
 from rewardlab.evaluation import plots as P
+from rewardlab.evaluation.benchmark_report import benchmark_lines, group_lines, outcome_line
+from rewardlab.evaluation.benchmarks import benchmark_extras, three_way_block
 from rewardlab.evaluation.calibration import fit_temperature, store_temperature
 from rewardlab.evaluation.ensemble import ensemble_breakdown
 from rewardlab.evaluation.invariance import run_invariance_checks
 from rewardlab.evaluation.personal import labeler_breakdown, plot_gains
 from rewardlab.evaluation.predict import ScoredPairs, pair_margins, score_stream
 from rewardlab.evaluation.report import render_report
+from rewardlab.evaluation.steps import evaluate_stepwise, summary_lines
 from rewardlab.evaluation.summary import fold_summary, summarize
-from rewardlab.metrics.outcomes import outcome_metrics
 from rewardlab.metrics.pairwise import expected_calibration_error
 from rewardlab.scoring import RewardModel
 
@@ -40,6 +43,8 @@ class EvalResult:
     def summary(self) -> str:
         if "per_fold" in self.metrics:  # evaluate_folds
             return self._fold_summary()
+        if "first_error" in self.metrics:  # a process reward model on stepwise data
+            return summary_lines(self.metrics)
         o = self.metrics["overall"]
 
         def f(key: str) -> str:
@@ -53,6 +58,7 @@ class EvalResult:
             value = lb["length_balanced_accuracy"]["value"]
             lines.append(f"length-balanced accuracy: {'–' if value is None else f'{value:.3f}'} "
                          f"(prefers the longer reply in {lb['model_prefers_longer_rate']:.0%} of pairs)")
+        lines += group_lines(self.metrics)
         for name, m in self.metrics.get("attributes", {}).items():
             lines.append(f"  {name}: accuracy {m['accuracy']['value']:.3f} ({m['pairs']} pairs)")
         if "ensemble" in self.metrics:
@@ -66,10 +72,8 @@ class EvalResult:
             lines.append(f"labelers: own reward {o['accuracy']:.3f} vs population {o['population_accuracy']:.3f}; "
                          f"{o['labelers_gaining']} gain, {o['labelers_losing']} lose, {o['labelers_equal']} equal")
         if "outcomes" in self.metrics:
-            o = self.metrics["outcomes"]
-            lines.append(f"A / B / tie: accuracy {o['accuracy']:.3f}, log-loss {o['log_loss']:.4f} (class prior "
-                         f"{o['class_prior_log_loss']:.4f}, uniform {o['uniform_log_loss']:.4f}), macro-F1 "
-                         f"{o['macro_f1']:.3f}, position consistency {o['position_consistency']:.3f}")
+            lines.append(outcome_line(self.metrics["outcomes"]))
+        lines += benchmark_lines(self.metrics)
         if "ranking" in self.metrics:
             lines.append(f"spearman: {self.metrics['ranking']['spearman']['value']}")
         failed = [c["check"] for c in self.metrics.get("invariance", []) if not c["passed"]]
@@ -158,12 +162,16 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # under accelerate launch: one shard each
     model = model or RewardModel.from_pretrained(model_path, device=str(state.device) if state.num_processes > 1
                                                  else None)
+    if comparisons is None and is_stepwise(data_cfg, data):  # a label per step: a process reward model's data
+        metrics = evaluate_stepwise(model, data, out_dir, data_cfg=data_cfg, batch_size=batch_size, plots=plots,
+                                    n_boot=n_boot)
+        return EvalResult(out_dir, {"model": str(model_path), **metrics})
     report = LoadReport(source=data)
 
     def read(into: LoadReport) -> Iterator[Comparison]:
         if comparisons is not None:
             return iter(comparisons)
-        return iter_comparisons(data, data_cfg, into, render_chat=model.processor.render_chat)
+        return iter_comparisons(data, data_cfg, into, render_chat=model.processor.render_chat, repeated="keep")
 
     stream = read(report)
     first = list(itertools.islice(stream, INVARIANCE_SAMPLE))
@@ -178,12 +186,10 @@ def evaluate(model_path: str, data: str, out_dir: Path, *, data_cfg: DataConfig 
     _check_group_by(group_by, scored, first, data)
     metrics = {"model": str(model_path), "data": data, **summarize(scored, temperature=model.temperature,
                                                                    group_by=group_by, n_boot=n_boot)}
-    if scored.outcome_labels and (model.model.outcome.ties or 2 in scored.outcome_labels):
-        metrics["outcomes"] = outcome_metrics(np.asarray(scored.outcome_probs), np.asarray(scored.outcome_labels))
-        # Scores of single responses cannot depend on position; pairwise kinds average both orders, and here
-        # report how often each order alone would have predicted the same outcome.
-        metrics["outcomes"]["position_consistency"] = float(np.mean(scored.position_consistent)) \
-            if scored.position_consistent else 1.0
+    if (outcomes := three_way_block(scored, model, model_path)) is not None:
+        metrics["outcomes"] = outcomes
+    metrics.update(benchmark_extras(model, scored, first, lambda: read(LoadReport(source=data)),
+                                    batch_size=batch_size, n_boot=n_boot))
     if model.is_ensemble:  # the ensemble against its members, and whether its uncertainty finds its errors
         metrics["ensemble"] = ensemble_breakdown(model, list(read(LoadReport(source=data))), batch_size=batch_size)
     if model.personalized:  # each labeler's own reward against the population reward
@@ -263,7 +269,7 @@ def evaluate_folds(run_dir: str | Path, data: str, out_dir: Path, *, data_cfg: D
         parts = [held for _, held in kfold_splits(comps, cfg.data.folds, split_by=cfg.data.split_by,
                                                   stratify=cfg.data.stratify, seed=cfg.data.seed)]
     else:
-        comps, report = load_comparisons(data, data_cfg, render_chat=first.processor.render_chat)
+        comps, report = load_comparisons(data, data_cfg, render_chat=first.processor.render_chat, repeated="keep")
         parts = [comps] * cfg.data.folds
     per_fold = []
     for k, (path, part) in enumerate(zip(models, parts)):

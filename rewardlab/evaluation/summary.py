@@ -9,7 +9,9 @@ import numpy as np
 
 from rewardlab.evaluation.predict import ATTRIBUTE_FIELD, SECTION_FIELDS, ScoredPairs
 from rewardlab.metrics import pairwise as M
+from rewardlab.metrics.benchmarks import length_rule_accuracy
 
+SUBSET_FIELD = "subset"  # benchmarks name their subsets here: always broken down by it
 HIGH_CONFIDENCE = {"top10": 0.10, "top25": 0.25}
 LENGTH_RATIO_BUCKETS = (1.0, 1.25, 1.5, 2.0, 4.0, math.inf)  # longer / shorter response, in characters
 
@@ -53,13 +55,26 @@ def _small(margins: np.ndarray, temperature: float) -> dict[str, float]:
     return {"accuracy": M.pairwise_accuracy(margins), "log_loss": M.pairwise_log_loss(margins, temperature)}
 
 
-def grouped(margins: np.ndarray, values: Sequence, temperature: float, n_boot: int) -> dict[str, dict]:
-    """Accuracy and log-loss (with intervals) for each distinct value of a field."""
+def length_rules(length_diff: np.ndarray, n_boot: int, seed: int = 0) -> dict:
+    """The length-only rules' accuracy (prefer longer, prefer shorter) with bootstrap intervals, over the pairs
+    whose lengths differ (``pairs``); ``len(chosen) - len(rejected)`` per pair."""
+    differ = np.asarray(length_diff)[np.asarray(length_diff) != 0]
+    if not len(differ):
+        return {"pairs": 0}
+    return {"pairs": len(differ), **with_intervals(length_rule_accuracy, differ, n_boot, seed)}
+
+
+def grouped(margins: np.ndarray, values: Sequence, temperature: float, n_boot: int,
+            length_diff: np.ndarray | None = None) -> dict[str, dict]:
+    """Accuracy and log-loss (with intervals) for each distinct value of a field, and beside them the
+    length-only rules on the same pairs when ``length_diff`` (len(chosen) - len(rejected)) is given."""
     values = np.array(["(none)" if v is None else str(v) for v in values], dtype=object)
     out = {}
     for value in sorted(set(values)):
         m = margins[values == value]
         out[value] = {"pairs": int(len(m)), **with_intervals(lambda x: _small(x, temperature), m, n_boot)}
+        if length_diff is not None:
+            out[value]["length_rules"] = length_rules(length_diff[values == value], n_boot)
     return out
 
 
@@ -98,8 +113,10 @@ def length_bias(scored: ScoredPairs, temperature: float, n_boot: int) -> dict:
     out["model_prefers_longer_rate"] = float((np.sign(margins) == np.sign(diff))[differ].mean())
     ci = M.bootstrap_ci(lambda idx: M.length_balanced_accuracy(margins[idx], diff[idx]), len(margins), n_boot=n_boot)
     out["length_balanced_accuracy"] = {"value": _finite(M.length_balanced_accuracy(margins, diff)), "ci95": list(ci)}
-    out["length_only_rules"] = {"prefer_longer": float((diff[differ] > 0).mean()),
-                                "prefer_shorter": float((diff[differ] < 0).mean()), "pairs": int(differ.sum())}
+    rules = length_rules(diff, n_boot)
+    out["length_only_rules"] = {"prefer_longer": rules["prefer_longer"]["value"],
+                                "prefer_shorter": rules["prefer_shorter"]["value"], "pairs": rules["pairs"]}
+    out["length_only_rules_ci95"] = {name: rules[name]["ci95"] for name in ("prefer_longer", "prefer_shorter")}
     out["reward_length_correlation"] = M.reward_length_correlation(
         np.concatenate([scored.chosen, scored.rejected]), np.concatenate([chosen_len, rejected_len]))
     ratio = np.maximum(chosen_len, rejected_len) / np.maximum(np.minimum(chosen_len, rejected_len), 1)
@@ -138,10 +155,17 @@ def rank_metrics(scored: ScoredPairs, n_boot: int) -> dict | None:
     return out
 
 
+def breakdown_fields(scored: ScoredPairs, group_by: Sequence[str]) -> list[str]:
+    """The fields metrics are broken down by: ``group_by``, and ``subset`` whenever the data names one."""
+    auto = [SUBSET_FIELD] if any(v is not None for v in scored.fields.get(SUBSET_FIELD, ())) else []
+    return list(dict.fromkeys([*group_by, *auto]))
+
+
 def summarize(scored: ScoredPairs, *, temperature: float = 1.0, group_by: Sequence[str] = (),
               n_boot: int = 1000) -> dict:
     margins = scored.margins
     chosen, rejected = np.asarray(scored.chosen), np.asarray(scored.rejected)
+    diff = np.asarray(scored.chosen_len) - np.asarray(scored.rejected_len)
     out = {
         "pairs": int(len(margins)),
         "temperature": temperature,
@@ -158,7 +182,8 @@ def summarize(scored: ScoredPairs, *, temperature: float = 1.0, group_by: Sequen
         "ties": {"pairs": len(scored.tie_margins),
                  "note": "pairs the data calls a tie are excluded from accuracy; their mean |margin| is shown",
                  "mean_abs_margin": float(np.mean(scored.tie_margins)) if scored.tie_margins else None},
-        "groups": {name: grouped(margins, scored.fields[name], temperature, n_boot) for name in group_by},
+        "groups": {name: grouped(margins, scored.fields[name], temperature, n_boot, diff)
+                   for name in breakdown_fields(scored, group_by)},
     }
     attributes = by_attribute(margins, scored.fields[ATTRIBUTE_FIELD], temperature, n_boot)
     if attributes:

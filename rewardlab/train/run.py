@@ -211,7 +211,7 @@ def finish(cfg: ExperimentConfig, trainer: Trainer, builder: ModelBuilder, proce
     train_pred = trainer.predict(train_enc)
     aggregate = train_pred.rewards[:, -1]
     metadata = {"backbone": cfg.model.backbone, "temperature": 1.0, "reward_mean": float(aggregate.mean()),
-                "reward_std": float(aggregate.std()),
+                "reward_std": float(aggregate.std()), "train_tie_rate": float(train_pred.tie.mean()),
                 "head_stats": {h: [float(train_pred.rewards[:, k].mean()), float(train_pred.rewards[:, k].std())]
                                for k, h in enumerate(raw.heads)}}
     ties = raw.outcome.ties

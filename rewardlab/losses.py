@@ -141,6 +141,97 @@ THREE_CLASS = OutcomeLoss("three_class", "Cross-entropy over A / B / tie for pai
                                          "judge), both orders averaged.")
 
 
+# ----------------------------------------------------------------------------- per-step losses (process rewards)
+
+
+def step_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each step: -log σ(z) for a correct step, -log σ(-z) for a wrong one, z the logit of
+    P(step is correct). Shapes: (S,), (S,) -> (S,).
+
+    Example:
+        >>> [round(x, 4) for x in step_bce(torch.tensor([0.0, 2.0]), torch.tensor([True, False])).tolist()]
+        [0.6931, 2.1269]
+    """
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+
+
+def first_error_prefix(labels: torch.Tensor, solution: torch.Tensor) -> torch.Tensor:
+    """Each solution's steps up to and including its first wrong one (all of a correct solution's). ``labels``
+    (S,) bool, True = correct; ``solution`` (S,) the solution of each step, non-decreasing (steps in order).
+
+    Example:
+        >>> first_error_prefix(torch.tensor([True, False, True, True, True]), torch.tensor([0, 0, 0, 1, 1])).tolist()
+        [True, True, False, True, True]
+    """
+    wrong = (~labels.bool()).long()
+    seen = torch.cumsum(wrong, 0) - wrong  # wrong steps strictly before each step, counted from the start
+    first = torch.searchsorted(solution.contiguous(), solution.contiguous())  # each solution's first step
+    return (seen - seen[first]) == 0
+
+
+def last_steps(solution: torch.Tensor) -> torch.Tensor:
+    """Each solution's last step: (S,) non-decreasing solution ids -> (S,) bool.
+
+    Example:
+        >>> last_steps(torch.tensor([0, 0, 1, 2, 2])).tolist()
+        [False, True, True, False, True]
+    """
+    return torch.cat([solution[1:] != solution[:-1], solution.new_ones(1, dtype=torch.bool)])
+
+
+def class_weights(labels: torch.Tensor, rule: str) -> tuple[float, float]:
+    """(weight of a wrong step, weight of a correct step) under ``rule``: ``none`` (1, 1), ``auto`` (inverse class
+    frequency, N / (2 N_class), so both classes weigh the same in total) or a number (the wrong steps' weight).
+
+    Example:
+        >>> class_weights(torch.tensor([True, True, True, False]), "auto")
+        (2.0, 0.6666666666666666)
+    """
+    if rule == "none":
+        return 1.0, 1.0
+    if rule != "auto":
+        return float(rule), 1.0
+    n, correct = len(labels), int(labels.bool().sum())
+    if correct in (0, n):  # one class only: nothing to balance
+        return 1.0, 1.0
+    return n / (2 * (n - correct)), n / (2 * correct)
+
+
+@dataclass(frozen=True)
+class StepLoss:
+    """A per-step loss of process reward models: :func:`step_bce` over the steps ``steps`` selects (``all``,
+    ``prefix``: up to and including the first wrong step, ``last``: each solution's last step), each weighted by its
+    class weight. It never serves as a pairwise loss (:func:`build_pair_loss` refuses it)."""
+
+    steps: str
+    help: str
+
+    def weights(self, labels: torch.Tensor, solution: torch.Tensor, class_weight: tuple[float, float] = (1.0, 1.0)
+                ) -> torch.Tensor:
+        """(S,) weight of each step: its class weight where the loss reads it, else 0."""
+        chosen = {"all": torch.ones_like(labels, dtype=torch.bool), "prefix": first_error_prefix(labels, solution),
+                  "last": last_steps(solution)}[self.steps]
+        wrong, right = class_weight
+        return torch.where(labels.bool(), right, wrong).float() * chosen
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, solution: torch.Tensor,
+                 class_weight: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+        """The weighted mean Σ w·ℓ / Σ w over the steps: (S,), (S,), (S,) -> ()."""
+        return weighted_mean(step_bce(logits, labels), self.weights(labels, solution, class_weight).to(logits.device))
+
+
+STEP_BCE = StepLoss("all", "Per-step binary cross-entropy of a process reward model over every step.")
+STEP_BCE_PREFIX = StepLoss("prefix", "Per-step binary cross-entropy over the steps up to and including the first "
+                                     "wrong one (later steps build on a mistake; their labels say little).")
+STEP_BCE_LAST = StepLoss("last", "Binary cross-entropy of each solution's last step only (outcome supervision read "
+                                 "at the last step, TRL's train_on_last_step_only).")
+
+
+def is_step_loss(name: str) -> bool:
+    """Whether the loss ``name`` is a per-step loss (process reward models) rather than a pairwise one."""
+    return isinstance(get_loss(name), StepLoss)
+
+
 def loss_names() -> list[str]:
     return LOSSES.names()
 
@@ -154,7 +245,7 @@ def get_loss(name: str) -> LossFn | OutcomeLoss:
 def describe_loss(name: str) -> str:
     """One line saying what the loss ``name`` does."""
     loss = get_loss(name)
-    text = loss.help if isinstance(loss, OutcomeLoss) else (loss.__doc__ or "").strip()
+    text = loss.help if isinstance(loss, (OutcomeLoss, StepLoss)) else (loss.__doc__ or "").strip()
     return text.splitlines()[0] if text else ""
 
 
@@ -187,6 +278,10 @@ def build_pair_loss(name: str, **params: float | str) -> Callable[[Judged, PairT
     fn = get_loss(name)
     if isinstance(fn, OutcomeLoss):
         return outcome_nll
+    if isinstance(fn, StepLoss):
+        raise ValueError(f"train.loss={name} is a per-step loss for process reward models (stepwise data, "
+                         "model.kind=prm); for comparisons choose a pairwise loss: " + ", ".join(
+                             n for n in loss_names() if not is_step_loss(n)))
 
     def pair_loss(judged: Judged, pairs: PairTable) -> torch.Tensor:
         forward = fn(judged.chosen, judged.rejected, pairs, **params)

@@ -51,6 +51,7 @@ from rewardlab.contracts.schema import OUTCOMES, Comparison, Pair
 from rewardlab.models.base import RewardNet, get_kind, load_model
 from rewardlab.models.personal import POPULATION, Personal, personalize
 from rewardlab.scoring_inputs import render_item, render_items
+from rewardlab.scoring_steps import StepScoring
 
 __all__ = ["NORMALIZATIONS", "JudgedComparison", "Ranked", "RewardModel", "render_item", "zero_shot_judge"]
 
@@ -82,7 +83,7 @@ class JudgedComparison:
     consistent: np.ndarray | None = None  # (P,) pairwise kinds: each order alone predicts the same outcome
 
 
-class RewardModel:
+class RewardModel(StepScoring):
     """A loaded reward model: its network, its item processor and the checkpoint's metadata."""
 
     def __init__(self, model: RewardNet, processor, metadata: dict, device: str | torch.device = "cpu"):
@@ -203,7 +204,7 @@ class RewardModel:
     @torch.inference_mode()
     def score_heads(self, prompts: Sequence[str | list], responses: Sequence[object], *, batch_size: int = 32,
                     normalize: str = "none", labeler: Sequence[str | None] | str | None = None,
-                    unknown_labeler: str = "population") -> np.ndarray:
+                    unknown_labeler: str = "population", aggregate: str | None = None) -> np.ndarray:
         """Every head's reward for aligned (prompt, response) lists: (N, H), in input order.
 
         A prompt is a string or a list of ``{"role", "content"}`` chat messages, a response a string, a
@@ -212,7 +213,8 @@ class RewardModel:
         scores as its rendered text. ``labeler`` (one id, or one per item) picks a personalised model's
         labeler; a labeler it has no parameters for is scored with the population reward, or raises with
         ``unknown_labeler="error"`` (:meth:`labeler_source` says which reward applies). Items are
-        batched cheapest first (shortest texts together) to cut padding.
+        batched cheapest first (shortest texts together) to cut padding. ``aggregate``: how a process reward
+        model's step probabilities make a reward, in this call (:mod:`rewardlab.scoring_steps`; None: as saved).
         """
         prompts, responses = render_items(self.processor.render_chat, prompts, responses)
         responses = self.with_labelers(responses, labeler, unknown_labeler)
@@ -221,10 +223,11 @@ class RewardModel:
         items, _ = self.processor.encode_items(prompts, responses)
         order = sorted(range(len(items)), key=lambda i: self.processor.cost(items[i]))
         scores = np.empty((len(items), len(self.heads)), dtype=np.float64)
-        for start in range(0, len(order), batch_size):
-            idx = order[start: start + batch_size]
-            inputs = {k: v.to(self.device) for k, v in self.processor.collate([items[i] for i in idx]).items()}
-            scores[idx] = self.model(**inputs).float().cpu().numpy()
+        with self.aggregating(aggregate):
+            for start in range(0, len(order), batch_size):
+                idx = order[start: start + batch_size]
+                inputs = {k: v.to(self.device) for k, v in self.processor.collate([items[i] for i in idx]).items()}
+                scores[idx] = self.model(**inputs).float().cpu().numpy()
         return self.normalize_scores(scores, normalize, prompts)
 
     # ------------------------------------------------------------------ ensembles
@@ -290,11 +293,11 @@ class RewardModel:
                                 **labelers)[:, -1].tolist()
 
     def score(self, prompt: str | list, response: object, *, normalize: str = "none", labeler: str | None = None,
-              unknown_labeler: str = "population") -> float:
+              unknown_labeler: str = "population", aggregate: str | None = None) -> float:
         """The overall reward of one response, a text or chat message list as in :meth:`score_heads` (for
         ``labeler``'s taste where the model is personalised)."""
         return self.score_batch([prompt], [response], normalize=normalize, labeler=labeler,
-                                unknown_labeler=unknown_labeler)[0]
+                                unknown_labeler=unknown_labeler, aggregate=aggregate)[0]
 
     def score_attributes(self, prompt: str | list, response: object, *, normalize: str = "none",
                          labeler: str | None = None) -> dict[str, float]:

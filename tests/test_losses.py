@@ -5,7 +5,7 @@ import torch
 
 from rewardlab.contracts.batch import PairTable
 from rewardlab.losses import (OutcomeLoss, bradley_terry, bt_margin, build_pair_loss, contrastive, focal, get_loss,
-                              label_smoothing, loss_names, reward_centering_penalty, weighted_mean)
+                              label_smoothing, loss_names, reward_centering_penalty, weighted_mean, StepLoss)
 from rewardlab.models.outcomes import BradleyTerry
 
 
@@ -89,7 +89,7 @@ def test_contrastive_tie_pairs_meet_only_their_partner_both_ways():
 def test_gradients_push_chosen_up_and_rejected_down():
     for name in loss_names():
         fn = get_loss(name)
-        if isinstance(fn, OutcomeLoss):  # their gradients go through the outcome model: tests/test_ties.py
+        if isinstance(fn, (OutcomeLoss, StepLoss)):  # outcome losses: tests/test_ties.py; per-step: tests/test_prm.py
             continue
         c = torch.tensor([0.3], requires_grad=True)
         r = torch.tensor([0.1], requires_grad=True)

@@ -49,21 +49,23 @@ def _main_process() -> bool:
 def print_metrics(metrics: dict) -> None:
     """One line per split of a training run's metrics."""
     for split in ("train", "eval"):
-        if split in metrics:
+        if split in metrics and "step_accuracy" in metrics[split]:  # a process reward model's steps
+            m = metrics[split]
+            print(f"{split:>5}: step accuracy {m['step_accuracy']:.3f}  step log-loss {m['step_log_loss']:.3f}  "
+                  f"({m['steps']} steps, {m['wrong_steps']} wrong, in {m['solutions']} solutions)")
+        elif split in metrics:
             m = metrics[split]
             print(f"{split:>5}: accuracy {m['accuracy']:.3f}  log-loss {m['log_loss']:.3f}  "
                   f"mean margin {m['mean_margin']:.3f}  ({m['pairs']} pairs)")
 
 
 def cmd_demo(args) -> int:
-    if args.task == "image":
-        from rewardlab.demo_image import run_image_demo
-
-        run_image_demo(Path(args.out or "runs/demo-image"), args.overrides)
-        return 0
     from rewardlab.demo import run_demo
+    from rewardlab.demo_image import run_image_demo
+    from rewardlab.demo_prm import run_prm_demo
 
-    run_demo(Path(args.out or "runs/demo"), args.overrides)
+    run = {"text": run_demo, "image": run_image_demo, "prm": run_prm_demo}[args.task]
+    run(Path(args.out or ("runs/demo" if args.task == "text" else f"runs/demo-{args.task}")), args.overrides)
     return 0
 
 

@@ -40,7 +40,14 @@ class TrainConfig:
     schedule: str = option("linear", "Decay after warm-up: linear (as transformers and TRL default to), cosine or "
                            "constant.")
     max_grad_norm: float = option(1.0, "Clip the gradient norm to this; 0 disables clipping.")
-    loss: str = option("bradley_terry", "Pairwise loss: see `rewardlab losses` for the names.")
+    loss: str = option("bradley_terry", "Pairwise loss: see `rewardlab losses` for the names. Process reward models "
+                     "(model.kind=prm) take a per-step loss: step_bce (every step), step_bce_prefix (the steps up "
+                     "to and including the first wrong one) or step_bce_last (the last step only); there the "
+                     "pairwise default bradley_terry stands for step_bce.")
+    step_class_weight: str = option("none", "Per-step losses: the weight of wrong steps against correct ones, for "
+                                  "data where one class is rare: none (1 each, so probabilities stay calibrated), "
+                                  "auto (inverse class frequency of the training steps, so both classes weigh the "
+                                  "same in total) or a number (the wrong steps' weight; correct steps weigh 1).")
     margin_scale: float = option(1.0, "bt_margin loss: multiplier on the rating gap used as margin.")
     label_smoothing: float = option(0.1, "label_smoothing loss: probability mass given to the other order.")
     focal_gamma: float = option(2.0, "focal loss: focusing exponent.")
@@ -143,6 +150,12 @@ class TrainConfig:
         if self.fsdp and self.compile:
             raise ValueError("train.fsdp=true with train.compile=true is not supported: set one of them to false")
         choice("train.loss", self.loss, LOSSES.names())
+        if self.step_class_weight not in ("none", "auto"):
+            try:
+                positive("train.step_class_weight", float(self.step_class_weight))
+            except ValueError:
+                raise ValueError(f"train.step_class_weight={self.step_class_weight!r} must be none, auto or a "
+                                 "number > 0") from None
 
     @property
     def head_lr(self) -> float:

@@ -200,9 +200,9 @@ def rewrap(model: RewardNet, processor: object, path: str | Path, metadata: dict
 def load_model(path: str | Path, device: torch.device, dtype: torch.dtype | None = None
                ) -> tuple[RewardNet, object, dict]:
     """A checkpoint folder (or hub id) as (model, processor, metadata): its kind loads it, with its outcome model and
-    wrappers; foreign Hugging Face models load as text models."""
+    wrappers; foreign Hugging Face models load by their architecture (:func:`foreign_kind`)."""
     check_checkpoint(path)
-    kind = get_kind(read_metadata(path).get("kind", "text"))
+    kind = get_kind(read_metadata(path).get("kind") or foreign_kind(path))
     with readable_weights(path):
         model, processor, metadata = kind.load(str(path), device, dtype)
         if "outcome" in metadata:
@@ -269,6 +269,14 @@ def readable_weights(where: str | Path) -> Iterator[None]:
         first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise ValueError(f"{where}: not a local folder, and the Hugging Face hub could not give it ({first})") \
             from None
+
+
+def foreign_kind(path: str | Path) -> str:
+    """The kind a folder rewardlab did not write loads as: ``prm`` for a token classifier (a process reward model,
+    as TRL's PRMTrainer saves one), else ``text`` (a sequence classifier, or a backbone to read the reward from)."""
+    config = Path(path) / "config.json"
+    architectures = json.loads(config.read_text()).get("architectures") or [] if config.is_file() else []
+    return "prm" if any(a.endswith("ForTokenClassification") for a in architectures) else "text"
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -114,6 +114,17 @@ class ServedModel:
     def pairwise(self) -> bool:
         return self.rm.kind.prepare is not None
 
+    @property
+    def stepwise(self) -> bool:
+        """A process reward model: ``/v1/score`` also returns each step's probability."""
+        return hasattr(self.rm.model, "step_probabilities")
+
+    def step_rewards(self, prompts: list, responses: list) -> list[list[float | None]]:
+        """Each response's steps (split at the model's separator) and their P(correct), None past what it reads."""
+        steps = [self.rm.processor.split_steps(r, f"items[{i}].response") for i, r in enumerate(responses)]
+        probs = self.rm.score_steps_batch(prompts, steps)
+        return [[None if p != p else p for p in row] for row in probs]  # NaN is no JSON
+
     def info(self) -> dict:
         meta = self.rm.metadata
         norms = [n for n in NORMALIZATIONS if n != "zscore" or "reward_mean" in meta]

@@ -107,7 +107,10 @@ class RewardService:
         responses = [s.response(it.response, f"items[{i}].response") for i, it in enumerate(body.items)]
         scored = self._counted(await s.rows([it.prompt for it in body.items], responses,
                                             [it.labeler for it in body.items]), "/v1/score")
-        return score_reply(s.rm, s.name, body, scored.rows, scored.prompts, scored.truncated)
+        reply = score_reply(s.rm, s.name, body, scored.rows, scored.prompts, scored.truncated)
+        if s.stepwise:  # a process reward model: each step's probability beside the aggregate
+            reply["step_rewards"] = await to_thread.run_sync(s.step_rewards, scored.prompts, responses)
+        return reply
 
     async def compare(self, body: CompareRequest) -> dict:
         """``POST /v1/compare``: P(a), P(b), P(tie) per pair, from the outcome model of any kind; texts are strings

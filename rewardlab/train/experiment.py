@@ -19,6 +19,7 @@ from rewardlab.evaluation.summary import fold_summary
 from rewardlab.models.base import get_kind
 from rewardlab.train.ensemble import train_ensemble
 from rewardlab.train.run import TrainResult, train
+from rewardlab.train.steps import train_steps, trains_steps
 
 
 def run_experiment(cfg: ExperimentConfig, *, resume: bool = False,
@@ -26,6 +27,8 @@ def run_experiment(cfg: ExperimentConfig, *, resume: bool = False,
     """Cross-validation with ``data.folds`` > 1 (``metrics``: the summary written to cv_metrics.json, ``model_dir``:
     the run's folder), else an ensemble with ``train.ensemble_size`` > 1, else one model. ``resume`` and
     ``on_evaluate`` apply to a single model's run (see :func:`rewardlab.train.run.train`)."""
+    if trains_steps(cfg):  # stepwise data: a process reward model (rewardlab.train.steps)
+        return train_steps(cfg, resume=resume, on_evaluate=on_evaluate)
     if cfg.data.folds > 1:
         return TrainResult(model_dir=Path(cfg.train.output_dir), metrics=cross_validate(cfg))
     if cfg.train.ensemble_size > 1:

@@ -13,7 +13,7 @@ import json
 import urllib.request
 
 import pytest
-from conftest import chromium_browser, serving, write_jsonl
+from conftest import chromium_browser, post, serving, write_jsonl
 
 from rewardlab.label.server import create_app
 from rewardlab.label.store import LabelStore
@@ -177,6 +177,10 @@ def test_enter_on_a_focused_button_presses_that_button(page):
 def test_skipped_prompts_are_counted_apart_and_can_be_revisited(page):
     from selenium.webdriver.common.keys import Keys
 
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert post(f"{page.plain}/api/answer", {"labeler": "ian", "item": 1, "action": "rank",
+                                             "ranks": [4, 3, 2, 1]})[0] == 200  # a second labeler on prompt 1
     page.viewport(1280)
     page.open(f"{page.plain}/?labeler=hal")
     page.keys("s")
@@ -195,6 +199,13 @@ def test_skipped_prompts_are_counted_apart_and_can_be_revisited(page):
     assert page.text("#progress-text") == "5 / 5 answered" and page.text("#done-title") == "All prompts answered"
     assert page.js("return document.getElementById('done-revisit').hidden")
     assert answer_of(page.plain, "hal", 0)["ranks"] is not None
+    # the done page says how far the labelers agree, as /api/agreement does
+    with urllib.request.urlopen(f"{page.plain}/api/agreement") as reply:
+        between = json.load(reply)["between"]
+    assert between["items"] >= 1  # ian ranked prompt 1 too
+    WebDriverWait(page.browser, 10, poll_frequency=0.05).until(lambda b: page.text("#done-agreement"))
+    assert page.text("#done-agreement").startswith(f"Labelers agree on the {between['items']} prompts")
+    assert f"τ {between['tau']:.2f}" in page.text("#done-agreement")
 
 
 def test_the_labelers_name_is_remembered_and_the_address_wins(page):

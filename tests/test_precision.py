@@ -6,16 +6,27 @@ import torch
 from rewardlab.config import ModelConfig, load_config
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
 from rewardlab.models.text import build_text_model
+from rewardlab.train import precision
 from rewardlab.train.precision import choose_precision, probe
 
 
-def test_requested_precision_is_kept_and_auto_without_cuda_bf16_is_fp32():
+def test_requested_precision_is_kept_and_auto_without_cuda_bf16_is_fp32(monkeypatch):
+    monkeypatch.setattr(precision, "process_precision", lambda: None)  # as a process's first run
     model = torch.nn.Linear(2, 1)
     never = lambda device: (_ for _ in ()).throw(AssertionError("no probe expected"))  # noqa: E731
     assert choose_precision("bf16", model, never, torch.device("cpu"))[0] == "bf16"
     choice, info = choose_precision("auto", model, never, torch.device("cpu"))
     assert choice == "no" and "no CUDA device" in info["rule"]
     assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"  # YAML `no` stays text
+
+
+def test_auto_keeps_the_precision_this_process_already_trained_with():
+    from accelerate import Accelerator
+
+    Accelerator(cpu=True, mixed_precision="no")  # an earlier run in this process (a fold, a member, a trial)
+    never = lambda device: (_ for _ in ()).throw(AssertionError("no probe expected"))  # noqa: E731
+    choice, info = choose_precision("auto", torch.nn.Linear(2, 1), never, torch.device("cuda"))
+    assert choice == "no" and "as this process trained before" in info["rule"]
 
 
 def test_probe_times_both_and_leaves_the_model_as_it_was(tiny_bert):

@@ -40,6 +40,15 @@ def _seconds_per_step(model: nn.Module, inputs: dict, device: torch.device, dtyp
     return (time.perf_counter() - start) / PROBE_STEPS
 
 
+def process_precision() -> str | None:
+    """The mixed precision Accelerate was set up with in this process, or None before the first run. Accelerate
+    keeps one per process: a second run asking for another fails, so ``auto`` keeps the first run's choice
+    (ensemble members, cross-validation folds and tuning trials train one after another in one process)."""
+    from accelerate.state import AcceleratorState
+
+    return AcceleratorState._shared_state.get("_mixed_precision")
+
+
 def choose_precision(requested: str, model: nn.Module, inputs: Callable[[torch.device], dict],
                      device: torch.device) -> tuple[str, dict]:
     """The mixed-precision setting to train with, and why.
@@ -50,6 +59,9 @@ def choose_precision(requested: str, model: nn.Module, inputs: Callable[[torch.d
     """
     if requested != "auto":
         return requested, {"choice": requested, "rule": "as configured"}
+    if (earlier := process_precision()) is not None:
+        return earlier, {"choice": earlier, "rule": f"auto: {earlier}, as this process trained before (Accelerate "
+                                                    "keeps one precision per process)"}
     if device.type != "cuda" or not torch.cuda.is_bf16_supported():
         return "no", {"choice": "no", "rule": "auto: no CUDA device with bf16 support, fp32"}
     return probe(model, inputs(device), device)

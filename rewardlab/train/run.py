@@ -52,7 +52,8 @@ class TrainResult:
         return self.metrics.get("eval") or self.metrics.get("mean") or {}
 
 
-def _trackers(names: list) -> list[str]:
+def trackers(names: list) -> list[str]:
+    """``train.log_with``'s tracker names, checked: each known and its package installed."""
     out = []
     for name in names:
         if name not in _TRACKER_PACKAGES:
@@ -69,7 +70,7 @@ def _flat(cfg: ExperimentConfig) -> dict:
             for section, values in cfg.to_dict().items() for k, v in values.items()}
 
 
-def _process_group():
+def process_group():
     """The process group (the Accelerator is made once the precision is chosen). ACCELERATE_USE_CPU is read as the
     Accelerator would: without it, CPU ranks launched with --multi_gpu never join one group."""
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
@@ -127,7 +128,7 @@ def _accelerator(cfg: ExperimentConfig, model: RewardNet, collator: PreferenceCo
         print(f"precision: {'bf16' if precision == 'bf16' else 'fp32'} ({reports['precision']['rule']})")
     # train.compile: Accelerate compiles in prepare(); the trainer keeps the uncompiled module for saving.
     compiled = TorchDynamoPlugin(backend="inductor", dynamic=True) if cfg.train.compile else None
-    acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.train.log_with) or None,
+    acc = Accelerator(mixed_precision=precision, log_with=trackers(cfg.train.log_with) or None,
                       project_dir=str(out / "logs"), dynamo_plugin=compiled)
     zero_stage = zero.stage(acc)
     reports["distributed"] = {"type": acc.distributed_type.value, "processes": acc.num_processes,
@@ -169,7 +170,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, on_evaluate: Callable[
     resume_from = ckpt.latest_state(out / "states") if resume else None
     if resume and resume_from is None:
         raise ValueError(f"--resume: no saved state under {out / 'states'}; nothing to resume")
-    state = _process_group()
+    state = process_group()
     set_seed(cfg.train.seed)
     prepared = prepare_data(cfg, data=data, labelers=labelers)
     builder = ModelBuilder(cfg, prepared)

@@ -35,7 +35,7 @@ from rewardlab.models.prm import PRM_KIND, ProcessRewardNet, StepItem, StepItems
 from rewardlab.train.optim import build_optimizer, build_scheduler
 from rewardlab.train.precision import choose_precision
 from rewardlab.train.results import peak_rss_mb
-from rewardlab.train.run import TrainResult, _process_group, _trackers
+from rewardlab.train.run import TrainResult, process_group, trackers
 
 PAIRWISE_DEFAULT, STEP_DEFAULT = "bradley_terry", "step_bce"  # train.loss's default stands for step_bce here
 METRIC_NAMES = {"accuracy": "step_accuracy", "log_loss": "step_log_loss"}  # train.metric_for_best, read per step
@@ -257,7 +257,7 @@ def train_steps(cfg: ExperimentConfig, *, resume: bool = False,
     if resume:
         raise ValueError("--resume is not supported for process reward models (model.kind=prm) yet")
     cfg = step_config(cfg)
-    out, state = Path(cfg.train.output_dir), _process_group()
+    out, state = Path(cfg.train.output_dir), process_group()
     set_seed(cfg.train.seed)
     processor = PRM_KIND.processor(cfg)
     train_sol, eval_sol, reports = load_step_data(cfg)
@@ -270,7 +270,7 @@ def train_steps(cfg: ExperimentConfig, *, resume: bool = False,
     model = PRM_KIND.build(cfg, [], processor)
     first = lambda device: send_to_device(collate_steps(processor)(train_enc[: cfg.train.batch_size]), device)["items"]
     precision, reports["precision"] = choose_precision(cfg.train.mixed_precision, model, first, state.device)
-    acc = Accelerator(mixed_precision=precision, log_with=_trackers(cfg.train.log_with) or None,
+    acc = Accelerator(mixed_precision=precision, log_with=trackers(cfg.train.log_with) or None,
                       project_dir=str(out / "logs"))
     out.mkdir(parents=True, exist_ok=True)
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)

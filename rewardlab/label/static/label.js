@@ -337,6 +337,21 @@ function showDone() {
   show("done");
   document.body.dataset.item = "";
   if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
+  showAgreement();
+}
+
+// How far the labelers agree, on the prompts two or more of them ranked (GET /api/agreement).
+async function showAgreement() {
+  const box = $("done-agreement");
+  try {
+    const between = (await api("/api/agreement")).between;
+    const fmt = (x) => (x === null || x === undefined ? "–" : x.toFixed(2));
+    box.hidden = !between.items;
+    box.textContent = between.items ? `Labelers agree on the ${between.items} prompts two or more of them ranked: ` +
+      `Kendall's τ ${fmt(between.tau)}, Krippendorff's α ${fmt(between.alpha)} (${between.labelers} labelers).` : "";
+  } catch (err) {
+    box.hidden = true;  // the page works without it
+  }
 }
 
 // The server offers unanswered prompts first, then skipped ones again (revisit): those wait on the done page

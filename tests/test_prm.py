@@ -244,3 +244,26 @@ def test_the_server_returns_each_steps_reward_beside_the_aggregate(trained):
     assert status == 200
     assert reply["step_rewards"][0] == pytest.approx(rm.score_steps("new problem 5", steps), abs=1e-5)
     assert reply["scores"][0] == pytest.approx(min(reply["step_rewards"][0]), abs=1e-5)
+
+
+def test_packed_solutions_score_as_padded_ones_and_train(tiny_llama, tmp_path):
+    """model.packing: one row, no padding, sequence boundaries from the position ids; each step's probability
+    and each solution's aggregate are those of the padded batch."""
+    from rewardlab.train.experiment import run_experiment
+
+    cfg = tiny_config(tiny_llama, tmp_path / "x.jsonl", tmp_path)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="prm", packing=True))
+    packed = PRM_KIND.processor(cfg)
+    padded = PRM_KIND.processor(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, packing=False)))
+    model = PRM_KIND.build(cfg, [], packed).eval()
+    items, _ = packed.encode_solutions(["q", "a longer question here", "mid"],
+                                       [["add sum"], ["copy wrong", "note join", "split"], ["carry", "check"]])
+    with torch.no_grad():
+        a, b = packed.collate(items), padded.collate(items)
+        assert a["input_ids"].shape[0] == 1 and a["step_counts"].tolist() == [1, 3, 2]
+        assert model(**a, steps=True) == pytest.approx(model(**b, steps=True), abs=1e-5)
+        assert model(**a).flatten().tolist() == pytest.approx(model(**b).flatten().tolist(), abs=1e-5)
+    data = write_jsonl(tmp_path / "steps.jsonl", solutions(24, 1))
+    run = tiny_config(tiny_llama, data, tmp_path / "run", max_steps=3)
+    result = run_experiment(dataclasses.replace(run, model=dataclasses.replace(run.model, packing=True)))
+    assert json.loads((result.model_dir / "config.json").read_text())["rewardlab"]["kind"] == "prm"

@@ -24,11 +24,12 @@ import torch
 from rewardlab.config import ExperimentConfig
 from rewardlab.config.sections import STEP_AGGREGATES
 from rewardlab.contracts.schema import unicode_problem
+from rewardlab.data.encode import pack
 from rewardlab.data.fields import render_plain
 from rewardlab.models.backbones import (backbone_source, dequantised, dropout_overrides, load_tokenizer,
                                         position_limit, prepare_tokenizer, save_tokenizer, with_lora)
 from rewardlab.models.base import CONFIG_KEY, ModelKind, read_metadata, readable_weights
-from rewardlab.models.text import TextRewardModel
+from rewardlab.models.text import TextRewardModel, check_packable
 
 STEP_LABELS = {0: "wrong", 1: "correct"}  # the token classifier's classes; index 1 = correct, as in TRL
 PRM_NAME = "prm"
@@ -56,8 +57,8 @@ class StepItems:
     """
 
     def __init__(self, tokenizer, separator: str, *, max_length: int | None = None,
-                 max_prompt_tokens: int | None = None):
-        self.tokenizer, self.separator = tokenizer, separator
+                 max_prompt_tokens: int | None = None, packing: bool = False):
+        self.tokenizer, self.separator, self.packing = tokenizer, separator, packing
         self.separator_ids = tuple(tokenizer.encode(separator, add_special_tokens=False))
         assert self.separator_ids, "resolve_separator checks the separator first"
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
@@ -144,7 +145,16 @@ class StepItems:
 
     def collate(self, items: Sequence[StepItem]) -> dict[str, torch.Tensor]:
         """Right-padded ``input_ids`` and ``attention_mask`` (N, L), and ``step_mask`` (N, L): True where a step's
-        probability is read."""
+        probability is read. With ``packing``: the solutions in one row without padding (``input_ids`` and
+        ``position_ids`` (1, T), see :func:`~rewardlab.data.encode.pack`), ``step_mask`` (1, T) and
+        ``step_counts`` (N,), each solution's number of steps."""
+        if self.packing:
+            packed = pack([(ids, None) for ids, _ in items])
+            starts = packed["last_index"] - torch.tensor([len(ids) for ids, _ in items]) + 1
+            step_mask = torch.zeros_like(packed["input_ids"], dtype=torch.bool)
+            step_mask[0, [int(start) + e for start, (_, ends) in zip(starts, items) for e in ends]] = True
+            return {"input_ids": packed["input_ids"], "position_ids": packed["position_ids"], "step_mask": step_mask,
+                    "step_counts": torch.tensor([len(ends) for _, ends in items])}
         width = max(len(ids) for ids, _ in items)
         input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
@@ -190,12 +200,22 @@ class ProcessRewardNet(TextRewardModel):
         self.aggregate = aggregate
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                step_mask: torch.Tensor | None = None, steps: bool = False) -> torch.Tensor:
-        logits = self.hf_model(input_ids=input_ids, attention_mask=attention_mask).logits.float()  # (N, L, 2)
-        margin = logits[..., 1] - logits[..., 0]  # (N, L): log-odds of "correct" at every token
+                step_mask: torch.Tensor | None = None, steps: bool = False, position_ids: torch.Tensor | None = None,
+                step_counts: torch.Tensor | None = None) -> torch.Tensor:
+        # packed (decoders only): no cache, so that attention reads the sequence boundaries from the position ids
+        packed = {} if position_ids is None else {"position_ids": position_ids, "use_cache": False}
+        logits = self.hf_model(input_ids=input_ids, attention_mask=attention_mask,
+                               **packed).logits.float()  # (N, L, 2), or (1, T, 2) packed
+        margin = logits[..., 1] - logits[..., 0]  # log-odds of "correct" at every token
         if steps:
             return margin[step_mask]  # (S,)
-        return aggregate_steps(torch.sigmoid(margin), step_mask, self.aggregate)[:, None]  # (N, 1)
+        if step_counts is None:
+            return aggregate_steps(torch.sigmoid(margin), step_mask, self.aggregate)[:, None]  # (N, 1)
+        # packed: each solution's steps back into a row of their own, then aggregated as when padded
+        rows = torch.nn.utils.rnn.pad_sequence(torch.sigmoid(margin[step_mask]).split(step_counts.tolist()),
+                                               batch_first=True)  # (N, K)
+        mask = torch.arange(rows.shape[1], device=rows.device)[None] < step_counts.to(rows.device)[:, None]
+        return aggregate_steps(rows, mask, self.aggregate)[:, None]  # (N, 1)
 
     @torch.inference_mode()
     def step_probabilities(self, **items: torch.Tensor) -> torch.Tensor:
@@ -226,13 +246,15 @@ def load_token_classifier(name: str, *, dropout: float = -1.0, tokenizer=None):
 def _processor(cfg: ExperimentConfig) -> StepItems:
     tokenizer = load_tokenizer(cfg.model.backbone)
     return StepItems(tokenizer, resolve_separator(tokenizer, cfg.model.step_separator), max_length=cfg.data.max_length,
-                     max_prompt_tokens=cfg.data.max_prompt_tokens)
+                     max_prompt_tokens=cfg.data.max_prompt_tokens, packing=cfg.model.packing)
 
 
 def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: StepItems) -> ProcessRewardNet:
     if attributes:
         raise ValueError(f"model.kind=prm has one head (P(step is correct)); the data rates attributes {attributes}")
     hf_model, _ = load_token_classifier(cfg.model.backbone, dropout=cfg.model.dropout, tokenizer=processor.tokenizer)
+    if cfg.model.packing:
+        check_packable(hf_model, cfg.model.backbone)
     if cfg.model.gradient_checkpointing:
         hf_model.gradient_checkpointing_enable()
     if cfg.model.lora:  # PEFT trains the token classifier's head (classifier / score) in full beside the adapters

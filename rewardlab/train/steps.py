@@ -77,7 +77,7 @@ def step_config(cfg: ExperimentConfig) -> ExperimentConfig:
     unsupported = [name for name, on in (
         ("data.folds", cfg.data.folds > 1), ("train.ensemble_size", cfg.train.ensemble_size > 1),
         ("model.personalization", cfg.model.personalization != "none"), ("train.debias", bool(cfg.train.debias)),
-        ("model.packing", cfg.model.packing), ("train.length_matched", cfg.train.length_matched),
+        ("train.length_matched", cfg.train.length_matched),
         ("train.fsdp", cfg.train.fsdp), ("train.mixup_alpha", cfg.train.mixup_alpha > 0),
         ("train.ema_decay", cfg.train.ema_decay > 0)) if on]
     if unsupported:

@@ -246,6 +246,16 @@ def test_the_server_returns_each_steps_reward_beside_the_aggregate(trained):
     assert reply["scores"][0] == pytest.approx(min(reply["step_rewards"][0]), abs=1e-5)
 
 
+def test_trls_reward_function_gets_the_aggregate(trained):
+    from rewardlab.reward_function import RewardFunction
+
+    reward = RewardFunction(str(trained.model_dir), device="cpu")
+    solution = ["add sum", "copy wrong", "note join"]
+    rewards = reward(["new problem 5"] * 2, ["\n".join(solution), "add sum\nnote join"])
+    assert rewards[1] > rewards[0]  # the solution with the wrong step gets the lower reward
+    assert rewards[0] == pytest.approx(min(reward.reward_model.score_steps("new problem 5", solution)), abs=1e-5)
+
+
 def test_packed_solutions_score_as_padded_ones_and_train(tiny_llama, tmp_path):
     """model.packing: one row, no padding, sequence boundaries from the position ids; each step's probability
     and each solution's aggregate are those of the padded batch."""

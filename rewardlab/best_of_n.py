@@ -83,12 +83,19 @@ class BestOfNResult:
         return "\n".join(lines)
 
 
-def _score_prompt(reward_model, p: dict, samples: list[str], greedy: str) -> dict:
-    """One prompt's output row: its N samples and greedy response scored, the best sample kept."""
-    r = np.asarray(reward_model.score_batch([p["prompt"]] * (len(samples) + 1), samples + [greedy]), dtype=float)
-    best = int(np.argmax(r[:-1]))
-    return {**p, "best": samples[best], "best_reward": float(r[best]), "greedy": greedy,
-            "greedy_reward": float(r[-1]), "samples": samples, "rewards": r[:-1].tolist()}
+def _score_batch(reward_model, batch: list[dict], samples: list[list[str]], greedy: list[list[str]]) -> list[dict]:
+    """Each prompt's output row: its N samples and greedy response scored (the whole batch in one call), the best
+    sample kept."""
+    n = len(samples[0])
+    flat_prompts = [p["prompt"] for p in batch for _ in range(n + 1)]
+    flat_responses = [r for s, g in zip(samples, greedy) for r in s + g]
+    rewards = np.asarray(reward_model.score_batch(flat_prompts, flat_responses), dtype=float).reshape(len(batch), n + 1)
+    rows = []
+    for p, s, g, r in zip(batch, samples, greedy, rewards):
+        best = int(np.argmax(r[:-1]))
+        rows.append({**p, "best": s[best], "best_reward": float(r[best]), "greedy": g[0],
+                     "greedy_reward": float(r[-1]), "samples": s, "rewards": r[:-1].tolist()})
+    return rows
 
 
 class _StepDisplay:
@@ -127,7 +134,7 @@ def best_of_n(cfg: BestOfNConfig, reward_model, prompts_path: str | Path, *, pol
     prompts = read_prompts(prompts_path)
     model, tokenizer = policy or load_policy(cfg.policy)
     rows = []
-    # Counted in prompts, each as soon as it is scored; within a batch the postfix follows the token steps.
+    # Counted in prompts (a batch's once it is scored); within a batch the postfix follows the token steps.
     bar = tqdm(total=len(prompts), desc="best-of-n", unit="prompt", disable=not progress, dynamic_ncols=True)
     batches = (len(prompts) + cfg.batch_size - 1) // cfg.batch_size
     for b, start in enumerate(range(0, len(prompts), cfg.batch_size)):
@@ -139,9 +146,9 @@ def best_of_n(cfg: BestOfNConfig, reward_model, prompts_path: str | Path, *, pol
                          max_new_tokens=cfg.max_new_tokens, on_step=steps.step("sampling")).texts
         greedy = sample(model, tokenizer, texts, num=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
                         on_step=steps.step("greedy")).texts
-        for p, s, g in zip(batch, samples, greedy):
-            rows.append(_score_prompt(reward_model, p, s, g[0]))
-            bar.set_postfix_str(f"batch {b + 1}/{batches}: scoring", refresh=False)
+        bar.set_postfix_str(f"batch {b + 1}/{batches}: scoring", refresh=False)
+        for row in _score_batch(reward_model, batch, samples, greedy):
+            rows.append(row)
             bar.update(1)
     bar.close()
     result = BestOfNResult(rows, best=float(np.mean([r["best_reward"] for r in rows])),

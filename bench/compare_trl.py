@@ -355,6 +355,24 @@ def header(args, n_params: int) -> str:
             + "".join(f", {o}" for o in args.overrides))
 
 
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, by what torch.cuda.get_device_name() holds;
+# the first match wins, so the more specific names come first.
+PEAK_BF16_TFLOPS = [("H200 NVL", 835), ("H200", 989), ("H100 NVL", 835), ("H100 PCIe", 756), ("H100", 989),
+                    ("GH200", 989), ("B200", 2250), ("A100", 312), ("L40S", 362), ("A10G", 70)]
+
+
+def card_peak_tflops() -> float:
+    """This machine's first GPU's dense bf16 peak, from its name; exits naming the card where it is not known."""
+    import torch
+
+    name = torch.cuda.get_device_name()
+    for key, peak in PEAK_BF16_TFLOPS:
+        if key in name:
+            print(f"peak: {name}, {peak} dense bf16 TFLOP/s (its data sheet)")
+            return float(peak)
+    sys.exit(f"the dense bf16 peak of {name!r} is not known here: pass --peak-tflops")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=["hh", "rank4"], choices=["hh", "rank4"])
@@ -382,7 +400,8 @@ def main() -> None:
     p.add_argument("--max-tokens-per-batch", type=int, help="rewardlab-only: train.max_tokens_per_batch")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="rewardlab-only config overrides, e.g. train.length_matched=true (named in the header)")
-    p.add_argument("--peak-tflops", type=float, default=790.0, help="the card's dense bf16 peak (H200: ~790)")
+    p.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak TFLOP/s (default: looked up from "
+                   "the card's name, e.g. 989 for an H100 SXM or an H200, 756 for an H100 PCIe)")
     p.add_argument("--workdir", default="runs/bench")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--worker", dest="system", choices=SYSTEMS, help=argparse.SUPPRESS)
@@ -397,6 +416,8 @@ def main() -> None:
         sys.exit("--batch-size must be a multiple of 6 so that rank4 batches hold whole rankings (or use --tasks hh)")
     from transformers import AutoTokenizer
 
+    if args.device == "cuda" and args.peak_tflops is None:
+        args.peak_tflops = card_peak_tflops()
     backbone_dir = materialise_backbone(args)
     n_params = parameter_count(backbone_dir)
     tok = AutoTokenizer.from_pretrained(backbone_dir)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU checks of issues #10 and #15 in one device call, on what bench/gpu/pack.py put in .gpu/:
+# The GPU checks in one device call, on what bench/gpu/pack.py put in .gpu/. The next call (training speed: is the
+# slow step the one with a new width, and does padding widths to multiples of 64 fix it, beside TRL):
 #
-#   run(command="bash bench/gpu/run.sh tests trl serve", carry=[".gpu"], timeout_s=560)
+#   run(command="DEADLINE=540 LIMIT=384 bash bench/gpu/run.sh steps sdpa trl pad64 profile", carry=[".gpu"],
+#       timeout_s=570)
 #
 # Stages, in the order given (each bounded by its own timeout, its log under $OUT):
 #   tests      the CUDA-sensitive test modules (distributed, precision, packing, token budget, serving, scoring)
@@ -10,8 +12,12 @@
 #              step, TRL then rewardlab side by side
 #   packing    the decoder, rewardlab alone, with packing and with a token budget
 #   precision  MiniLM, rewardlab alone: fp32, bf16 and train.mixed_precision=auto (which it picks, and how fast)
-#   steps      bench/gpu/step_times.py: rewardlab's per-step times on the decoder (defaults, no length grouping,
-#              defaults again, the allocator's expandable segments)
+#   steps      bench/gpu/step_times.py: rewardlab's per-step times on the decoder, each step marked when its width is
+#              new to the run (defaults, then widths padded to multiples of 64)
+#   ungrouped  the same without length grouping, then the defaults again (a cold start told apart)
+#   sdpa       the defaults with cuDNN attention ruled out (flash, efficient and math attention only)
+#   alloc      the defaults with the allocator's expandable segments
+#   pad64      bench/compare_trl.py's rewardlab rows (decoder, encoder) with train.pad_to_multiple_of=64 (after trl)
 #   profile    the same on the defaults with the torch profiler: the operators of three steps by self CPU / GPU time
 #   launch     bench/gpu/launch.py: one kernel launch's cost, MiniLM's eager forward against a CUDA graph of it, and
 #              beside a busy Python thread (why a 4-item server pass took 47-66 ms; ~30 s)
@@ -112,13 +118,22 @@ for s in "$@"; do
       [ "$DEVICE" = cuda ] && MP=bf16 || MP=no
       for st in 2 3; do stage "zero$st" 240 "$PY" bench/gpu/zero_resume.py --stage "$st" --precision "$MP" \
         --pairs "$LIMIT"; done ;;
-    steps)  # rewardlab's step times on the decoder: defaults, without length grouping, expandable segments
+    steps)  # rewardlab's step times on the decoder: is the slow step the one with a width it has not seen?
       # A / B / A: the first run on a fresh machine also pays its cold start (2026-12-04 the grouped run went first)
       stage steps-default 120 "$PY" "${STEPS[@]}"
+      stage steps-pad64 120 "$PY" "${STEPS[@]}" --set train.pad_to_multiple_of=64 ;;
+    ungrouped)
       stage steps-ungrouped 120 "$PY" "${STEPS[@]}" --set train.group_by_length=false
-      stage steps-default-again 120 "$PY" "${STEPS[@]}" --label "defaults again"
-      stage steps-expandable 120 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "$PY" "${STEPS[@]}" \
+      stage steps-default-again 120 "$PY" "${STEPS[@]}" --label "defaults again" ;;
+    sdpa)  # is the per-shape cost cuDNN attention's plan for each new shape?
+      stage steps-no-cudnn 120 "$PY" "${STEPS[@]}" --sdpa flash,efficient,math --label "no cuDNN attention" ;;
+    alloc) stage steps-expandable 120 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "$PY" "${STEPS[@]}" \
         --label expandable_segments ;;
+    pad64)  # rewardlab alone, widths padded to multiples of 64, beside the trl stage's rows of the same call
+      stage trl-decoder-pad64 200 "$PY" "${TRL[@]}" --backbone "$DEC" --systems rewardlab \
+        --set train.pad_to_multiple_of=64
+      stage trl-encoder-pad64 200 "$PY" "${TRL[@]}" --backbone "$ENC" --systems rewardlab \
+        --set train.pad_to_multiple_of=64 ;;
     profile) stage profile 180 "$PY" "${STEPS[@]}" --profile 3 ;;  # the slow length-grouped steps: which operators
     launch) stage launch 90 "$PY" bench/gpu/launch.py --device "$DEVICE" ;;
     serve-decoder) stage serve-decoder 200 "$PY" bench/serve_load.py --device "$DEVICE" --model random:decoder-0.5b \
@@ -130,7 +145,7 @@ for s in "$@"; do
     serve-wide) stage serve-wide 200 "$PY" bench/serve_load.py --device "$DEVICE" --requests 200 --level-seconds 10 \
       --clients 1,32 --max-batch-tokens 32768 ;;
     serve) stage serve 300 "$PY" bench/serve_load.py --device "$DEVICE" --requests 400 --level-seconds 20 ;;
-    *) echo "unknown stage $s (tests, suite, trl, packing, precision, steps, profile, launch, serve, serve-quick, serve-process, serve-wide, serve-decoder, zero)"; exit 2 ;;
+    *) echo "unknown stage $s (tests, suite, trl, pad64, packing, precision, steps, ungrouped, sdpa, alloc, profile, launch, serve, serve-quick, serve-process, serve-wide, serve-decoder, zero)"; exit 2 ;;
   esac
 done
 
@@ -144,8 +159,8 @@ for log in "$OUT"/logs/*.log; do
   case $name in
     precision-*) grep -E "^precision:|^\| hh" "$log" ;;
     zero*) grep -E "^zero" "$log" ;;
-    steps-*) grep -E "^ *[0-9]+ \||^steps" "$log" ;;
-    profile) grep -E "^profile|^ +[a-zA-Z_:]+.*%|^ *[0-9]+ \||^steps" "$log" ;;
+    steps-*) grep -E "^ *[0-9]+ \||^steps|^sdpa" "$log" ;;
+    profile) grep -E "^profile|^ +[a-zA-Z_:]+.*%|^ *[0-9]+ \||^steps|^sdpa" "$log" ;;
     *) grep -E "^\||throughput|held-out accuracy|^\(|params\)" "$log" | grep -v -- "---" ;;
   esac
 done

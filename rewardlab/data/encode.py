@@ -194,18 +194,31 @@ def pack(items: Sequence[TextItem]) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "position_ids": position_ids, "last_index": lengths.cumsum(0) - 1}
 
 
+def padded_width(longest: int, multiple: int) -> int:
+    """``longest`` rounded up to a multiple of ``multiple``: the width of a batch padded to it.
+
+    Example:
+        >>> padded_width(100, 64), padded_width(128, 64), padded_width(7, 1)
+        (128, 128, 7)
+    """
+    return -(-longest // multiple) * multiple
+
+
 class TextItems:
     """The :class:`~rewardlab.contracts.batch.ItemProcessor` of text models: items are token ids.
 
-    ``collate`` right-pads to the longest item (``extra_padding`` more pad tokens, for
-    the padding-invariance check) and returns ``input_ids``, ``attention_mask`` and,
-    where the tokenizer makes them, ``token_type_ids``.
+    ``collate`` right-pads to the longest item, rounded up to a multiple of
+    ``pad_to_multiple_of`` (``extra_padding`` more pad tokens, for the padding-invariance
+    check) and returns ``input_ids``, ``attention_mask`` and, where the tokenizer makes
+    them, ``token_type_ids``.
     """
 
-    def __init__(self, encoder: TextEncoder | None = None, *, pad_token_id: int | None = None, packing: bool = False):
+    def __init__(self, encoder: TextEncoder | None = None, *, pad_token_id: int | None = None, packing: bool = False,
+                 pad_to_multiple_of: int = 1):
         self.encoder = encoder
         self.pad_token_id = pad_token_id if pad_token_id is not None else encoder.tokenizer.pad_token_id
         self.packing = packing
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     @property
     def tokenizer(self):
@@ -241,12 +254,12 @@ class TextItems:
 
     def padded_cost(self, costs: Sequence[int]) -> int:
         """Tokens a batch of items with these costs occupies: no padding when packed."""
-        return sum(costs) if self.packing else len(costs) * max(costs)
+        return sum(costs) if self.packing else len(costs) * padded_width(max(costs), self.pad_to_multiple_of)
 
     def collate(self, items: Sequence[TextItem], extra_padding: int = 0) -> dict[str, torch.Tensor]:
         if self.packing and not extra_padding:
             return pack(items)
-        width = max(len(ids) for ids, _ in items) + extra_padding
+        width = padded_width(max(len(ids) for ids, _ in items), self.pad_to_multiple_of) + extra_padding
         input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
         has_types = items[0][1] is not None

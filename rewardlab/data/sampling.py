@@ -20,6 +20,7 @@ import numpy as np
 
 from rewardlab.contracts.nuisance import LENGTH_COLUMN
 from rewardlab.data.collate import EncodedComparison, LengthGroupedBatchSampler, costliest_first, item_key
+from rewardlab.data.encode import padded_width
 
 
 def padded_cost(n_items: int, longest: int) -> int:
@@ -155,8 +156,9 @@ def build_batch_sampler(data: Sequence[EncodedComparison], cfg) -> LengthGrouped
     if cfg.length_matched:
         return LengthMatchedBatchSampler([length_outcome(c) for c in data], cfg.batch_size, lengths=lengths,
                                          seed=cfg.seed, group_by_length=cfg.group_by_length, keys=keys)
-    if cfg.max_tokens_per_batch is not None:
-        return TokenBudgetBatchSampler(lengths, [len(c.items) for c in data], cfg.max_tokens_per_batch,
+    if cfg.max_tokens_per_batch is not None:  # the budget counts the padded width
+        widths = [padded_width(n, cfg.pad_to_multiple_of) for n in lengths]
+        return TokenBudgetBatchSampler(widths, [len(c.items) for c in data], cfg.max_tokens_per_batch,
                                        cfg.batch_size, seed=cfg.seed, keys=keys)
     return LengthGroupedBatchSampler(lengths, cfg.batch_size, seed=cfg.seed, group_by_length=cfg.group_by_length,
                                      keys=keys)

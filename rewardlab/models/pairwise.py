@@ -70,8 +70,8 @@ class PairTextItems(TextItems):
     is still too long as :class:`~rewardlab.data.encode.TextEncoder` says.
     """
 
-    def __init__(self, encoder: TextEncoder, separator: str | None = None):
-        super().__init__(encoder)
+    def __init__(self, encoder: TextEncoder, separator: str | None = None, *, pad_to_multiple_of: int = 1):
+        super().__init__(encoder, pad_to_multiple_of=pad_to_multiple_of)
         tok = encoder.tokenizer
         self.separator = separator or (f" {tok.sep_token} " if tok.sep_token else "\n\n[Response B]\n")
 
@@ -130,7 +130,8 @@ def build_cross_encoder(cfg: ExperimentConfig, attributes: Sequence[str], proces
 
 def _processor(cfg: ExperimentConfig) -> PairTextItems:
     tokenizer = load_tokenizer(cfg.model.backbone)
-    return PairTextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data)))
+    return PairTextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data)),
+                         pad_to_multiple_of=cfg.train.pad_to_multiple_of)
 
 
 def _save(model: TextRewardModel, processor: PairTextItems, folder: Path, metadata: dict) -> None:

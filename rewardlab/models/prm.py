@@ -24,7 +24,7 @@ import torch
 from rewardlab.config import ExperimentConfig
 from rewardlab.config.sections import STEP_AGGREGATES
 from rewardlab.contracts.schema import unicode_problem
-from rewardlab.data.encode import pack
+from rewardlab.data.encode import pack, padded_width
 from rewardlab.data.fields import render_plain
 from rewardlab.models.backbones import (backbone_source, dequantised, dropout_overrides, load_tokenizer,
                                         position_limit, prepare_tokenizer, save_tokenizer, with_lora)
@@ -57,8 +57,9 @@ class StepItems:
     """
 
     def __init__(self, tokenizer, separator: str, *, max_length: int | None = None,
-                 max_prompt_tokens: int | None = None, packing: bool = False):
+                 max_prompt_tokens: int | None = None, packing: bool = False, pad_to_multiple_of: int = 1):
         self.tokenizer, self.separator, self.packing = tokenizer, separator, packing
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.separator_ids = tuple(tokenizer.encode(separator, add_special_tokens=False))
         assert self.separator_ids, "resolve_separator checks the separator first"
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
@@ -155,7 +156,7 @@ class StepItems:
             step_mask[0, [int(start) + e for start, (_, ends) in zip(starts, items) for e in ends]] = True
             return {"input_ids": packed["input_ids"], "position_ids": packed["position_ids"], "step_mask": step_mask,
                     "step_counts": torch.tensor([len(ends) for _, ends in items])}
-        width = max(len(ids) for ids, _ in items)
+        width = padded_width(max(len(ids) for ids, _ in items), self.pad_to_multiple_of)
         input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
         step_mask = torch.zeros((len(items), width), dtype=torch.bool)
@@ -246,7 +247,8 @@ def load_token_classifier(name: str, *, dropout: float = -1.0, tokenizer=None):
 def _processor(cfg: ExperimentConfig) -> StepItems:
     tokenizer = load_tokenizer(cfg.model.backbone)
     return StepItems(tokenizer, resolve_separator(tokenizer, cfg.model.step_separator), max_length=cfg.data.max_length,
-                     max_prompt_tokens=cfg.data.max_prompt_tokens, packing=cfg.model.packing)
+                     max_prompt_tokens=cfg.data.max_prompt_tokens, packing=cfg.model.packing,
+                     pad_to_multiple_of=cfg.train.pad_to_multiple_of)
 
 
 def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: StepItems) -> ProcessRewardNet:

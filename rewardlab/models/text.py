@@ -181,7 +181,7 @@ def build_text_model(cfg: ModelConfig, attributes: Sequence[str] = (), vocab_siz
 def _processor(cfg: ExperimentConfig) -> TextItems:
     tokenizer = load_tokenizer(cfg.model.backbone)
     return TextItems(TextEncoder(tokenizer, EncodingSpec.from_data_config(cfg.data, auto="concat")),
-                     packing=cfg.model.packing)
+                     packing=cfg.model.packing, pad_to_multiple_of=cfg.train.pad_to_multiple_of)
 
 
 def _build(cfg: ExperimentConfig, attributes: Sequence[str], processor: TextItems) -> TextRewardModel:

@@ -26,6 +26,7 @@ from accelerate.utils import send_to_device, set_seed
 from rewardlab.config import ExperimentConfig
 from rewardlab.contracts.steps import Solution
 from rewardlab.data.collate import LengthGroupedBatchSampler
+from rewardlab.data.encode import padded_width
 from rewardlab.data.sampling import TokenBudgetBatchSampler
 from rewardlab.data.stepwise import is_stepwise, load_solutions, split_solutions
 from rewardlab.losses import StepLoss, class_weights, get_loss, is_step_loss
@@ -170,8 +171,8 @@ class StepTrainer:
         self.loss_fn: StepLoss = get_loss(t.loss)
         self.class_weight = class_weights(torch.tensor([y for e in train_data for y in e.labels]), t.step_class_weight)
         lengths = [e.length for e in train_data]
-        self.sampler = TokenBudgetBatchSampler(lengths, [1] * len(lengths), t.max_tokens_per_batch, t.batch_size,
-                                               seed=t.seed) if t.max_tokens_per_batch else \
+        self.sampler = TokenBudgetBatchSampler([padded_width(n, t.pad_to_multiple_of) for n in lengths],
+                                               [1] * len(lengths), t.max_tokens_per_batch, t.batch_size, seed=t.seed) if t.max_tokens_per_batch else \
             LengthGroupedBatchSampler(lengths, t.batch_size, seed=t.seed, group_by_length=t.group_by_length)
         loader = torch.utils.data.DataLoader(train_data, batch_sampler=self.sampler, collate_fn=self.collate,
                                              num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed))

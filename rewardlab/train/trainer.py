@@ -121,8 +121,9 @@ class Trainer:
         while group := list(itertools.islice(it, self.cfg.grad_accum)):
             yield group
 
-    def _accumulate(self, group: list[dict]) -> float:
-        """Forward and backward every micro-batch of one optimiser step; returns its weighted-mean loss.
+    def _accumulate(self, group: list[dict]) -> torch.Tensor:
+        """Forward and backward every micro-batch of one optimiser step; returns its weighted-mean loss, a
+        0-d tensor left on the device: reading it would make the host wait for the device every step.
 
         Each micro-batch contributes Σ w·ℓ / W, W being the pair weight of the whole step on
         every process (DDP averages gradients over the processes, hence W / processes
@@ -134,7 +135,7 @@ class Trainer:
         local = torch.stack([b["pairs"].weight.sum() for b in group]).sum()
         total = acc.reduce(local.detach().clone(), reduction="sum") if acc.num_processes > 1 else local.detach()
         normalizer = total / acc.num_processes
-        summed = 0.0
+        summed = torch.zeros((), device=local.device)
         for k, batch in enumerate(group):
             last = k == len(group) - 1
             # DDP all-reduces once, at the step's end; ZeRO reduces and steps at the boundary marked there
@@ -145,8 +146,8 @@ class Trainer:
                     acc.deepspeed_engine_wrapped.backward(loss, sync_gradients=last)
                 else:
                     acc.backward(loss)
-            summed += loss.item()
-        return summed * float(normalizer) / max(float(local), 1e-12)
+            summed += loss.detach().float()
+        return summed * normalizer / local.clamp_min(1e-12)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -305,9 +306,11 @@ class Trainer:
             cfg.progress and acc.is_local_main_process), dynamic_ncols=True)
         self.model.train()
         start, pairs_at_start, stop, micro_batches = time.perf_counter(), self.state.pairs_seen, False, 0
-        cost = torch.zeros(2, dtype=torch.long)  # (real, padded) tokens of this process's micro-batches
+        # (real, padded) tokens of this process's micro-batches. It and the step losses stay on the device and
+        # are read every 10 steps: the host queues the next steps' work meanwhile.
+        cost = torch.zeros(2, dtype=torch.long, device=acc.device)
         self.timings = {"eval_seconds": 0.0, "save_seconds": 0.0}
-        running: list[float] = []
+        running: list[torch.Tensor] = []
         while self.state.step < self.total_steps and not stop:
             loader = acc.skip_first_batches(self.loader, self.state.batches_in_epoch) \
                 if self.state.batches_in_epoch else self.loader
@@ -323,7 +326,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.state.batches_in_epoch += len(group)
                 micro_batches += len(group)
-                cost += sum(b["cost"].cpu() for b in group)
+                cost += sum(b["cost"].to(cost.device) for b in group)
                 self.state.pairs_seen += sum(len(b["pairs"]) for b in group) * acc.num_processes
                 running.append(step_loss)
                 self.scheduler.step()
@@ -331,9 +334,10 @@ class Trainer:
                     self.ema.update(self.raw_model)
                 self.state.step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(running):.4f}")
                 if self.state.step % 10 == 0 or self.state.step == self.total_steps:
-                    self._log({"loss": float(np.mean(running)), "lr_head": self.scheduler.get_last_lr()[-1]}, "train")
+                    loss = torch.stack(running).mean().item()
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    self._log({"loss": loss, "lr_head": self.scheduler.get_last_lr()[-1]}, "train")
                     running = []
                 if self.state.step % eval_every == 0 or self.state.step == self.total_steps:
                     with self._timed("eval_seconds"):

@@ -10,7 +10,18 @@ from conftest import write_jsonl
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rewardlab", *args], capture_output=True, text=True, timeout=600)
+    return run_clis(args)[0]
+
+
+def run_clis(*commands) -> list[subprocess.CompletedProcess]:
+    """Each command line as its own ``python -m rewardlab`` process, all at once (each spends seconds importing)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "rewardlab", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for args in commands]
+    done = []
+    for args, proc in zip(commands, procs):
+        out, err = proc.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +74,18 @@ def test_eval_and_calibrate_commands(cli_model, tmp_path, capsys):
 def test_user_errors_are_one_line_without_traceback(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "a"}\n')
-    proc = run_cli("train", "--set", f"data.train={bad}", "--set", "train.output_dir=" + str(tmp_path / "o"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == (f"rewardlab train: error: {bad}:1, field 'rejected': identical to 'chosen': "
+    data, epochs, model, flag = run_clis(
+        ("train", "--set", f"data.train={bad}", "--set", "train.output_dir=" + str(tmp_path / "o")),
+        ("train", "--set", "train.epochs=0"),
+        ("eval", "--model", str(tmp_path), "--data", str(bad)),
+        ("score", "--model", str(tmp_path), "--data", str(bad), "--out", "x", "--chunk-size", "0"))
+    assert data.returncode == 2 and "Traceback" not in data.stderr
+    assert data.stderr.strip() == (f"rewardlab train: error: {bad}:1, field 'rejected': identical to 'chosen': "
                                    "a pair needs two different responses")
-    proc = run_cli("train", "--set", "train.epochs=0")
-    assert proc.returncode == 2 and "train.epochs=0.0 must be > 0" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("eval", "--model", str(tmp_path), "--data", str(bad))
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    proc = run_cli("score", "--model", str(tmp_path), "--data", str(bad), "--out", "x", "--chunk-size", "0")
-    assert proc.returncode == 2 and "argument --chunk-size: 0 must be at least 1" in proc.stderr
+    assert epochs.returncode == 2 and "train.epochs=0.0 must be > 0" in epochs.stderr
+    assert "Traceback" not in epochs.stderr
+    assert model.returncode != 0 and "Traceback" not in model.stderr
+    assert flag.returncode == 2 and "argument --chunk-size: 0 must be at least 1" in flag.stderr
 
 
 def test_listing_commands(capsys):

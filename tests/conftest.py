@@ -31,6 +31,17 @@ CORPUS = [
 ] * 20
 
 
+@pytest.fixture(autouse=True)
+def _fp32_on_every_cpu(monkeypatch):
+    """In-process runs train in fp32 on every CPU, as they did before the CPU probe: on a CPU with native bf16
+    ``auto`` would pick bf16 for MiniLM, and Accelerate keeps a process's first precision, so every later run of
+    the session would follow the test order. tests/test_precision.py tests the probe itself; subprocess runs
+    probe as users' runs do (the tiny models stay fp32: their steps are too short to gain)."""
+    from rewardlab.train import precision
+
+    monkeypatch.setattr(precision, "CPUINFO", Path("/nonexistent/cpuinfo"))  # flags unread: no native bf16
+
+
 def _quiet():
     from transformers.utils import logging as hf_logging
 

@@ -7,25 +7,60 @@ from rewardlab.config import ModelConfig, load_config
 from rewardlab.data.encode import EncodingSpec, TextEncoder, TextItems
 from rewardlab.models.text import build_text_model
 from rewardlab.train import precision
-from rewardlab.train.precision import choose_precision, probe
+from rewardlab.train.precision import choose_precision, cpu_has_native_bf16, probe
 
 
-def test_requested_precision_is_kept_and_auto_without_cuda_bf16_is_fp32(monkeypatch):
+NEVER = lambda device, n: (_ for _ in ()).throw(AssertionError("no probe expected"))  # noqa: E731
+
+
+def test_requested_precision_is_kept_and_auto_without_native_bf16_is_fp32(monkeypatch):
     monkeypatch.setattr(precision, "process_precision", lambda: None)  # as a process's first run
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     model = torch.nn.Linear(2, 1)
-    never = lambda device: (_ for _ in ()).throw(AssertionError("no probe expected"))  # noqa: E731
-    assert choose_precision("bf16", model, never, torch.device("cpu"))[0] == "bf16"
-    choice, info = choose_precision("auto", model, never, torch.device("cpu"))
-    assert choice == "no" and "no CUDA device" in info["rule"]
+    assert choose_precision("bf16", model, NEVER, torch.device("cpu"))[0] == "bf16"
+    choice, info = choose_precision("auto", model, NEVER, torch.device("cpu"))
+    assert choice == "no" and "no native bf16 here" in info["rule"]
     assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"  # YAML `no` stays text
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16("processor : 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_native_bf16("flags : fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_native_bf16("flags : fpu avx2 avx512f avx512bw\nbugs : avx512_bf16\n")
+
+
+def test_a_cpu_with_native_bf16_probes_two_comparisons_and_a_tiny_model_stays_fp32(monkeypatch, tiny_bert):
+    monkeypatch.setattr(precision, "process_precision", lambda: None)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    model, tok = build_text_model(ModelConfig(backbone=tiny_bert))
+    processor = TextItems(TextEncoder(tok, EncodingSpec(max_length=32)))
+    asked = []
+
+    def inputs(device, n):
+        asked.append(n)
+        items, _ = processor.encode_items(["q"] * 4, ["a b c", "d", "e f", "g"])
+        return processor.collate(items[: 2 * n])
+
+    choice, info = choose_precision("auto", model, inputs, torch.device("cpu"))
+    assert asked == [precision.CPU_PROBE_COMPARISONS]
+    assert choice == "no" and "fp32 without probing bf16" in info["rule"] and set(info["seconds_per_step"]) == {"no"}
+
+
+@pytest.mark.parametrize("fp32,bf16,expected", [(1.0, 0.9, "no"), (1.0, 0.7, "bf16"), (0.01, 0.001, "no")])
+def test_on_cpu_bf16_must_win_by_the_margin(monkeypatch, fp32, bf16, expected):
+    monkeypatch.setattr(precision, "_seconds_per_step",
+                        lambda model, inputs, device, dtype, *a, **k: fp32 if dtype is None else bf16)
+    choice, info = probe(torch.nn.Linear(2, 1), {}, torch.device("cpu"), margin=precision.CPU_MARGIN,
+                         min_seconds=precision.MIN_PROBE_SECONDS)
+    assert choice == expected
+    assert (set(info["seconds_per_step"]) == {"no"}) == (fp32 < precision.MIN_PROBE_SECONDS)
 
 
 def test_auto_keeps_the_precision_this_process_already_trained_with():
     from accelerate import Accelerator
 
     Accelerator(cpu=True, mixed_precision="no")  # an earlier run in this process (a fold, a member, a trial)
-    never = lambda device: (_ for _ in ()).throw(AssertionError("no probe expected"))  # noqa: E731
-    choice, info = choose_precision("auto", torch.nn.Linear(2, 1), never, torch.device("cuda"))
+    choice, info = choose_precision("auto", torch.nn.Linear(2, 1), NEVER, torch.device("cuda"))
     assert choice == "no" and "as this process trained before" in info["rule"]
 
 

@@ -122,7 +122,7 @@ def _debias(cfg: ExperimentConfig, builder: ModelBuilder, model: RewardNet, trai
 def _accelerator(cfg: ExperimentConfig, model: RewardNet, collator: PreferenceCollator, train_enc: list, state,
                  reports: dict, out: Path) -> Accelerator:
     """The Accelerator at the precision the run chooses (train.mixed_precision=auto measures it)."""
-    first_batch = lambda device: send_to_device(collator(train_enc[: cfg.train.batch_size]), device)["items"]
+    first_batch = lambda device, n: send_to_device(collator(train_enc[: n or cfg.train.batch_size]), device)["items"]
     precision, reports["precision"] = choose_precision(cfg.train.mixed_precision, model, first_batch, state.device)
     if state.is_main_process and cfg.train.mixed_precision == "auto":
         print(f"precision: {'bf16' if precision == 'bf16' else 'fp32'} ({reports['precision']['rule']})")

@@ -269,7 +269,8 @@ def train_steps(cfg: ExperimentConfig, *, resume: bool = False,
               f"{reports['train_encoding']['steps_left_out']} train, {reports['eval_encoding']['steps_left_out']} "
               f"eval (data.max_length={cfg.data.max_length})")
     model = PRM_KIND.build(cfg, [], processor)
-    first = lambda device: send_to_device(collate_steps(processor)(train_enc[: cfg.train.batch_size]), device)["items"]
+    first = lambda device, n: send_to_device(collate_steps(processor)(train_enc[: n or cfg.train.batch_size]),
+                                             device)["items"]
     precision, reports["precision"] = choose_precision(cfg.train.mixed_precision, model, first, state.device)
     acc = Accelerator(mixed_precision=precision, log_with=trackers(cfg.train.log_with) or None,
                       project_dir=str(out / "logs"))

@@ -21,8 +21,8 @@ class TrainConfig:
                                             "image's tokens too), so peak memory is bounded by the budget, not by the "
                                             "longest examples. The loss is still the mean over the pairs of each "
                                             "optimiser step.")
-    pad_to_multiple_of: int = option(1, "Pad each batch's width up to a multiple of this (not with model.packing). On "
-                                   "a GPU, 64 leaves at most 16 widths up to 1,024 tokens, so work done once per "
+    pad_to_multiple_of: int = option(1, "Text models (text, cross_encoder, prm kinds): pad each batch's width up to a "
+                                   "multiple of this (not with model.packing). On a GPU, 64 leaves at most 16 widths up to 1,024 tokens, so work done once per "
                                    "new tensor shape (kernel plans, allocator blocks) is done 16 times, not once per "
                                    "batch; each row still pays its padding. 1: pad to the batch's longest item.")
     eval_batch_size: int = option(64, "Sequences per forward pass when evaluating.")
@@ -122,7 +122,8 @@ class TrainConfig:
             positive("train.max_steps", self.max_steps)
         if self.max_tokens_per_batch is not None:
             positive("train.max_tokens_per_batch", self.max_tokens_per_batch)
-        for name in ("batch_size", "pad_to_multiple_of", "eval_batch_size", "grad_accum", "save_total_limit", "ensemble_size"):
+        for name in ("batch_size", "pad_to_multiple_of", "eval_batch_size", "grad_accum", "save_total_limit",
+                     "ensemble_size"):
             positive(f"train.{name}", getattr(self, name))
         for name in ("lr_backbone", "lr_fusion", "lr_outcome"):
             positive(f"train.{name}", getattr(self, name))

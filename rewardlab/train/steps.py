@@ -171,8 +171,9 @@ class StepTrainer:
         self.loss_fn: StepLoss = get_loss(t.loss)
         self.class_weight = class_weights(torch.tensor([y for e in train_data for y in e.labels]), t.step_class_weight)
         lengths = [e.length for e in train_data]
-        self.sampler = TokenBudgetBatchSampler([padded_width(n, t.pad_to_multiple_of) for n in lengths],
-                                               [1] * len(lengths), t.max_tokens_per_batch, t.batch_size, seed=t.seed) if t.max_tokens_per_batch else \
+        widths = [padded_width(n, t.pad_to_multiple_of) for n in lengths]  # what a token budget counts
+        self.sampler = TokenBudgetBatchSampler(widths, [1] * len(lengths), t.max_tokens_per_batch, t.batch_size,
+                                               seed=t.seed) if t.max_tokens_per_batch else \
             LengthGroupedBatchSampler(lengths, t.batch_size, seed=t.seed, group_by_length=t.group_by_length)
         loader = torch.utils.data.DataLoader(train_data, batch_sampler=self.sampler, collate_fn=self.collate,
                                              num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed))

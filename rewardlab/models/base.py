@@ -146,6 +146,12 @@ def get_kind(name: str) -> ModelKind:
     return MODEL_KINDS.get(name)
 
 
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/rewardlab`` (``~/.cache/rewardlab`` when unset): what rewardlab may rebuild, kept between
+    runs (image embeddings, GGUF models as plain folders)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "rewardlab"
+
+
 def save_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` into a temporary sibling folder, then swap it into ``path``.
 

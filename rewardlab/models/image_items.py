@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Sequence
@@ -37,6 +36,7 @@ from PIL import Image
 from rewardlab.data.augment import apply_augment, cat_params, draw_params
 from rewardlab.data.fields import render_plain
 from rewardlab.data.images import ImageRef, content_digest, image_ref, image_to_tensor, load_image
+from rewardlab.models.base import cache_root
 from rewardlab.models.embedding_cache import EmbeddingCache, fill
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ CACHE_VERSION = 1
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/rewardlab/embeddings`` (``~/.cache/...`` when unset)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "rewardlab" / "embeddings"
+    return cache_root() / "embeddings"
 
 
 @dataclass(frozen=True)
